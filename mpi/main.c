@@ -1,0 +1,80 @@
+/* main.c - the trl-hpc command: parse, load the config, run. */
+#include <stdio.h>
+#include <string.h>
+
+#include "comm.h"
+#include "config.h"
+#include "train.h"
+
+static int usage(FILE *f)
+{
+	fprintf(f, "usage: trl-hpc [train|validate] INPUT.yaml [--key value ...]\n"
+		   "       trl-hpc --help | --version | config-reference\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	Comm comm;
+	if (comm_init(&comm, &argc, &argv) != 0) {
+		fprintf(stderr, "trl-hpc: MPI initialisation failed\n");
+		return 1;
+	}
+	int rc = 0, first = 1, validate = 0;
+	TrlErr err = {0, ""};
+	static Config cfg;
+	if (argc < 2) {
+		if (comm.rank == 0)
+			usage(stderr);
+		comm_finalize(&comm);
+		return 2;
+	}
+	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		if (comm.rank == 0)
+			config_print_help(stdout);
+		comm_finalize(&comm);
+		return 0;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		if (comm.rank == 0)
+			printf("trl-hpc %s\n", TRL_VERSION_STRING);
+		comm_finalize(&comm);
+		return 0;
+	}
+	if (strcmp(argv[1], "config-reference") == 0) {
+		if (comm.rank == 0)
+			config_print_markdown(stdout);
+		comm_finalize(&comm);
+		return 0;
+	}
+	if (strcmp(argv[1], "validate") == 0 || strcmp(argv[1], "train") == 0) {
+		validate = argv[1][0] == 'v';
+		first = 2;
+	}
+	if (first >= argc || argv[first][0] == '-') {
+		if (comm.rank == 0)
+			usage(stderr);
+		comm_finalize(&comm);
+		return 2;
+	}
+	/* Every rank reads the same file, so every rank reaches the same verdict;
+	 * the agreement still guards against a file that only some ranks see. */
+	config_defaults(&cfg);
+	rc = config_load_yaml(&cfg, argv[first], &err);
+	if (!rc)
+		rc = config_apply_args(&cfg, argc, argv, first + 1, &err);
+	if (!rc)
+		rc = config_finish(&cfg, &err);
+	if (!rc && !cfg.model_name_or_path[0])
+		rc = model_config_check(&cfg.model, &err);
+	rc = comm_agree(&comm, rc, &err);
+	if (!rc) {
+		trl_setup_threads(&cfg, &comm);
+		rc = validate ? trl_validate(&cfg, &comm, stdout, &err)
+			      : trl_train(&cfg, &comm, &err);
+	}
+	if (rc && comm.rank == 0)
+		fprintf(stderr, "trl-hpc: error: %s\n", err.msg);
+	comm_finalize(&comm);
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,662 @@
+/* train.c - the training loop: data-parallel micro-batches, loss normalised by
+ * the global target-token count, AdamW, evaluation, metrics and the save. */
+#define _GNU_SOURCE
+#include "train.h"
+
+#include <math.h>
+#include <omp.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dataset.h"
+#include "layers.h"
+#include "model.h"
+#include "model_io.h"
+#include "optim.h"
+#include "tokenizer.h"
+
+/* What a method contributes to the loop. SFT is next-token cross-entropy on
+ * the masked targets; later methods add reference passes and their losses. */
+typedef struct Method {
+	const char *name;
+	TrlDataFormat formats_ok[2];
+	int n_formats;
+} Method;
+
+static const Method METHOD_SFT = {
+	"sft", {TRL_FMT_LANGUAGE_MODELING, TRL_FMT_PROMPT_COMPLETION}, 2};
+
+typedef struct Trainer {
+	const Config *cfg;
+	const Comm *comm;
+	const Method *method;
+	Tokenizer tok;
+	Dataset train, test;
+	RowSet train_rows, test_rows;
+	int has_test;
+	Model model;
+	AdamW opt;
+	Batch *mb; /* (gradient_accumulation_steps) micro-batches of this rank */
+	Batch eval;
+	int maxT;
+	long total_steps, rows_per_step;
+	int *perm[2];
+	long perm_epoch[2];
+	int *idx;
+	FILE *metrics;
+	double t_start;
+} Trainer;
+
+/* ---- threads ----------------------------------------------------------------- */
+
+int trl_setup_threads(const Config *cfg, const Comm *comm)
+{
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+	if (online < 1)
+		online = 1;
+	int share = (int)(online / (comm->local_size > 0 ? comm->local_size : 1));
+	if (share < 1)
+		share = 1;
+	int want = cfg->threads_per_rank > 0 ? cfg->threads_per_rank : share;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < want) {
+		/* Open MPI binds each rank to one core by default when np <= 2, which
+		 * would leave the other cores idle. Give this rank its own block of
+		 * `want` cores instead; a cgroup (Slurm) that forbids it wins. */
+		cpu_set_t wide;
+		CPU_ZERO(&wide);
+		for (int i = 0; i < want; i++)
+			CPU_SET((int)(((long)comm->local_rank * want + i) % online), &wide);
+		if (sched_setaffinity(0, sizeof wide, &wide) != 0) {
+			sched_getaffinity(0, sizeof set, &set);
+			if (cfg->threads_per_rank == 0)
+				want = CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
+		}
+	}
+	omp_set_num_threads(want);
+	return want;
+}
+
+/* ---- set-up ------------------------------------------------------------------ */
+
+static int dataset_paths(const Config *cfg, char *train, char *test, size_t cap,
+			 int *has_test, TrlErr *err)
+{
+	size_t n = strlen(cfg->dataset_name);
+	if (n == 0)
+		return trl_errf(err, TRL_EINVAL,
+				"dataset_name is not set: point it at a .jsonl file or a "
+				"folder holding %s.jsonl",
+				cfg->dataset_train_split);
+	if (n > 6 && strcmp(cfg->dataset_name + n - 6, ".jsonl") == 0) {
+		snprintf(train, cap, "%s", cfg->dataset_name);
+		*has_test = 0;
+	} else {
+		snprintf(train, cap, "%s/%s.jsonl", cfg->dataset_name,
+			 cfg->dataset_train_split);
+		snprintf(test, cap, "%s/%s.jsonl", cfg->dataset_name,
+			 cfg->dataset_test_split);
+		*has_test = access(test, R_OK) == 0;
+	}
+	if (access(train, R_OK) != 0)
+		return trl_errf(err, TRL_EIO,
+				"dataset_name: cannot read '%s' (dataset_name = '%s'; expected a "
+				".jsonl file or a folder with %s.jsonl)",
+				train, cfg->dataset_name, cfg->dataset_train_split);
+	return TRL_OK;
+}
+
+static int load_data(Trainer *tr, TrlErr *err)
+{
+	const Config *cfg = tr->cfg;
+	char train[TRL_PATH_MAX + 80], test[TRL_PATH_MAX + 80];
+	int rc = dataset_paths(cfg, train, test, sizeof train, &tr->has_test, err);
+	if (rc)
+		return rc;
+	DatasetOptions o = {cfg->dataset_text_field, cfg->max_length,
+			    cfg->truncation_mode == TRL_TRUNC_KEEP_END, cfg->completion_only_loss,
+			    cfg->skip_invalid_rows};
+	rc = dataset_load_jsonl(&tr->train, train, &o, &tr->tok, err);
+	if (!rc && tr->has_test)
+		rc = dataset_load_jsonl(&tr->test, test, &o, &tr->tok, err);
+	if (rc)
+		return rc;
+	int ok = 0;
+	for (int i = 0; i < tr->method->n_formats; i++)
+		ok |= tr->train.format == tr->method->formats_ok[i];
+	if (!ok)
+		return trl_errf(err, TRL_EINVAL, "%s: this data format is not usable by %s",
+				train, tr->method->name);
+	rc = cfg->packing ? rows_pack_bfd(&tr->train_rows, &tr->train, cfg->max_length, err)
+			  : rows_unpacked(&tr->train_rows, &tr->train, err);
+	if (!rc && tr->has_test)
+		rc = rows_unpacked(&tr->test_rows, &tr->test, err);
+	return rc;
+}
+
+static int load_model(Trainer *tr, TrlErr *err)
+{
+	const Config *cfg = tr->cfg;
+	int rc;
+	if (cfg->model_name_or_path[0]) {
+		rc = model_load_dir(&tr->model, cfg->model_name_or_path, err);
+	} else {
+		rc = model_init(&tr->model, &cfg->model, err);
+		if (!rc)
+			model_init_weights(&tr->model, (uint64_t)cfg->seed);
+	}
+	if (rc)
+		return rc;
+	if (tr->model.cfg.vocab_size < tr->tok.vocab_size)
+		return trl_errf(err, TRL_EINVAL,
+				"model.vocab_size (%d) is smaller than the tokenizer's "
+				"vocabulary (%d): set model.vocab_size >= %d",
+				tr->model.cfg.vocab_size, tr->tok.vocab_size,
+				tr->tok.vocab_size);
+	return TRL_OK;
+}
+
+static int max_prompt_len(const Dataset *d)
+{
+	int m = 0;
+	for (int i = 0; i < d->n; i++)
+		if (d->ex[i].prompt_len > m)
+			m = d->ex[i].prompt_len;
+	return m;
+}
+
+static int alloc_buffers(Trainer *tr, TrlErr *err)
+{
+	const Config *cfg = tr->cfg;
+	int T = rows_max_len(&tr->train_rows);
+	if (tr->has_test) {
+		int te = rows_max_len(&tr->test_rows);
+		int gen = max_prompt_len(&tr->test) + cfg->eval_max_new_tokens;
+		T = te > T ? te : T;
+		T = gen > T ? gen : T;
+	}
+	if (T < 1)
+		T = 1;
+	tr->maxT = T;
+	int B = cfg->per_device_train_batch_size;
+	int Be = cfg->per_device_eval_batch_size;
+	int rc = model_alloc_activations(&tr->model, B > Be ? B : Be, T, err);
+	if (rc)
+		return rc;
+	int GA = cfg->gradient_accumulation_steps;
+	tr->mb = calloc((size_t)GA, sizeof *tr->mb);
+	tr->idx = calloc((size_t)(B > Be ? B : Be), sizeof *tr->idx);
+	if (!tr->mb || !tr->idx)
+		return trl_errf(err, TRL_ENOMEM, "out of memory");
+	for (int j = 0; j < GA && !rc; j++)
+		rc = batch_alloc(&tr->mb[j], B, T, err);
+	if (!rc)
+		rc = batch_alloc(&tr->eval, Be, T, err);
+	if (!rc)
+		rc = adamw_init(&tr->opt, &tr->model.table, 0, tr->model.table.total,
+				cfg->adam_beta1, cfg->adam_beta2, cfg->adam_epsilon,
+				cfg->weight_decay, cfg->weight_decay_embeddings, err);
+	long n = tr->train_rows.n;
+	for (int k = 0; k < 2 && !rc; k++) {
+		tr->perm[k] = malloc((size_t)n * sizeof(int));
+		tr->perm_epoch[k] = -1;
+		if (!tr->perm[k])
+			rc = trl_errf(err, TRL_ENOMEM, "out of memory");
+	}
+	return rc;
+}
+
+static void trainer_free(Trainer *tr)
+{
+	for (int j = 0; tr->mb && j < tr->cfg->gradient_accumulation_steps; j++)
+		batch_free(&tr->mb[j]);
+	free(tr->mb);
+	batch_free(&tr->eval);
+	free(tr->idx);
+	free(tr->perm[0]);
+	free(tr->perm[1]);
+	adamw_free(&tr->opt);
+	model_free(&tr->model);
+	rows_free(&tr->train_rows);
+	rows_free(&tr->test_rows);
+	dataset_free(&tr->train);
+	dataset_free(&tr->test);
+	tokenizer_free(&tr->tok);
+	if (tr->metrics)
+		fclose(tr->metrics);
+}
+
+/* ---- sampler ----------------------------------------------------------------- */
+
+/* Row at position p of the global sample stream: epoch p / n, shuffled by the
+ * (seed, epoch) permutation. The stream does not depend on the rank count, so
+ * the global batch of a step is the same for any number of ranks. */
+static int stream_row(Trainer *tr, long p)
+{
+	long n = tr->train_rows.n, epoch = p / n;
+	int k = (int)(epoch & 1);
+	if (tr->perm_epoch[k] != epoch) {
+		sampler_permutation(tr->perm[k], (int)n, (uint64_t)tr->cfg->seed, epoch);
+		tr->perm_epoch[k] = epoch;
+	}
+	return tr->perm[k][p % n];
+}
+
+/* ---- evaluation -------------------------------------------------------------- */
+
+typedef struct EvalResult {
+	double loss, accuracy, exact_match;
+	long tokens, n_exact;
+} EvalResult;
+
+static void eval_loss(Trainer *tr, EvalResult *r)
+{
+	const Comm *c = tr->comm;
+	int Be = tr->cfg->per_device_eval_batch_size;
+	double sums[1] = {0};
+	long counts[2] = {0, 0};
+	int n = tr->test_rows.n;
+	/* Rank r takes the chunks r, r + size, ...; every chunk is one batch. */
+	for (int first = c->rank * Be; first < n; first += c->size * Be) {
+		int k = n - first < Be ? n - first : Be;
+		for (int i = 0; i < k; i++)
+			tr->idx[i] = first + i;
+		batch_fill(&tr->eval, &tr->test, &tr->test_rows, tr->idx, k, tr->tok.pad_id);
+		model_forward(&tr->model, &tr->eval);
+		sums[0] += crossentropy_forward_backward(
+			tr->model.logits, tr->eval.targets, tr->eval.B * tr->eval.T,
+			tr->model.cfg.vocab_size, 0.0f, &counts[0], &counts[1]);
+	}
+	comm_sum_double(c, sums, 1);
+	comm_sum_long(c, counts, 2);
+	r->tokens = counts[0];
+	r->loss = counts[0] ? sums[0] / counts[0] : 0.0;
+	r->accuracy = counts[0] ? (double)counts[1] / counts[0] : 0.0;
+}
+
+/* Greedy answers for the prompts of examples [first, first + k): the batch
+ * holds every prompt right-padded; each step reads the logits at each row's
+ * last real position. A row's answer is exact when the tokens generated before
+ * EOS equal the reference completion (without its EOS). */
+static long eval_exact_batch(Trainer *tr, int first, int k)
+{
+	const Dataset *d = &tr->test;
+	Batch *b = &tr->eval;
+	int maxnew = tr->cfg->eval_max_new_tokens, V = tr->model.cfg.vocab_size;
+	int len[512], done[512], match[512];
+	int T = 0;
+	for (int i = 0; i < k; i++) {
+		len[i] = d->ex[first + i].prompt_len;
+		done[i] = 0;
+		match[i] = 1;
+		T = len[i] > T ? len[i] : T;
+	}
+	for (int step = 0; step <= maxnew; step++) {
+		int live = 0;
+		for (int i = 0; i < k; i++)
+			live += !done[i];
+		if (!live)
+			break;
+		b->B = k;
+		b->T = T;
+		for (int i = 0; i < k; i++) {
+			const Example *e = &d->ex[first + i];
+			for (int t = 0; t < T; t++) {
+				size_t o = (size_t)i * T + t;
+				int real = t < len[i];
+				/* Tokens beyond the prompt are the ones generated so far,
+				 * which (while matching) equal the reference's. */
+				b->ids[o] = real ? e->ids[t] : tr->tok.pad_id;
+				b->pos[o] = t;
+				b->doc[o] = real ? 0 : -1;
+				b->targets[o] = -1;
+			}
+		}
+		model_forward(&tr->model, b);
+		int grow = 0;
+		for (int i = 0; i < k; i++) {
+			if (done[i])
+				continue;
+			const Example *e = &d->ex[first + i];
+			const float *l = tr->model.logits + ((size_t)i * T + len[i] - 1) * V;
+			int am = 0;
+			for (int v = 1; v < V; v++)
+				if (l[v] > l[am])
+					am = v;
+			int ref_len = e->len - e->prompt_len;
+			if (ref_len > 0 && e->ids[e->len - 1] == tr->tok.eos_id)
+				ref_len--;
+			int pos = len[i] - e->prompt_len; /* tokens generated so far */
+			if (am == tr->tok.eos_id) {
+				match[i] = match[i] && pos == ref_len;
+				done[i] = 1;
+			} else if (pos >= ref_len || am != e->ids[e->prompt_len + pos] ||
+				   step == maxnew) {
+				match[i] = 0; /* longer than, or differs from, the answer */
+				done[i] = 1;
+			} else {
+				len[i]++;
+				grow |= len[i] > T;
+			}
+		}
+		if (grow)
+			T++;
+	}
+	long n = 0;
+	for (int i = 0; i < k; i++)
+		n += match[i] && done[i];
+	return n;
+}
+
+static void eval_exact(Trainer *tr, EvalResult *r)
+{
+	const Comm *c = tr->comm;
+	int Be = tr->cfg->per_device_eval_batch_size;
+	if (Be > 512)
+		Be = 512;
+	int n = tr->test.n;
+	if (tr->cfg->eval_max_samples > 0 && tr->cfg->eval_max_samples < n)
+		n = tr->cfg->eval_max_samples;
+	long counts[2] = {0, 0};
+	for (int first = c->rank * Be; first < n; first += c->size * Be) {
+		int k = n - first < Be ? n - first : Be;
+		counts[0] += eval_exact_batch(tr, first, k);
+		counts[1] += k;
+	}
+	comm_sum_long(c, counts, 2);
+	r->n_exact = counts[1];
+	r->exact_match = counts[1] ? (double)counts[0] / counts[1] : 0.0;
+}
+
+static void run_eval(Trainer *tr, long step, const char *when)
+{
+	if (!tr->has_test)
+		return;
+	EvalResult r = {0};
+	double t0 = trl_now();
+	eval_loss(tr, &r);
+	int exact = tr->cfg->eval_max_new_tokens > 0 &&
+		    tr->test.format == TRL_FMT_PROMPT_COMPLETION;
+	if (exact)
+		eval_exact(tr, &r);
+	if (tr->comm->rank != 0)
+		return;
+	printf("eval %-6s step %ld: eval_loss %.4f  eval_mean_token_accuracy %.4f", when, step,
+	       r.loss, r.accuracy);
+	if (exact)
+		printf("  eval_exact_match %.4f (%ld answers)", r.exact_match, r.n_exact);
+	printf("  [%.1f s]\n", trl_now() - t0);
+	fflush(stdout);
+	if (tr->metrics) {
+		fprintf(tr->metrics,
+			"{\"step\": %ld, \"eval_loss\": %.6f, \"eval_mean_token_accuracy\": %.6f",
+			step, r.loss, r.accuracy);
+		if (exact)
+			fprintf(tr->metrics, ", \"eval_exact_match\": %.6f", r.exact_match);
+		fprintf(tr->metrics, "}\n");
+		fflush(tr->metrics);
+	}
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static void format_eta(char *buf, size_t cap, double s)
+{
+	long t = s > 0 && s < 1e8 ? (long)(s + 0.5) : 0;
+	if (t >= 3600)
+		snprintf(buf, cap, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(buf, cap, "%02ld:%02ld", t / 60, t % 60);
+}
+
+typedef struct LogWindow {
+	double loss_sum, t0;
+	long targets, correct, tokens;
+} LogWindow;
+
+static void train_loop(Trainer *tr)
+{
+	const Config *cfg = tr->cfg;
+	const Comm *c = tr->comm;
+	Model *m = &tr->model;
+	int B = cfg->per_device_train_batch_size, GA = cfg->gradient_accumulation_steps;
+	long nrows = tr->train_rows.n, total_tokens = 0;
+	size_t P = m->table.total;
+	int tty = isatty(STDERR_FILENO) && !cfg->disable_tqdm;
+	long warmup = cfg->warmup_steps > 0
+			      ? cfg->warmup_steps
+			      : (long)ceil(cfg->warmup_ratio * (double)tr->total_steps);
+	LogWindow w = {0, trl_now(), 0, 0, 0};
+
+	for (long step = 0; step < tr->total_steps; step++) {
+		/* Fill every micro-batch first: the loss of the whole accumulated global
+		 * batch is normalised by its total number of target tokens. */
+		long counts[2] = {0, 0}; /* targets, real tokens */
+		for (int j = 0; j < GA; j++) {
+			long base = step * tr->rows_per_step + ((long)j * c->size + c->rank) * B;
+			for (int i = 0; i < B; i++)
+				tr->idx[i] = stream_row(tr, base + i);
+			counts[0] += batch_fill(&tr->mb[j], &tr->train, &tr->train_rows, tr->idx,
+						B, tr->tok.pad_id);
+			const Batch *b = &tr->mb[j];
+			for (int t = 0; t < b->B * b->T; t++)
+				counts[1] += b->doc[t] >= 0;
+		}
+		comm_sum_long(c, counts, 2);
+		float scale = counts[0] > 0 ? 1.0f / (float)counts[0] : 0.0f;
+
+		double loss_sum = 0.0;
+		long correct = 0, targets = 0;
+		for (int j = 0; j < GA; j++) {
+			Batch *b = &tr->mb[j];
+			model_forward(m, b);
+			loss_sum += crossentropy_forward_backward(m->logits, b->targets,
+								  b->B * b->T, m->cfg.vocab_size,
+								  scale, &targets, &correct);
+			model_backward(m, b);
+		}
+		/* Data parallel: every rank adds its gradient (already divided by the
+		 * global token count), so the sum is the gradient of the mean loss. */
+		comm_sum_float(c, m->grads, P);
+		double stats[1] = {loss_sum};
+		long cs[2] = {targets, correct};
+		comm_sum_double(c, stats, 1);
+		comm_sum_long(c, cs, 2);
+
+		double gnorm = sqrt(grad_sumsq(m->grads, P));
+		if (cfg->max_grad_norm > 0 && gnorm > cfg->max_grad_norm)
+			grad_scale(m->grads, P, (float)(cfg->max_grad_norm / (gnorm + 1e-6)));
+		double lr = lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate, step,
+				       tr->total_steps, warmup);
+		adamw_step(&tr->opt, m->params, m->grads, lr);
+		memset(m->grads, 0, P * sizeof(float));
+
+		total_tokens += counts[1];
+		w.loss_sum += stats[0];
+		w.targets += cs[0];
+		w.correct += cs[1];
+		w.tokens += counts[1];
+		long done = step + 1;
+		int last = done == tr->total_steps;
+		if (c->rank == 0 && (done % cfg->logging_steps == 0 || last)) {
+			double now = trl_now(), dt = now - w.t0;
+			double loss = w.targets ? w.loss_sum / w.targets : 0.0;
+			double acc = w.targets ? (double)w.correct / w.targets : 0.0;
+			double tps = dt > 0 ? w.tokens / dt : 0.0;
+			double epoch = (double)(done * tr->rows_per_step) / (double)nrows;
+			double rate = (now - tr->t_start) / done;
+			char eta[32];
+			format_eta(eta, sizeof eta, rate * (tr->total_steps - done));
+			if (tr->metrics) {
+				fprintf(tr->metrics,
+					"{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, "
+					"\"grad_norm\": %.6f, \"learning_rate\": %.6e, "
+					"\"num_tokens\": %ld, \"mean_token_accuracy\": %.6f, "
+					"\"tokens_per_second\": %.1f}\n",
+					done, epoch, loss, gnorm, lr, total_tokens, acc, tps);
+				fflush(tr->metrics);
+			}
+			if (tty) {
+				fprintf(stderr,
+					"\rstep %ld/%ld | loss %.4f | acc %.3f | lr %.2e | %.0f "
+					"tok/s | ETA %s   ",
+					done, tr->total_steps, loss, acc, lr, tps, eta);
+				if (last)
+					fputc('\n', stderr);
+				fflush(stderr);
+			} else if (!cfg->disable_tqdm) {
+				printf("step %ld/%ld  loss %.4f  acc %.3f  grad_norm %.3f  lr "
+				       "%.2e  %.0f tok/s  ETA %s\n",
+				       done, tr->total_steps, loss, acc, gnorm, lr, tps, eta);
+				fflush(stdout);
+			}
+			w = (LogWindow){0, now, 0, 0, 0};
+		}
+		if (cfg->eval_steps > 0 && done % cfg->eval_steps == 0 && !last) {
+			if (tty && c->rank == 0)
+				fputc('\n', stderr);
+			run_eval(tr, done, "");
+			w.t0 = trl_now();
+		}
+	}
+}
+
+static int setup(Trainer *tr, TrlErr *err)
+{
+	const Config *cfg = tr->cfg;
+	const Comm *c = tr->comm;
+	int rc = TRL_OK;
+	if (cfg->method != TRL_METHOD_SFT)
+		rc = trl_errf(err, TRL_EUNSUPPORTED, "method: only sft is implemented");
+	tr->method = &METHOD_SFT;
+	if (!rc && c->rank == 0)
+		rc = trl_mkdirs(cfg->output_dir, err);
+	if ((rc = comm_agree(c, rc, err)))
+		return rc;
+	tokenizer_init_bytes(&tr->tok);
+	rc = load_model(tr, err);
+	if ((rc = comm_agree(c, rc, err)))
+		return rc;
+	rc = load_data(tr, err);
+	if ((rc = comm_agree(c, rc, err)))
+		return rc;
+	if (tr->train_rows.n == 0)
+		rc = trl_errf(err, TRL_EINVAL, "the training split has no rows");
+	if (!rc)
+		rc = alloc_buffers(tr, err);
+	if ((rc = comm_agree(c, rc, err)))
+		return rc;
+
+	tr->rows_per_step = (long)cfg->per_device_train_batch_size *
+			    cfg->gradient_accumulation_steps * c->size;
+	if (cfg->max_steps > 0)
+		tr->total_steps = cfg->max_steps;
+	else
+		tr->total_steps = (long)ceil(cfg->num_train_epochs * (double)tr->train_rows.n /
+					     (double)tr->rows_per_step);
+	if (tr->total_steps < 1)
+		tr->total_steps = 1;
+	if (c->rank == 0) {
+		char path[TRL_PATH_MAX + 32];
+		snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->output_dir);
+		tr->metrics = fopen(path, "w");
+		if (!tr->metrics)
+			rc = trl_errf(err, TRL_EIO, "cannot write %s", path);
+	}
+	return comm_agree(c, rc, err);
+}
+
+static void print_banner(const Trainer *tr)
+{
+	const Config *cfg = tr->cfg;
+	const Model *m = &tr->model;
+	printf("trl-hpc %s: %s on %d rank%s x %d thread%s\n", TRL_VERSION_STRING,
+	       tr->method->name, tr->comm->size, tr->comm->size > 1 ? "s" : "",
+	       omp_get_max_threads(), omp_get_max_threads() > 1 ? "s" : "");
+	printf("model: %s, %zu parameters (%d layers, hidden %d, heads %d/%d, vocab %d)\n",
+	       model_arch_name(m->cfg.arch), model_config_num_params(&m->cfg),
+	       m->cfg.num_hidden_layers, m->cfg.hidden_size, m->cfg.num_attention_heads,
+	       m->cfg.num_key_value_heads, m->cfg.vocab_size);
+	printf("data: %d train rows (%d examples, %s%s), %d test examples; %d skipped, %d "
+	       "truncated\n",
+	       tr->train_rows.n, tr->train.n,
+	       tr->train.format == TRL_FMT_PROMPT_COMPLETION ? "prompt-completion"
+							     : "language modeling",
+	       cfg->packing ? ", packed" : "", tr->has_test ? tr->test.n : 0,
+	       tr->train.n_skipped + tr->test.n_skipped,
+	       tr->train.n_truncated + tr->test.n_truncated);
+	printf("steps: %ld (global batch %ld rows = %d per device x %d accumulation x %d "
+	       "ranks)\n",
+	       tr->total_steps, tr->rows_per_step, cfg->per_device_train_batch_size,
+	       cfg->gradient_accumulation_steps, tr->comm->size);
+	fflush(stdout);
+}
+
+int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
+{
+	Trainer tr;
+	memset(&tr, 0, sizeof tr);
+	tr.cfg = cfg;
+	tr.comm = comm;
+	int rc = setup(&tr, err);
+	if (rc)
+		goto out;
+	if (comm->rank == 0)
+		print_banner(&tr);
+	run_eval(&tr, 0, "before");
+	tr.t_start = trl_now();
+	train_loop(&tr);
+	double elapsed = trl_now() - tr.t_start;
+	run_eval(&tr, tr.total_steps, "after");
+	if (comm->rank == 0) {
+		printf("trained %ld steps in %.1f s\n", tr.total_steps, elapsed);
+		rc = model_save_dir(&tr.model, cfg->output_dir, err);
+		if (!rc) {
+			char path[TRL_PATH_MAX + 32];
+			snprintf(path, sizeof path, "%s/trl_config.yaml", cfg->output_dir);
+			FILE *f = fopen(path, "w");
+			if (f) {
+				config_write_yaml(cfg, f);
+				fclose(f);
+			}
+			printf("saved %s/model.safetensors and config.json\n", cfg->output_dir);
+		}
+	}
+	rc = comm_agree(comm, rc, err);
+out:
+	trainer_free(&tr);
+	return rc;
+}
+
+int trl_validate(const Config *cfg, const Comm *comm, FILE *out, TrlErr *err)
+{
+	ModelConfig mc = cfg->model;
+	int rc = TRL_OK;
+	if (cfg->model_name_or_path[0]) {
+		char path[TRL_PATH_MAX + 32];
+		snprintf(path, sizeof path, "%s/config.json", cfg->model_name_or_path);
+		rc = model_config_load_json(&mc, path, err);
+	}
+	if (!rc)
+		rc = model_config_check(&mc, err);
+	if ((rc = comm_agree(comm, rc, err)) || comm->rank != 0)
+		return rc;
+	config_write_yaml(cfg, out);
+	size_t n = model_config_num_params(&mc);
+	int B = cfg->per_device_train_batch_size;
+	int B2 = cfg->per_device_eval_batch_size > B ? cfg->per_device_eval_batch_size : B;
+	size_t act = model_activation_bytes(&mc, B2, cfg->max_length);
+	double mib = 1.0 / 1048576.0;
+	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",
+		model_arch_name(mc.arch), n, model_config_num_nonembedding_params(&mc));
+	fprintf(out,
+		"# memory per rank (fp32, AdamW, %d rank%s): parameters %.1f MiB, gradients "
+		"%.1f MiB, optimizer %.1f MiB, activations (B=%d, T=%d) %.1f MiB, total "
+		"%.1f MiB\n",
+		comm->size, comm->size > 1 ? "s" : "", 4.0 * n * mib, 4.0 * n * mib, 8.0 * n * mib, B2, cfg->max_length,
+		act * mib, (16.0 * n + act) * mib);
+	return TRL_OK;
+}

@@ -1,0 +1,29 @@
+/* train.h - the one training loop, and `validate`.
+ *
+ * trl_train runs a whole job on every rank of comm: set-up (config checks,
+ * tokenizer, data, model) with status agreement after each phase, the
+ * optimizer steps, evaluation, logging and the final save. A method (sft now;
+ * dpo, grpo, ... later) plugs in as a Method table: the data format it reads
+ * and its loss. Returns 0 or the agreed error (same code on every rank).
+ */
+#ifndef TRL_TRAIN_H
+#define TRL_TRAIN_H
+
+#include <stdio.h>
+
+#include "comm.h"
+#include "config.h"
+#include "trl.h"
+
+int trl_train(const Config *cfg, const Comm *comm, TrlErr *err);
+
+/* Prints the resolved config, the parameter count and the estimated memory
+ * per rank (rank 0 writes to out). */
+int trl_validate(const Config *cfg, const Comm *comm, FILE *out, TrlErr *err);
+
+/* Chooses and applies the OpenMP thread count for this rank (threads_per_rank,
+ * or this rank's share of the node); widens a launcher's CPU binding that is
+ * narrower than that. Returns the thread count. */
+int trl_setup_threads(const Config *cfg, const Comm *comm);
+
+#endif

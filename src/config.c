@@ -1,0 +1,1142 @@
+/* config.c - one schema table drives defaults, YAML and CLI parsing, --help and docs. */
+#include "config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+typedef enum {
+	K_INT,     /* int */
+	K_LONG,    /* long */
+	K_DOUBLE,  /* double */
+	K_FLOAT,   /* float (the ModelConfig fields) */
+	K_BOOL,    /* int: 0 or 1 */
+	K_TRIBOOL, /* int: -1 (None), 0 or 1 */
+	K_STRING,  /* char[size] */
+	K_ENUM     /* int: index into choices */
+} KeyType;
+
+/* Which bounds of [lo, hi] apply, and whether they are strict. */
+enum { LO = 1, HI = 2, LO_OPEN = 4, HI_OPEN = 8 };
+
+typedef struct Key {
+	const char *name; /* model keys are "model.<config.json name>" */
+	KeyType type;
+	size_t off;
+	size_t size;
+	const char *def; /* parsed by the same code as user input */
+	double lo, hi;
+	int bounds;
+	const char *const *choices; /* K_ENUM: NULL-terminated, index = stored value */
+	const char *group;          /* heading printed before this key in --help */
+	const char *help;
+} Key;
+
+/* Every enum field is written through an int pointer. */
+_Static_assert(sizeof(TrlMethod) == sizeof(int), "TrlMethod is int-sized");
+_Static_assert(sizeof(TrlScheduler) == sizeof(int), "TrlScheduler is int-sized");
+_Static_assert(sizeof(TrlTruncation) == sizeof(int), "TrlTruncation is int-sized");
+_Static_assert(sizeof(TrlArch) == sizeof(int), "TrlArch is int-sized");
+_Static_assert(TRL_SCHED_CONSTANT == 0 && TRL_SCHED_CONSTANT_WITH_WARMUP == 1 &&
+                   TRL_SCHED_LINEAR == 2 && TRL_SCHED_COSINE == 3,
+               "scheduler choices follow TrlScheduler");
+_Static_assert(TRL_TRUNC_KEEP_START == 0 && TRL_TRUNC_KEEP_END == 1,
+               "truncation choices follow TrlTruncation");
+_Static_assert(TRL_ARCH_LLAMA == 0 && TRL_ARCH_GPT2 == 1, "arch choices follow TrlArch");
+
+static const char *const method_choices[] = {"sft", NULL};
+static const char *const sched_choices[] = {"constant", "constant_with_warmup", "linear",
+                                            "cosine", NULL};
+static const char *const trunc_choices[] = {"keep_start", "keep_end", NULL};
+static const char *const arch_choices[] = {"llama", "gpt2", NULL};
+
+#define F(field) offsetof(Config, field), sizeof(((Config *)0)->field)
+#define GE(x) .lo = (x), .bounds = LO
+#define GT(x) .lo = (x), .bounds = LO | LO_OPEN
+#define IN(a, b) .lo = (a), .hi = (b), .bounds = LO | HI
+#define IN_HO(a, b) .lo = (a), .hi = (b), .bounds = LO | HI | HI_OPEN
+
+static const Key keys[] = {
+    {"method", K_ENUM, F(method), "sft", .choices = method_choices, .group = "Run",
+     .help = "Post-training method: supervised fine-tuning (TRL's SFTTrainer)."},
+    {"model_name_or_path", K_STRING, F(model_name_or_path), "",
+     .help = "Folder of a pretrained model to fine-tune; empty trains a new model "
+             "shaped by the model keys."},
+    {"output_dir", K_STRING, F(output_dir), "output",
+     .help = "Folder for checkpoints, logs and the final model."},
+    {"seed", K_LONG, F(seed), "42",
+     .help = "Random seed for weight initialization and data shuffling; the same seed "
+             "gives the same run."},
+    {"threads_per_rank", K_INT, F(threads_per_rank), "0", GE(0),
+     .help = "OpenMP threads per MPI rank; 0 = the node's cores divided by the ranks "
+             "on the node."},
+    {"disable_tqdm", K_BOOL, F(disable_tqdm), "false",
+     .help = "Turn off the console progress line."},
+
+    {"dataset_name", K_STRING, F(dataset_name), "", .group = "Data",
+     .help = "A .jsonl file, or a folder with one <split>.jsonl file per split "
+             "(train.jsonl, test.jsonl)."},
+    {"dataset_train_split", K_STRING, F(dataset_train_split), "train",
+     .help = "Split to train on (the file <dataset_name>/<split>.jsonl)."},
+    {"dataset_test_split", K_STRING, F(dataset_test_split), "test",
+     .help = "Split to evaluate on (the file <dataset_name>/<split>.jsonl)."},
+    {"dataset_text_field", K_STRING, F(dataset_text_field), "text",
+     .help = "JSON field holding the text of language-modeling rows."},
+    {"max_length", K_INT, F(max_length), "1024", GE(2),
+     .help = "Longest tokenized sequence; longer examples are truncated (see "
+             "truncation_mode)."},
+    {"truncation_mode", K_ENUM, F(truncation_mode), "keep_start",
+     .choices = trunc_choices,
+     .help = "Which part of a too-long example to keep: its start or its end."},
+    {"packing", K_BOOL, F(packing), "false",
+     .help = "Concatenate examples into full max_length rows instead of padding each "
+             "one."},
+    {"completion_only_loss", K_TRIBOOL, F(completion_only_loss), "null",
+     .help = "Compute the loss on completion tokens only; null = yes for "
+             "prompt-completion data, no otherwise."},
+    {"skip_invalid_rows", K_BOOL, F(skip_invalid_rows), "false",
+     .help = "Skip and count malformed JSONL rows instead of stopping at the first "
+             "one."},
+
+    {"per_device_train_batch_size", K_INT, F(per_device_train_batch_size), "8", GE(1),
+     .group = "Optimization",
+     .help = "Sequences per rank per micro-step; the global batch is this x ranks x "
+             "gradient_accumulation_steps."},
+    {"gradient_accumulation_steps", K_INT, F(gradient_accumulation_steps), "1", GE(1),
+     .help = "Micro-steps whose gradients are summed before each optimizer step."},
+    {"learning_rate", K_DOUBLE, F(learning_rate), "2e-5", GE(0),
+     .help = "Peak learning rate of AdamW."},
+    {"lr_scheduler_type", K_ENUM, F(lr_scheduler_type), "linear",
+     .choices = sched_choices,
+     .help = "Learning-rate schedule after warmup: constant, or linear / cosine decay "
+             "to 0."},
+    {"warmup_ratio", K_DOUBLE, F(warmup_ratio), "0", IN(0, 1),
+     .help = "Fraction of the training steps spent ramping the learning rate up from "
+             "0."},
+    {"warmup_steps", K_INT, F(warmup_steps), "0", GE(0),
+     .help = "Warmup steps; when nonzero it overrides warmup_ratio."},
+    {"weight_decay", K_DOUBLE, F(weight_decay), "0", GE(0),
+     .help = "AdamW decoupled weight decay; never applied to norms and biases."},
+    {"weight_decay_embeddings", K_BOOL, F(weight_decay_embeddings), "false",
+     .help = "Also apply weight_decay to the embedding matrices."},
+    {"adam_beta1", K_DOUBLE, F(adam_beta1), "0.9", IN_HO(0, 1),
+     .help = "AdamW decay rate of the first-moment (mean) estimate."},
+    {"adam_beta2", K_DOUBLE, F(adam_beta2), "0.999", IN_HO(0, 1),
+     .help = "AdamW decay rate of the second-moment (variance) estimate."},
+    {"adam_epsilon", K_DOUBLE, F(adam_epsilon), "1e-8", GT(0),
+     .help = "AdamW term added to the denominator for numerical stability."},
+    {"max_grad_norm", K_DOUBLE, F(max_grad_norm), "1.0", GE(0),
+     .help = "Clip the global L2 norm of the gradients to this value; 0 = no "
+             "clipping."},
+    {"num_train_epochs", K_DOUBLE, F(num_train_epochs), "3.0", GT(0),
+     .help = "Passes over the training split (fractions allowed); ignored when "
+             "max_steps > 0."},
+    {"max_steps", K_INT, F(max_steps), "-1", GE(-1),
+     .help = "Total optimizer steps when > 0, overriding num_train_epochs; -1 = from "
+             "num_train_epochs."},
+
+    {"logging_steps", K_INT, F(logging_steps), "10", GE(1),
+     .group = "Logging and evaluation",
+     .help = "Log loss, learning rate and throughput every this many optimizer steps."},
+    {"eval_steps", K_INT, F(eval_steps), "0", GE(0),
+     .help = "Evaluate on the test split every this many steps; 0 = only before and "
+             "after training."},
+    {"per_device_eval_batch_size", K_INT, F(per_device_eval_batch_size), "8", GE(1),
+     .help = "Sequences per rank per evaluation batch."},
+    {"eval_max_new_tokens", K_INT, F(eval_max_new_tokens), "0", GE(0),
+     .help = "Greedily generate up to this many tokens per test prompt and report "
+             "exact-match accuracy; 0 = off."},
+    {"eval_max_samples", K_INT, F(eval_max_samples), "0", GE(0),
+     .help = "Evaluate on at most this many test rows; 0 = the whole split."},
+
+    {"model.architecture", K_ENUM, F(model.arch), "llama", .choices = arch_choices,
+     .group = "Model (the YAML `model:` block; Hugging Face config.json names)",
+     .help = "Model family: llama (RMSNorm, RoPE, SwiGLU, grouped-query attention; "
+             "Qwen2 = llama + attention_bias) or gpt2."},
+    {"model.vocab_size", K_INT, F(model.vocab_size), "258", GE(2),
+     .help = "Rows of the token-embedding matrix; must cover the tokenizer's "
+             "vocabulary."},
+    {"model.hidden_size", K_INT, F(model.hidden_size), "64", GE(1),
+     .help = "Width of the residual stream; a multiple of num_attention_heads."},
+    {"model.num_hidden_layers", K_INT, F(model.num_hidden_layers), "2", GE(1),
+     .help = "Number of transformer blocks."},
+    {"model.num_attention_heads", K_INT, F(model.num_attention_heads), "4", GE(1),
+     .help = "Query heads per layer; head size = hidden_size / num_attention_heads."},
+    {"model.num_key_value_heads", K_INT, F(model.num_key_value_heads), "0", GE(0),
+     .help = "Key/value heads for grouped-query attention (llama); 0 = "
+             "num_attention_heads."},
+    {"model.intermediate_size", K_INT, F(model.intermediate_size), "0", GE(0),
+     .help = "Inner width of the MLP; 0 = derived from hidden_size."},
+    {"model.max_position_embeddings", K_INT, F(model.max_position_embeddings), "1024",
+     GE(1),
+     .help = "Longest sequence the model can take (gpt2: rows of the position "
+             "table)."},
+    {"model.tie_word_embeddings", K_BOOL, F(model.tie_word_embeddings), "true",
+     .help = "The output layer shares the token-embedding matrix."},
+    {"model.attention_bias", K_BOOL, F(model.attention_bias), "false",
+     .help = "Biases on the query/key/value projections (llama family; Qwen2 sets "
+             "true)."},
+    {"model.rope_theta", K_FLOAT, F(model.rope_theta), "10000", GT(0),
+     .help = "Base of the rotary position-embedding frequencies (llama)."},
+    {"model.norm_eps", K_FLOAT, F(model.norm_eps), "1e-5", GT(0),
+     .help = "Epsilon of RMSNorm / LayerNorm; also accepted under the Hugging Face "
+             "names rms_norm_eps and layer_norm_epsilon."},
+    {"model.initializer_range", K_FLOAT, F(model.initializer_range), "0.02", GE(0),
+     .help = "Standard deviation of the normal initialization of a new model's "
+             "weights."},
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+/* Other names for a key, as Hugging Face config.json files spell it. */
+static const struct {
+	const char *name, *target;
+} aliases[] = {
+    {"model.rms_norm_eps", "model.norm_eps"},
+    {"model.layer_norm_epsilon", "model.norm_eps"},
+};
+
+#define NALIASES (sizeof aliases / sizeof aliases[0])
+
+static const char model_prefix[] = "model.";
+#define MODEL_PREFIX_LEN (sizeof model_prefix - 1)
+
+static int is_model_key(const char *name)
+{
+	return strncmp(name, model_prefix, MODEL_PREFIX_LEN) == 0;
+}
+
+static const Key *key_find(const char *name)
+{
+	for (size_t i = 0; i < NKEYS; i++)
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	for (size_t i = 0; i < NALIASES; i++)
+		if (strcmp(aliases[i].name, name) == 0)
+			return key_find(aliases[i].target);
+	return NULL;
+}
+
+static int lower(int ch)
+{
+	return ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch;
+}
+
+static int ci_equal(const char *a, const char *b)
+{
+	for (; *a && *b; a++, b++)
+		if (lower((unsigned char)*a) != lower((unsigned char)*b))
+			return 0;
+	return *a == *b;
+}
+
+static int ci_member(const char *s, const char *const *set)
+{
+	for (; *set; set++)
+		if (ci_equal(s, *set))
+			return 1;
+	return 0;
+}
+
+/* Optimal-string-alignment (Damerau-Levenshtein) distance, case-insensitive. */
+#define DIST_MAX_LEN 64
+static int edit_distance(const char *a, const char *b)
+{
+	size_t n = strlen(a), m = strlen(b);
+	if (n > DIST_MAX_LEN || m > DIST_MAX_LEN)
+		return INT_MAX;
+	int d[DIST_MAX_LEN + 1][DIST_MAX_LEN + 1];
+	for (size_t i = 0; i <= n; i++)
+		d[i][0] = (int)i;
+	for (size_t j = 0; j <= m; j++)
+		d[0][j] = (int)j;
+	for (size_t i = 1; i <= n; i++) {
+		for (size_t j = 1; j <= m; j++) {
+			int ca = lower((unsigned char)a[i - 1]),
+			    cb = lower((unsigned char)b[j - 1]);
+			int best = d[i - 1][j - 1] + (ca != cb);
+			if (d[i - 1][j] + 1 < best)
+				best = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < best)
+				best = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && ca == lower((unsigned char)b[j - 2]) &&
+			    lower((unsigned char)a[i - 2]) == cb &&
+			    d[i - 2][j - 2] + 1 < best)
+				best = d[i - 2][j - 2] + 1;
+			d[i][j] = best;
+		}
+	}
+	return d[n][m];
+}
+
+static int close_enough(const char *typed, int dist)
+{
+	int len = (int)strlen(typed);
+	int limit = len / 3 > 2 ? len / 3 : 2;
+	return dist <= limit && dist < len;
+}
+
+/* Where an unknown name was found, which decides the candidates for a suggestion. */
+typedef enum {
+	SCOPE_TOP,   /* YAML top level: training keys, `model`, dotted model keys */
+	SCOPE_MODEL, /* inside the YAML `model:` block: model keys without the prefix */
+	SCOPE_ANY    /* command line and config_set: every full name */
+} Scope;
+
+typedef struct Suggestion {
+	const char *name;
+	int dist;
+	int in_block; /* name is a bare model key, typed at the YAML top level */
+} Suggestion;
+
+static void consider(Suggestion *s, const char *typed, const char *candidate,
+                     const char *name, int in_block)
+{
+	int dist = edit_distance(typed, candidate);
+	if (dist < s->dist) {
+		s->name = name;
+		s->dist = dist;
+		s->in_block = in_block;
+	}
+}
+
+/* Writes " (did you mean ...?)" or a pointer to --help into buf. */
+static void unknown_hint(const char *typed, Scope scope, const char *dash, char *buf,
+                         size_t cap)
+{
+	Suggestion s = {NULL, INT_MAX, 0};
+	if (scope == SCOPE_TOP)
+		consider(&s, typed, "model", "model", 0);
+	for (size_t i = 0; i < NKEYS + NALIASES; i++) {
+		const char *name = i < NKEYS ? keys[i].name : aliases[i - NKEYS].name;
+		const char *bare = is_model_key(name) ? name + MODEL_PREFIX_LEN : name;
+		if (!is_model_key(name)) {
+			if (scope != SCOPE_MODEL)
+				consider(&s, typed, name, name, 0);
+		} else if (scope == SCOPE_MODEL) {
+			consider(&s, typed, bare, bare, 0);
+		} else {
+			consider(&s, typed, name, name, 0);
+			consider(&s, typed, bare, scope == SCOPE_TOP ? bare : name,
+			         scope == SCOPE_TOP);
+		}
+	}
+	if (s.name && s.in_block && s.dist == 0)
+		snprintf(buf, cap, " ('%s' is a model key: put it in the `model:` block)",
+		         s.name);
+	else if (s.name && s.in_block && close_enough(typed, s.dist))
+		snprintf(buf, cap, " (did you mean '%s' in the `model:` block?)", s.name);
+	else if (s.name && close_enough(typed, s.dist))
+		snprintf(buf, cap, " (did you mean '%s%s'?)", dash, s.name);
+	else
+		snprintf(buf, cap, " (run `trl-hpc --help` for the list of keys)");
+}
+
+static void *field(const Key *k, Config *c)
+{
+	return (char *)c + k->off;
+}
+static const void *cfield(const Key *k, const Config *c)
+{
+	return (const char *)c + k->off;
+}
+
+static void range_text(const Key *k, char *buf, size_t cap)
+{
+	if ((k->bounds & (LO | HI)) == (LO | HI))
+		snprintf(buf, cap, "%s %g and %s %g",
+		         k->bounds & LO_OPEN ? ">" : ">=", k->lo,
+		         k->bounds & HI_OPEN ? "<" : "<=", k->hi);
+	else if (k->bounds & LO)
+		snprintf(buf, cap, "%s %g", k->bounds & LO_OPEN ? ">" : ">=", k->lo);
+	else if (k->bounds & HI)
+		snprintf(buf, cap, "%s %g", k->bounds & HI_OPEN ? "<" : "<=", k->hi);
+	else
+		buf[0] = '\0';
+}
+
+static void choices_text(const Key *k, char *buf, size_t cap)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+	for (const char *const *ch = k->choices; *ch && n < cap; ch++)
+		n += (size_t)snprintf(buf + n, cap - n, "%s%s",
+		                      ch == k->choices ? "" : ", ", *ch);
+}
+
+/* What a valid value looks like, for error messages: "a float >= 0". */
+static void expected_text(const Key *k, char *buf, size_t cap)
+{
+	char range[192];
+	range_text(k, range, sizeof range);
+	switch (k->type) {
+	case K_INT:
+	case K_LONG:
+		snprintf(buf, cap, "an integer%s%s", range[0] ? " " : "", range);
+		break;
+	case K_DOUBLE:
+	case K_FLOAT:
+		snprintf(buf, cap, "a float%s%s", range[0] ? " " : "", range);
+		break;
+	case K_BOOL:
+		snprintf(buf, cap, "true or false");
+		break;
+	case K_TRIBOOL:
+		snprintf(buf, cap, "true, false or null");
+		break;
+	case K_STRING:
+		snprintf(buf, cap, "a string of at most %zu characters", k->size - 1);
+		break;
+	case K_ENUM:
+		choices_text(k, range, sizeof range);
+		snprintf(buf, cap, "one of: %s", range);
+		break;
+	}
+}
+
+static int in_range(const Key *k, double v)
+{
+	if (k->bounds & LO && (k->bounds & LO_OPEN ? v <= k->lo : v < k->lo))
+		return 0;
+	if (k->bounds & HI && (k->bounds & HI_OPEN ? v >= k->hi : v > k->hi))
+		return 0;
+	return 1;
+}
+
+static const char *const true_words[] = {"true", "yes", "on", "1", NULL};
+static const char *const false_words[] = {"false", "no", "off", "0", NULL};
+static const char *const null_words[] = {"null", "none", "~", NULL};
+
+/* Stores text into k's field of c. A plain YAML null (empty, ~, null) is "" for a
+ * string and None for a tri-state bool. On failure writes the reason, without the
+ * key, into why and returns TRL_EINVAL; c is unchanged. */
+static int parse_value(const Key *k, Config *c, const char *text, int yaml_null,
+                       char *why, size_t cap)
+{
+	char expect[256];
+	expected_text(k, expect, sizeof expect);
+	if (k->type == K_STRING) {
+		size_t len = yaml_null ? 0 : strlen(text);
+		if (len >= k->size) {
+			snprintf(why, cap,
+			         "the value is too long (%zu characters; at most %zu)",
+			         len, k->size - 1);
+			return TRL_EINVAL;
+		}
+		memset(field(k, c), 0, k->size);
+		memcpy(field(k, c), text, len);
+		return 0;
+	}
+	if (k->type == K_TRIBOOL &&
+	    (yaml_null || text[0] == '\0' || ci_member(text, null_words))) {
+		*(int *)field(k, c) = -1;
+		return 0;
+	}
+	if (yaml_null || text[0] == '\0') {
+		snprintf(why, cap, "missing value (expected %s)", expect);
+		return TRL_EINVAL;
+	}
+	char *end;
+	switch (k->type) {
+	case K_INT:
+	case K_LONG: {
+		errno = 0;
+		long long v = strtoll(text, &end, 10);
+		if (end == text || *end || isspace((unsigned char)text[0])) {
+			snprintf(why, cap, "'%.200s' is not an integer (expected %s)",
+			         text, expect);
+			return TRL_EINVAL;
+		}
+		int fits = errno != ERANGE &&
+		           (k->type == K_LONG || (v >= INT_MIN && v <= INT_MAX));
+		if (!fits) {
+			snprintf(
+			    why, cap,
+			    "'%.200s' does not fit in a %d-bit integer (expected %s)",
+			    text, k->type == K_INT ? 32 : (int)(8 * sizeof(long)),
+			    expect);
+			return TRL_EINVAL;
+		}
+		if (!in_range(k, (double)v)) {
+			range_text(k, expect, sizeof expect);
+			snprintf(why, cap, "%s is out of range (allowed: %s)", text,
+			         expect);
+			return TRL_EINVAL;
+		}
+		if (k->type == K_INT)
+			*(int *)field(k, c) = (int)v;
+		else
+			*(long *)field(k, c) = (long)v;
+		return 0;
+	}
+	case K_DOUBLE:
+	case K_FLOAT: {
+		double v = strtod(text, &end);
+		if (end == text || *end || isspace((unsigned char)text[0])) {
+			snprintf(why, cap, "'%.200s' is not a number (expected %s)", text,
+			         expect);
+			return TRL_EINVAL;
+		}
+		if (!isfinite(v) || (k->type == K_FLOAT && fabs(v) > FLT_MAX)) {
+			snprintf(why, cap,
+			         "'%.200s' is not a finite %s number (expected %s)", text,
+			         k->type == K_FLOAT ? "32-bit" : "64-bit", expect);
+			return TRL_EINVAL;
+		}
+		/* A float field is checked after rounding, so 1e-50 cannot pass "> 0". */
+		if (k->type == K_FLOAT)
+			v = (double)(float)v;
+		if (!in_range(k, v)) {
+			range_text(k, expect, sizeof expect);
+			snprintf(why, cap, "%s is out of range (allowed: %s)", text,
+			         expect);
+			return TRL_EINVAL;
+		}
+		if (k->type == K_FLOAT)
+			*(float *)field(k, c) = (float)v;
+		else
+			*(double *)field(k, c) = v;
+		return 0;
+	}
+	case K_BOOL:
+	case K_TRIBOOL:
+		if (ci_member(text, true_words) || ci_member(text, false_words)) {
+			*(int *)field(k, c) = ci_member(text, true_words);
+			return 0;
+		}
+		snprintf(why, cap, "'%.200s' is not a boolean (expected %s)", text,
+		         expect);
+		return TRL_EINVAL;
+	case K_ENUM: {
+		const char *best = NULL;
+		int best_dist = INT_MAX;
+		for (int i = 0; k->choices[i]; i++) {
+			if (ci_equal(text, k->choices[i])) {
+				*(int *)field(k, c) = i;
+				return 0;
+			}
+			int dist = edit_distance(text, k->choices[i]);
+			if (dist < best_dist)
+				best = k->choices[i], best_dist = dist;
+		}
+		size_t n = (size_t)snprintf(why, cap, "'%.200s' is not %s", text, expect);
+		if (best && close_enough(text, best_dist) && n < cap)
+			snprintf(why + n, cap - n, " (did you mean '%s'?)", best);
+		return TRL_EINVAL;
+	}
+	case K_STRING:
+		break;
+	}
+	return TRL_EINTERNAL;
+}
+
+void config_defaults(Config *c)
+{
+	/* Zeroing first makes padding and string tails deterministic, so two configs
+	 * with equal values compare equal with memcmp. */
+	memset(c, 0, sizeof *c);
+	for (size_t i = 0; i < NKEYS; i++) {
+		char why[256];
+		int rc = parse_value(&keys[i], c, keys[i].def, 0, why, sizeof why);
+		assert(rc == 0 && "every schema default passes its own validation");
+		(void)rc;
+	}
+}
+
+/* Sets key from text; messages read "<origin>: <dash><key>: <reason>". */
+static int set_named(Config *c, const char *key, const char *value, const char *origin,
+                     const char *dash, TrlErr *err)
+{
+	const char *org = origin ? origin : "";
+	const Key *k = key_find(key);
+	if (!k) {
+		char hint[160];
+		unknown_hint(key, SCOPE_ANY, dash, hint, sizeof hint);
+		return trl_errf(err, TRL_EINVAL, "%s: unknown %s '%s%.200s'%s", org,
+		                dash[0] ? "option" : "key", dash, key, hint);
+	}
+	char why[1024];
+	if (parse_value(k, c, value ? value : "", 0, why, sizeof why))
+		return trl_errf(err, TRL_EINVAL, "%s: %s%s: %s", org, dash, key, why);
+	return 0;
+}
+
+int config_set(Config *c, const char *key, const char *value, const char *origin,
+               TrlErr *err)
+{
+	return set_named(c, key, value, origin, "", err);
+}
+
+/* A value to show in "needs a value" messages. */
+static const char *example_value(const Key *k)
+{
+	if (k->type == K_BOOL || k->type == K_TRIBOOL)
+		return "true";
+	return k->def[0] ? k->def : "VALUE";
+}
+
+int config_apply_args(Config *c, int argc, char **argv, int first, TrlErr *err)
+{
+	for (int i = first; i < argc; i++) {
+		const char *arg = argv[i];
+		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "command line: unexpected argument '%.200s' (overrides "
+			    "are written --key value or --key=value)",
+			    arg);
+		char key[128];
+		const char *eq = strchr(arg + 2, '=');
+		size_t len = eq ? (size_t)(eq - (arg + 2)) : strlen(arg + 2);
+		if (len >= sizeof key)
+			len = sizeof key - 1;
+		memcpy(key, arg + 2, len);
+		key[len] = '\0';
+		const char *value = eq ? eq + 1 : NULL;
+		if (!value) {
+			const Key *k = key_find(key);
+			int missing = i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0;
+			if (k && missing)
+				return trl_errf(err, TRL_EINVAL,
+				                "command line: --%s needs a value (for "
+				                "example --%s %s)",
+				                key, key, example_value(k));
+			if (k)
+				value = argv[++i];
+		}
+		int rc = set_named(c, key, value, "command line", "--", err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* YAML loading. */
+
+typedef struct Loader {
+	yaml_parser_t parser;
+	const char *path;
+	Config *c;
+	TrlErr *err;
+	int seen_line[NKEYS + 1]; /* the last slot is the `model:` block itself */
+	char seen_as[NKEYS + 1][128];
+} Loader;
+
+static int fail_at(Loader *L, yaml_mark_t m, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail_at(Loader *L, yaml_mark_t m, const char *fmt, ...)
+{
+	char msg[1536];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	return trl_errf(L->err, TRL_EINVAL, "%s:%zu:%zu: %s", L->path, m.line + 1,
+	                m.column + 1, msg);
+}
+
+static int next_event(Loader *L, yaml_event_t *ev)
+{
+	if (yaml_parser_parse(&L->parser, ev))
+		return 0;
+	yaml_parser_t *p = &L->parser;
+	const char *problem = p->problem ? p->problem : "unknown error";
+	switch (p->error) {
+	case YAML_MEMORY_ERROR:
+		return trl_errf(L->err, TRL_ENOMEM, "%s: out of memory while parsing",
+		                L->path);
+	case YAML_READER_ERROR:
+		return trl_errf(L->err, TRL_EINVAL,
+		                "%s: byte %zu: the file is not valid UTF-8 text (%s)",
+		                L->path, p->problem_offset, problem);
+	default:
+		if (p->context)
+			return fail_at(L, p->problem_mark,
+			               "YAML syntax error: %s (%s at line %zu)", problem,
+			               p->context, p->context_mark.line + 1);
+		return fail_at(L, p->problem_mark, "YAML syntax error: %s", problem);
+	}
+}
+
+static const char *event_what(const yaml_event_t *ev)
+{
+	switch (ev->type) {
+	case YAML_SEQUENCE_START_EVENT:
+		return "a list";
+	case YAML_MAPPING_START_EVENT:
+		return "a mapping";
+	case YAML_ALIAS_EVENT:
+		return "an alias (*name; aliases are not supported)";
+	default:
+		return "something else";
+	}
+}
+
+static int is_plain_null(const yaml_event_t *ev)
+{
+	static const char *const yaml_nulls[] = {"", "~", "null", "Null", "NULL", NULL};
+	if (ev->type != YAML_SCALAR_EVENT ||
+	    ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return 0;
+	for (const char *const *s = yaml_nulls; *s; s++)
+		if (strcmp((const char *)ev->data.scalar.value, *s) == 0)
+			return 1;
+	return 0;
+}
+
+/* Records that slot was set by `typed` at line; a second setting is an error. */
+static int check_duplicate(Loader *L, size_t slot, const char *typed, yaml_mark_t m)
+{
+	if (L->seen_line[slot]) {
+		if (strcmp(L->seen_as[slot], typed) == 0)
+			return fail_at(L, m, "duplicate key '%s' (first set on line %d)",
+			               typed, L->seen_line[slot]);
+		return fail_at(L, m, "'%s' sets the same value as '%s' on line %d", typed,
+		               L->seen_as[slot], L->seen_line[slot]);
+	}
+	L->seen_line[slot] = (int)m.line + 1;
+	snprintf(L->seen_as[slot], sizeof L->seen_as[slot], "%s", typed);
+	return 0;
+}
+
+/* Reads the value event of key k and stores it. */
+static int load_value(Loader *L, const Key *k)
+{
+	yaml_event_t ev;
+	int rc = next_event(L, &ev);
+	if (rc)
+		return rc;
+	if (ev.type != YAML_SCALAR_EVENT) {
+		rc = fail_at(L, ev.start_mark, "%s: expected a single value, found %s",
+		             k->name, event_what(&ev));
+	} else {
+		char why[1024];
+		if (parse_value(k, L->c, (const char *)ev.data.scalar.value,
+		                is_plain_null(&ev), why, sizeof why))
+			rc = fail_at(L, ev.start_mark, "%s: %s", k->name, why);
+	}
+	yaml_event_delete(&ev);
+	return rc;
+}
+
+static int load_mapping(Loader *L, int in_model);
+
+/* Reads the value of the top-level `model` key: a mapping, or nothing. */
+static int load_model_block(Loader *L)
+{
+	yaml_event_t ev;
+	int rc = next_event(L, &ev);
+	if (rc)
+		return rc;
+	if (ev.type == YAML_MAPPING_START_EVENT)
+		rc = load_mapping(L, 1);
+	else if (!is_plain_null(&ev))
+		rc = fail_at(
+		    L, ev.start_mark,
+		    "model: expected a mapping of model keys (indented lines such as "
+		    "`hidden_size: 64` below `model:`; a pretrained model is named by "
+		    "model_name_or_path), found %s",
+		    ev.type == YAML_SCALAR_EVENT ? "a single value" : event_what(&ev));
+	yaml_event_delete(&ev);
+	return rc;
+}
+
+/* Reads key: value pairs up to the end of the mapping whose start was consumed. */
+static int load_mapping(Loader *L, int in_model)
+{
+	for (;;) {
+		yaml_event_t ev;
+		int rc = next_event(L, &ev);
+		if (rc)
+			return rc;
+		if (ev.type == YAML_MAPPING_END_EVENT) {
+			yaml_event_delete(&ev);
+			return 0;
+		}
+		if (ev.type != YAML_SCALAR_EVENT) {
+			rc = fail_at(L, ev.start_mark, "expected a key name, found %s",
+			             event_what(&ev));
+			yaml_event_delete(&ev);
+			return rc;
+		}
+		char typed[128], full[160];
+		snprintf(typed, sizeof typed, "%s", (const char *)ev.data.scalar.value);
+		yaml_mark_t mark = ev.start_mark;
+		yaml_event_delete(&ev);
+
+		if (!in_model && strcmp(typed, "model") == 0) {
+			rc = check_duplicate(L, NKEYS, typed, mark);
+			if (!rc)
+				rc = load_model_block(L);
+			if (rc)
+				return rc;
+			continue;
+		}
+		snprintf(full, sizeof full, "%s%s", in_model ? model_prefix : "", typed);
+		const Key *k = key_find(full);
+		if (!k) {
+			char hint[160];
+			unknown_hint(typed, in_model ? SCOPE_MODEL : SCOPE_TOP, "", hint,
+			             sizeof hint);
+			return fail_at(L, mark, "unknown key '%s'%s%s", typed,
+			               in_model ? " in the `model:` block" : "", hint);
+		}
+		rc = check_duplicate(L, (size_t)(k - keys), typed, mark);
+		if (!rc)
+			rc = load_value(L, k);
+		if (rc)
+			return rc;
+	}
+}
+
+/* Reads the stream: nothing at all, or one document holding a mapping. */
+static int load_stream(Loader *L)
+{
+	yaml_event_t ev;
+	int rc = next_event(L, &ev); /* stream start */
+	if (rc)
+		return rc;
+	yaml_event_delete(&ev);
+	if ((rc = next_event(L, &ev)))
+		return rc;
+	if (ev.type == YAML_STREAM_END_EVENT) {
+		yaml_event_delete(&ev);
+		return 0;
+	}
+	yaml_event_delete(&ev); /* document start */
+	if ((rc = next_event(L, &ev)))
+		return rc;
+	if (ev.type == YAML_MAPPING_START_EVENT)
+		rc = load_mapping(L, 0);
+	else if (!is_plain_null(&ev))
+		rc = fail_at(
+		    L, ev.start_mark,
+		    "the top level must be a mapping of `key: value` lines, found %s",
+		    ev.type == YAML_SCALAR_EVENT ? "a single value" : event_what(&ev));
+	yaml_event_delete(&ev);
+	if (rc)
+		return rc;
+	if ((rc = next_event(L, &ev))) /* document end */
+		return rc;
+	yaml_event_delete(&ev);
+	if ((rc = next_event(L, &ev)))
+		return rc;
+	if (ev.type == YAML_DOCUMENT_START_EVENT)
+		rc = fail_at(L, ev.start_mark,
+		             "a second YAML document: a config file holds exactly one");
+	yaml_event_delete(&ev);
+	return rc;
+}
+
+int config_load_yaml(Config *c, const char *path, TrlErr *err)
+{
+	struct stat st;
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return trl_errf(err, TRL_EIO, "cannot read config file '%s': %s", path,
+		                strerror(EISDIR));
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return trl_errf(err, TRL_EIO, "cannot read config file '%s': %s", path,
+		                strerror(errno));
+	if (strlen(path) >= sizeof c->source) {
+		fclose(f);
+		return trl_errf(err, TRL_EINVAL,
+		                "config file path is too long (%zu characters)",
+		                strlen(path));
+	}
+	Loader *L = calloc(1, sizeof *L);
+	if (!L) {
+		fclose(f);
+		return trl_errf(err, TRL_ENOMEM, "out of memory reading '%s'", path);
+	}
+	int rc;
+	if (!yaml_parser_initialize(&L->parser)) {
+		rc = trl_errf(err, TRL_ENOMEM, "out of memory reading '%s'", path);
+		goto fail;
+	}
+	L->path = path;
+	L->c = c;
+	L->err = err;
+	yaml_parser_set_input_file(&L->parser, f);
+	rc = load_stream(L);
+	yaml_parser_delete(&L->parser);
+	if (rc == 0 && ferror(f))
+		rc = trl_errf(err, TRL_EIO, "cannot read config file '%s': read error",
+		              path);
+	if (rc == 0) {
+		memset(c->source, 0, sizeof c->source);
+		memcpy(c->source, path, strlen(path));
+	}
+fail:
+	free(L);
+	fclose(f);
+	return rc;
+}
+
+int config_finish(Config *c, TrlErr *err)
+{
+	if (c->dataset_name[0] == '\0')
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "dataset_name is not set: point it at a .jsonl file or a folder "
+		    "with train.jsonl/test.jsonl");
+	if (c->output_dir[0] == '\0')
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "output_dir is empty: name a folder for checkpoints and logs");
+	if (c->model_name_or_path[0] == '\0' &&
+	    c->max_length > c->model.max_position_embeddings)
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "max_length (%d) is larger than model.max_position_embeddings "
+		    "(%d): lower max_length or raise model.max_position_embeddings",
+		    c->max_length, c->model.max_position_embeddings);
+	if (c->eval_max_new_tokens >= c->max_length)
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "eval_max_new_tokens (%d) leaves no room for the prompt within "
+		    "max_length (%d)",
+		    c->eval_max_new_tokens, c->max_length);
+	return 0;
+}
+
+/* Output: YAML, --help and Markdown. */
+
+/* The shortest text that reads back to the same value, always with a dot or an
+ * exponent dot so that YAML 1.1 readers (PyYAML) also see a float. */
+static void format_real(double v, int is_float, char *buf, size_t cap)
+{
+	if (v == floor(v) && fabs(v) < 1e15) {
+		snprintf(buf, cap, "%.1f", v);
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, cap, "%.*g", prec, v);
+		double back = strtod(buf, NULL);
+		if (is_float ? (float)back == (float)v : back == v)
+			break;
+	}
+	if (strchr(buf, '.') || strlen(buf) + 3 > cap)
+		return;
+	char *e = strchr(buf, 'e');
+	if (e) {
+		memmove(e + 2, e, strlen(e) + 1);
+		e[0] = '.';
+		e[1] = '0';
+	} else {
+		strcat(buf, ".0");
+	}
+}
+
+static void write_quoted(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(f, "\\x%02x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+static void write_value(FILE *f, const Key *k, const Config *c)
+{
+	const void *p = cfield(k, c);
+	char buf[64];
+	switch (k->type) {
+	case K_INT:
+		fprintf(f, "%d", *(const int *)p);
+		break;
+	case K_LONG:
+		fprintf(f, "%ld", *(const long *)p);
+		break;
+	case K_DOUBLE:
+		format_real(*(const double *)p, 0, buf, sizeof buf);
+		fputs(buf, f);
+		break;
+	case K_FLOAT:
+		format_real((double)*(const float *)p, 1, buf, sizeof buf);
+		fputs(buf, f);
+		break;
+	case K_BOOL:
+	case K_TRIBOOL: {
+		int v = *(const int *)p;
+		fputs(v < 0 ? "null" : v ? "true" : "false", f);
+		break;
+	}
+	case K_STRING:
+		write_quoted(f, (const char *)p);
+		break;
+	case K_ENUM: {
+		int v = *(const int *)p, n = 0;
+		while (k->choices[n])
+			n++;
+		if (v >= 0 && v < n)
+			fputs(k->choices[v], f);
+		else
+			fprintf(f, "%d", v);
+		break;
+	}
+	}
+}
+
+void config_write_yaml(const Config *c, FILE *f)
+{
+	fprintf(f, "# trl-hpc %s resolved configuration", TRL_VERSION_STRING);
+	if (c->source[0]) {
+		fputs(" (from ", f);
+		for (const char *s = c->source; *s; s++)
+			fputc((unsigned char)*s < 0x20 ? '?' : *s, f);
+		fputc(')', f);
+	}
+	fputc('\n', f);
+	int in_model = 0;
+	for (size_t i = 0; i < NKEYS; i++) {
+		const Key *k = &keys[i];
+		const char *name = k->name;
+		if (is_model_key(name)) {
+			if (!in_model)
+				fputs("model:\n", f);
+			in_model = 1;
+			fputs("  ", f);
+			name += MODEL_PREFIX_LEN;
+		}
+		fprintf(f, "%s: ", name);
+		write_value(f, k, c);
+		fputc('\n', f);
+	}
+}
+
+static const char *type_name(const Key *k)
+{
+	static const char *const names[] = {
+	    [K_INT] = "int",       [K_LONG] = "int",  [K_DOUBLE] = "float",
+	    [K_FLOAT] = "float",   [K_BOOL] = "bool", [K_TRIBOOL] = "bool or null",
+	    [K_STRING] = "string", [K_ENUM] = "enum"};
+	return names[k->type];
+}
+
+/* Prints text wrapped to 80 columns, every line indented by indent spaces. */
+static void print_wrapped(FILE *f, const char *text, int indent)
+{
+	const int width = 80;
+	int col = 0;
+	while (*text) {
+		size_t word = strcspn(text, " ");
+		if (col > indent && col + 1 + (int)word > width) {
+			fputc('\n', f);
+			col = 0;
+		}
+		if (col == 0)
+			col = fprintf(f, "%*s", indent, "");
+		else
+			col += fprintf(f, " ");
+		col += fprintf(f, "%.*s", (int)word, text);
+		text += word;
+		while (*text == ' ')
+			text++;
+	}
+	fputc('\n', f);
+}
+
+void config_print_help(FILE *f)
+{
+	fputs(
+	    "usage: trl-hpc [validate] input.yaml [--key value ...]\n"
+	    "\n"
+	    "Post-trains a language model the way Hugging Face TRL does, on CPU nodes "
+	    "with "
+	    "MPI.\n"
+	    "\n"
+	    "commands:\n"
+	    "  (none)     train with the settings in input.yaml (the default)\n"
+	    "  validate   check input.yaml and the overrides, print the resolved\n"
+	    "             configuration as YAML and exit\n"
+	    "\n"
+	    "Every key below can be set in input.yaml and overridden on the command "
+	    "line\n"
+	    "with --key value or --key=value; the command line wins. Model keys go in a\n"
+	    "`model:` block in the YAML file and are written --model.<key> on the "
+	    "command\n"
+	    "line.\n",
+	    f);
+	for (size_t i = 0; i < NKEYS; i++) {
+		const Key *k = &keys[i];
+		char range[256], line[512];
+		if (k->group)
+			fprintf(f, "\n%s:\n", k->group);
+		if (k->type == K_ENUM) {
+			choices_text(k, range, sizeof range);
+			snprintf(line, sizeof line, "--%s {%s} (default %s)", k->name,
+			         range, k->def);
+		} else {
+			range_text(k, range, sizeof range);
+			snprintf(line, sizeof line, "--%s %s (default %s%s%s)", k->name,
+			         type_name(k), k->def[0] ? k->def : "\"\"",
+			         range[0] ? "; " : "", range);
+		}
+		fprintf(f, "  %s\n", line);
+		print_wrapped(f, k->help, 6);
+	}
+}
+
+/* Escapes what Markdown would read as table cells, emphasis or HTML. */
+static void md_escaped(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '<')
+			fputs("&lt;", f);
+		else if (*s == '>')
+			fputs("&gt;", f);
+		else if (*s == '|' || *s == '*')
+			fprintf(f, "\\%c", *s);
+		else
+			fputc(*s, f);
+	}
+}
+
+void config_print_markdown(FILE *f)
+{
+	fputs("| key | type | default | range/choices | description |\n"
+	      "|---|---|---|---|---|\n",
+	      f);
+	for (size_t i = 0; i < NKEYS; i++) {
+		const Key *k = &keys[i];
+		char range[256];
+		if (k->type == K_ENUM) {
+			size_t n = 0;
+			range[0] = '\0';
+			for (const char *const *ch = k->choices; *ch && n < sizeof range;
+			     ch++)
+				n += (size_t)snprintf(range + n, sizeof range - n,
+				                      "%s`%s`",
+				                      ch == k->choices ? "" : ", ", *ch);
+		} else if (k->type == K_STRING) {
+			snprintf(range, sizeof range, "at most %zu characters",
+			         k->size - 1);
+		} else if (k->type == K_BOOL || k->type == K_TRIBOOL) {
+			snprintf(range, sizeof range, "`true`, `false`%s",
+			         k->type == K_TRIBOOL ? ", `null`" : "");
+		} else {
+			range_text(k, range, sizeof range);
+		}
+		fprintf(f, "| `%s` | %s | `%s` | %s | ", k->name, type_name(k),
+		        k->def[0] ? k->def : "\"\"", range[0] ? range : "any");
+		md_escaped(f, k->help);
+		fputs(" |\n", f);
+	}
+}

@@ -1,0 +1,101 @@
+/* config.h - the run configuration: one schema table (key, type, default, range,
+ * help) drives YAML parsing, command-line overrides, validation, --help,
+ * `trl-hpc validate` and the README's configuration reference.
+ *
+ * Keys are TRL's names wherever TRL has one. The model shape lives in a nested
+ * `model:` mapping whose keys are Hugging Face config.json names; in the schema
+ * they are written with a dot (`model.hidden_size`), and so on the command line
+ * (`--model.hidden_size 256`).
+ *
+ * Usage:
+ *     Config c; config_defaults(&c);
+ *     if (config_load_yaml(&c, "input.yaml", &err)) ...;      // file:line:col errors
+ *     if (config_set(&c, "learning_rate", "1e-3", "command line", &err)) ...;
+ *     if (config_finish(&c, &err)) ...;                       // cross-key checks
+ * Config holds no heap memory: strings are fixed arrays.
+ */
+#ifndef TRL_CONFIG_H
+#define TRL_CONFIG_H
+
+#include <stdio.h>
+
+#include "model_config.h"
+#include "trl.h"
+
+#define TRL_PATH_MAX 1024
+
+typedef enum { TRL_METHOD_SFT = 0 } TrlMethod;
+typedef enum {
+	TRL_SCHED_CONSTANT = 0,
+	TRL_SCHED_CONSTANT_WITH_WARMUP,
+	TRL_SCHED_LINEAR,
+	TRL_SCHED_COSINE
+} TrlScheduler;
+typedef enum { TRL_TRUNC_KEEP_START = 0, TRL_TRUNC_KEEP_END } TrlTruncation;
+
+typedef struct Config {
+	TrlMethod method;                    /* method: sft */
+	char model_name_or_path[TRL_PATH_MAX]; /* "" = new model from the model: block */
+	char output_dir[TRL_PATH_MAX];
+	char dataset_name[TRL_PATH_MAX];       /* a .jsonl file, or a folder of <split>.jsonl */
+	char dataset_train_split[64];          /* "train" */
+	char dataset_test_split[64];           /* "test" */
+	char dataset_text_field[64];           /* "text" */
+	int per_device_train_batch_size;
+	int per_device_eval_batch_size;
+	int gradient_accumulation_steps;
+	double learning_rate;
+	TrlScheduler lr_scheduler_type;
+	double warmup_ratio;
+	int warmup_steps;
+	double weight_decay;
+	int weight_decay_embeddings; /* also decay embeddings (norms and biases never) */
+	double adam_beta1, adam_beta2, adam_epsilon;
+	double max_grad_norm; /* 0 = no clipping */
+	double num_train_epochs;
+	int max_steps; /* -1 = from num_train_epochs */
+	int logging_steps;
+	int eval_steps; /* 0 = only before and after training */
+	int eval_max_new_tokens; /* greedy answers for exact-match accuracy; 0 = off */
+	int eval_max_samples;    /* 0 = the whole test split */
+	long seed;
+	int max_length;
+	TrlTruncation truncation_mode;
+	int packing;
+	int completion_only_loss; /* -1 = None (on for prompt-completion data) */
+	int skip_invalid_rows;    /* skip and count malformed JSONL rows instead of failing */
+	int threads_per_rank;     /* 0 = cores on the node / ranks on the node */
+	int disable_tqdm;         /* no console progress line */
+	ModelConfig model;
+	char source[TRL_PATH_MAX]; /* the YAML file the config came from, or "" */
+} Config;
+
+/* Every field at its schema default. */
+void config_defaults(Config *c);
+
+/* Reads a YAML mapping; unknown keys, wrong types and out-of-range values are
+ * errors that name file:line:col, the key and what is allowed (with a "did you
+ * mean" suggestion for unknown keys). Returns 0 or a negative code. */
+int config_load_yaml(Config *c, const char *path, TrlErr *err);
+
+/* Sets one key from its text form (as on the command line); `origin` names
+ * where the value came from for error messages ("command line"). */
+int config_set(Config *c, const char *key, const char *value, const char *origin,
+	       TrlErr *err);
+
+/* Parses `--key value` / `--key=value` pairs in argv[first..argc). */
+int config_apply_args(Config *c, int argc, char **argv, int first, TrlErr *err);
+
+/* Checks relations between keys and fills derived values; call once at the end. */
+int config_finish(Config *c, TrlErr *err);
+
+/* The resolved config as YAML that config_load_yaml reads back unchanged. */
+void config_write_yaml(const Config *c, FILE *f);
+
+/* `trl-hpc --help`: every key with type, default, range and help. */
+void config_print_help(FILE *f);
+
+/* The README's configuration reference as a Markdown table. */
+void config_print_markdown(FILE *f);
+
+#endif

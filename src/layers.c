@@ -1,0 +1,575 @@
+/* layers.c - forward and backward of every transformer layer (CBLAS + OpenMP). */
+#include "layers.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+/* ---- matmul ---------------------------------------------------------------- */
+
+static void add_bias_rows(float *out, const float *bias, int N, int OC)
+{
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < N; n++) {
+		float *o = out + (size_t)n * OC;
+		for (int c = 0; c < OC; c++)
+			o[c] += bias[c];
+	}
+}
+
+static void gemm_xw(float *out, const float *in, const float *w, int N, int IC, int OC,
+		    TrlWLayout layout, float beta)
+{
+	if (layout == TRL_W_OUT_IN)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, in, IC,
+			    w, IC, beta, out, OC);
+	else
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, in,
+			    IC, w, OC, beta, out, OC);
+}
+
+void matmul_forward(float *out, const float *in, const float *w, const float *bias,
+		    int N, int IC, int OC, TrlWLayout layout)
+{
+	gemm_xw(out, in, w, N, IC, OC, layout, 0.0f);
+	if (bias)
+		add_bias_rows(out, bias, N, OC);
+}
+
+void matmul_forward_add(float *out, const float *in, const float *w, const float *bias,
+			int N, int IC, int OC, TrlWLayout layout)
+{
+	gemm_xw(out, in, w, N, IC, OC, layout, 1.0f);
+	if (bias)
+		add_bias_rows(out, bias, N, OC);
+}
+
+void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
+		     const float *in, const float *w, int N, int IC, int OC,
+		     TrlWLayout layout)
+{
+	if (din) {
+		if (layout == TRL_W_OUT_IN) /* din (N,IC) += dout (N,OC) W (OC,IC) */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f,
+				    dout, OC, w, IC, 1.0f, din, IC);
+		else /* din += dout W^T, W (IC,OC) */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC, 1.0f,
+				    dout, OC, w, OC, 1.0f, din, IC);
+	}
+	if (dw) {
+		if (layout == TRL_W_OUT_IN) /* dW (OC,IC) += dout^T in */
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f,
+				    dout, OC, in, IC, 1.0f, dw, IC);
+		else /* dW (IC,OC) += in^T dout */
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N, 1.0f, in,
+				    IC, dout, OC, 1.0f, dw, OC);
+	}
+	if (dbias) {
+		/* Each thread owns a block of columns and sweeps all rows, so no two
+		 * threads write the same dbias entry. */
+#pragma omp parallel
+		{
+			int nt = omp_get_num_threads(), t = omp_get_thread_num();
+			int c0 = (int)((long)OC * t / nt), c1 = (int)((long)OC * (t + 1) / nt);
+			for (int n = 0; n < N; n++) {
+				const float *d = dout + (size_t)n * OC;
+				for (int c = c0; c < c1; c++)
+					dbias[c] += d[c];
+			}
+		}
+	}
+}
+
+void matmul_forward_naive(float *out, const float *in, const float *w, const float *bias,
+			  int N, int IC, int OC, TrlWLayout layout)
+{
+	for (int n = 0; n < N; n++)
+		for (int o = 0; o < OC; o++) {
+			double acc = bias ? bias[o] : 0.0;
+			for (int i = 0; i < IC; i++) {
+				float wv = layout == TRL_W_OUT_IN ? w[(size_t)o * IC + i]
+								  : w[(size_t)i * OC + o];
+				acc += (double)in[(size_t)n * IC + i] * wv;
+			}
+			out[(size_t)n * OC + o] = (float)acc;
+		}
+}
+
+/* ---- embeddings ------------------------------------------------------------ */
+
+void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
+		       const float *wte, const float *wpe, int N, int C)
+{
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < N; n++) {
+		float *o = out + (size_t)n * C;
+		const float *e = wte + (size_t)ids[n] * C;
+		if (wpe) {
+			const float *p = wpe + (size_t)pos[n] * C;
+			for (int c = 0; c < C; c++)
+				o[c] = e[c] + p[c];
+		} else {
+			memcpy(o, e, (size_t)C * sizeof *o);
+		}
+	}
+}
+
+void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *ids,
+			const int32_t *pos, int N, int C)
+{
+	/* Rows may repeat (the same token twice), so threads split the channels,
+	 * not the rows. */
+#pragma omp parallel
+	{
+		int nt = omp_get_num_threads(), t = omp_get_thread_num();
+		int c0 = (int)((long)C * t / nt), c1 = (int)((long)C * (t + 1) / nt);
+		for (int n = 0; n < N; n++) {
+			const float *d = dout + (size_t)n * C;
+			if (dwte) {
+				float *g = dwte + (size_t)ids[n] * C;
+				for (int c = c0; c < c1; c++)
+					g[c] += d[c];
+			}
+			if (dwpe) {
+				float *g = dwpe + (size_t)pos[n] * C;
+				for (int c = c0; c < c1; c++)
+					g[c] += d[c];
+			}
+		}
+	}
+}
+
+/* ---- norms ----------------------------------------------------------------- */
+
+void rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, int N,
+		     int C, float eps)
+{
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < N; n++) {
+		const float *x = in + (size_t)n * C;
+		float *o = out + (size_t)n * C;
+		double ss = 0.0;
+		for (int c = 0; c < C; c++)
+			ss += (double)x[c] * x[c];
+		float r = (float)(1.0 / sqrt(ss / C + eps));
+		rstd[n] = r;
+		for (int c = 0; c < C; c++)
+			o[c] = x[c] * r * w[c];
+	}
+}
+
+void rmsnorm_backward(float *din, float *dw, const float *dout, const float *in,
+		      const float *w, const float *rstd, int N, int C)
+{
+	/* y = w * x * r with r = (mean(x^2) + eps)^-1/2, so
+	 * dx = r * (g - x * r^2 * mean(g * x)) where g = dy * w. */
+	if (din) {
+#pragma omp parallel for schedule(static)
+		for (int n = 0; n < N; n++) {
+			const float *x = in + (size_t)n * C, *d = dout + (size_t)n * C;
+			float *dx = din + (size_t)n * C;
+			float r = rstd[n];
+			double dot = 0.0;
+			for (int c = 0; c < C; c++)
+				dot += (double)d[c] * w[c] * x[c];
+			float k = (float)(dot / C) * r * r;
+			for (int c = 0; c < C; c++)
+				dx[c] += r * (d[c] * w[c] - x[c] * k);
+		}
+	}
+	if (dw) {
+#pragma omp parallel
+		{
+			int nt = omp_get_num_threads(), t = omp_get_thread_num();
+			int c0 = (int)((long)C * t / nt), c1 = (int)((long)C * (t + 1) / nt);
+			for (int n = 0; n < N; n++) {
+				const float *x = in + (size_t)n * C, *d = dout + (size_t)n * C;
+				float r = rstd[n];
+				for (int c = c0; c < c1; c++)
+					dw[c] += d[c] * x[c] * r;
+			}
+		}
+	}
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *in,
+		       const float *w, const float *b, int N, int C, float eps)
+{
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < N; n++) {
+		const float *x = in + (size_t)n * C;
+		float *o = out + (size_t)n * C;
+		double s = 0.0;
+		for (int c = 0; c < C; c++)
+			s += x[c];
+		double mu = s / C, v = 0.0;
+		for (int c = 0; c < C; c++) {
+			double dx = x[c] - mu;
+			v += dx * dx;
+		}
+		float m = (float)mu, r = (float)(1.0 / sqrt(v / C + eps));
+		mean[n] = m;
+		rstd[n] = r;
+		for (int c = 0; c < C; c++)
+			o[c] = (x[c] - m) * r * w[c] + b[c];
+	}
+}
+
+void layernorm_backward(float *din, float *dw, float *db, const float *dout,
+			const float *in, const float *w, const float *mean,
+			const float *rstd, int N, int C)
+{
+	/* xhat = (x - mean) r; g = dy * w;
+	 * dx = r * (g - mean(g) - xhat * mean(g * xhat)). */
+	if (din) {
+#pragma omp parallel for schedule(static)
+		for (int n = 0; n < N; n++) {
+			const float *x = in + (size_t)n * C, *d = dout + (size_t)n * C;
+			float *dx = din + (size_t)n * C;
+			float m = mean[n], r = rstd[n];
+			double sg = 0.0, sgx = 0.0;
+			for (int c = 0; c < C; c++) {
+				float g = d[c] * w[c];
+				sg += g;
+				sgx += (double)g * (x[c] - m) * r;
+			}
+			float mg = (float)(sg / C), mgx = (float)(sgx / C);
+			for (int c = 0; c < C; c++) {
+				float xhat = (x[c] - m) * r;
+				dx[c] += r * (d[c] * w[c] - mg - xhat * mgx);
+			}
+		}
+	}
+	if (dw || db) {
+#pragma omp parallel
+		{
+			int nt = omp_get_num_threads(), t = omp_get_thread_num();
+			int c0 = (int)((long)C * t / nt), c1 = (int)((long)C * (t + 1) / nt);
+			for (int n = 0; n < N; n++) {
+				const float *x = in + (size_t)n * C, *d = dout + (size_t)n * C;
+				float m = mean[n], r = rstd[n];
+				for (int c = c0; c < c1; c++) {
+					if (dw)
+						dw[c] += d[c] * (x[c] - m) * r;
+					if (db)
+						db[c] += d[c];
+				}
+			}
+		}
+	}
+}
+
+/* ---- rotary embeddings ----------------------------------------------------- */
+
+/* Rotates every head of each row by its position's angles; sign = +1 forward,
+ * -1 for the inverse rotation (the backward of a rotation is its transpose). */
+static void rope_apply(float *x, const int32_t *pos, int N, int H, int D, float theta,
+		       float sign)
+{
+	int half = D / 2;
+#pragma omp parallel
+	{
+		/* D is a head dimension (<= 256 in practice); the table of one row's
+		 * cos/sin is shared by all H heads of that row. */
+		float cs[512], sn[512];
+#pragma omp for schedule(static)
+		for (int n = 0; n < N; n++) {
+			for (int i = 0; i < half && i < 512; i++) {
+				double inv = pow((double)theta, -2.0 * i / D);
+				double a = (double)pos[n] * inv;
+				cs[i] = (float)cos(a);
+				sn[i] = sign * (float)sin(a);
+			}
+			for (int h = 0; h < H; h++) {
+				float *v = x + ((size_t)n * H + h) * D;
+				for (int i = 0; i < half; i++) {
+					float x1 = v[i], x2 = v[i + half];
+					v[i] = x1 * cs[i] - x2 * sn[i];
+					v[i + half] = x2 * cs[i] + x1 * sn[i];
+				}
+			}
+		}
+	}
+}
+
+void rope_forward(float *x, const int32_t *pos, int N, int H, int D, float theta)
+{
+	rope_apply(x, pos, N, H, D, theta, 1.0f);
+}
+
+void rope_backward(float *dx, const int32_t *pos, int N, int H, int D, float theta)
+{
+	rope_apply(dx, pos, N, H, D, theta, -1.0f);
+}
+
+/* ---- activations ----------------------------------------------------------- */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
+
+void gelu_forward(float *out, const float *in, size_t n)
+{
+#pragma omp parallel for schedule(static)
+	for (size_t i = 0; i < n; i++) {
+		float x = in[i];
+		out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+	}
+}
+
+void gelu_backward(float *din, const float *dout, const float *in, size_t n)
+{
+#pragma omp parallel for schedule(static)
+	for (size_t i = 0; i < n; i++) {
+		float x = in[i];
+		float u = GELU_K * (x + 0.044715f * x * x * x);
+		float t = tanhf(u);
+		float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
+		din[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+	}
+}
+
+void swiglu_forward(float *out, const float *gate, const float *up, size_t n)
+{
+#pragma omp parallel for schedule(static)
+	for (size_t i = 0; i < n; i++) {
+		float g = gate[i];
+		out[i] = g / (1.0f + expf(-g)) * up[i];
+	}
+}
+
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+		     const float *up, size_t n)
+{
+#pragma omp parallel for schedule(static)
+	for (size_t i = 0; i < n; i++) {
+		float g = gate[i], s = 1.0f / (1.0f + expf(-g));
+		float silu = g * s;
+		if (dup)
+			dup[i] += dout[i] * silu;
+		if (dgate)
+			dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
+	}
+}
+
+/* ---- attention ------------------------------------------------------------- */
+
+static inline int att_allowed(const int32_t *doc, int t, int s)
+{
+	return s == t || (s < t && doc[s] == doc[t]);
+}
+
+/* Masked softmax of one row of scores in place; masked entries become 0. */
+static void masked_softmax_row(float *row, const int32_t *doc, int t, int T)
+{
+	float mx = -FLT_MAX;
+	for (int s = 0; s <= t; s++)
+		if (att_allowed(doc, t, s) && row[s] > mx)
+			mx = row[s];
+	double sum = 0.0;
+	for (int s = 0; s <= t; s++) {
+		if (att_allowed(doc, t, s)) {
+			float e = expf(row[s] - mx);
+			row[s] = e;
+			sum += e;
+		} else {
+			row[s] = 0.0f;
+		}
+	}
+	float inv = (float)(1.0 / sum);
+	for (int s = 0; s <= t; s++)
+		row[s] *= inv;
+	for (int s = t + 1; s < T; s++)
+		row[s] = 0.0f;
+}
+
+void attention_forward(float *out, float *att, const float *q, const float *k,
+		       const float *v, const int32_t *doc, int B, int T, int H, int KV,
+		       int D)
+{
+	int HD = H * D, KD = KV * D, group = H / KV;
+	float scale = 1.0f / sqrtf((float)D);
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int bh = 0; bh < B * H; bh++) {
+		int b = bh / H, h = bh % H, kh = h / group;
+		const float *qh = q + (size_t)b * T * HD + (size_t)h * D;
+		const float *kh_ = k + (size_t)b * T * KD + (size_t)kh * D;
+		const float *vh = v + (size_t)b * T * KD + (size_t)kh * D;
+		float *a = att + (size_t)bh * T * T;
+		const int32_t *db = doc + (size_t)b * T;
+		/* scores (T, T) = scale * Q K^T; inside a parallel region OpenBLAS
+		 * runs single-threaded. */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, qh, HD,
+			    kh_, KD, 0.0f, a, T);
+		for (int t = 0; t < T; t++)
+			masked_softmax_row(a + (size_t)t * T, db, t, T);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, a, T, vh,
+			    KD, 0.0f, out + (size_t)b * T * HD + (size_t)h * D, HD);
+	}
+}
+
+size_t attention_scratch_floats(int T) { return (size_t)T * T; }
+
+void attention_backward(float *dq, float *dk, float *dv, float *scratch,
+			const float *dout, const float *q, const float *k,
+			const float *v, const float *att, int B, int T, int H, int KV,
+			int D)
+{
+	int HD = H * D, KD = KV * D, group = H / KV;
+	float scale = 1.0f / sqrtf((float)D);
+	/* One task per (batch row, key/value head): the query heads that share a
+	 * key/value head all add into the same dK, dV, so they stay in one task. */
+#pragma omp parallel for schedule(dynamic, 1)
+	for (int bk = 0; bk < B * KV; bk++) {
+		int b = bk / KV, kh = bk % KV;
+		float *dp = scratch + (size_t)omp_get_thread_num() * T * T;
+		const float *kb = k + (size_t)b * T * KD + (size_t)kh * D;
+		const float *vb = v + (size_t)b * T * KD + (size_t)kh * D;
+		float *dkb = dk + (size_t)b * T * KD + (size_t)kh * D;
+		float *dvb = dv + (size_t)b * T * KD + (size_t)kh * D;
+		for (int h = kh * group; h < (kh + 1) * group; h++) {
+			const float *a = att + ((size_t)b * H + h) * T * T;
+			const float *qh = q + (size_t)b * T * HD + (size_t)h * D;
+			const float *doh = dout + (size_t)b * T * HD + (size_t)h * D;
+			float *dqh = dq + (size_t)b * T * HD + (size_t)h * D;
+			/* dV += P^T dO */
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, a, T,
+				    doh, HD, 1.0f, dvb, KD);
+			/* dP = dO V^T */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, doh,
+				    HD, vb, KD, 0.0f, dp, T);
+			/* dS = P * (dP - rowsum(P * dP)) * scale; masked entries have P = 0. */
+			for (int t = 0; t < T; t++) {
+				const float *pr = a + (size_t)t * T;
+				float *dr = dp + (size_t)t * T;
+				double dot = 0.0;
+				for (int s = 0; s <= t; s++)
+					dot += (double)pr[s] * dr[s];
+				float fd = (float)dot;
+				for (int s = 0; s <= t; s++)
+					dr[s] = pr[s] * (dr[s] - fd) * scale;
+				for (int s = t + 1; s < T; s++)
+					dr[s] = 0.0f;
+			}
+			/* dQ += dS K; dK += dS^T Q */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, dp,
+				    T, kb, KD, 1.0f, dqh, HD);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, dp, T,
+				    qh, HD, 1.0f, dkb, KD);
+		}
+	}
+}
+
+void attention_forward_naive(float *out, float *att, const float *q, const float *k,
+			     const float *v, const int32_t *doc, int B, int T, int H,
+			     int KV, int D)
+{
+	int HD = H * D, KD = KV * D, group = H / KV;
+	double scale = 1.0 / sqrt((double)D);
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < H; h++) {
+			int kh = h / group;
+			const int32_t *db = doc + (size_t)b * T;
+			for (int t = 0; t < T; t++) {
+				float *a = att + (((size_t)b * H + h) * T + t) * T;
+				double mx = -1e300;
+				for (int s = 0; s < T; s++) {
+					double sc = 0.0;
+					for (int d = 0; d < D; d++)
+						sc += (double)q[((size_t)b * T + t) * HD + h * D + d] *
+						      k[((size_t)b * T + s) * KD + kh * D + d];
+					a[s] = (float)(sc * scale);
+					if (att_allowed(db, t, s) && a[s] > mx)
+						mx = a[s];
+				}
+				double sum = 0.0;
+				for (int s = 0; s < T; s++) {
+					double e = att_allowed(db, t, s) ? exp(a[s] - mx) : 0.0;
+					a[s] = (float)e;
+					sum += e;
+				}
+				for (int s = 0; s < T; s++)
+					a[s] = (float)(a[s] / sum);
+				for (int d = 0; d < D; d++) {
+					double acc = 0.0;
+					for (int s = 0; s < T; s++)
+						acc += (double)a[s] *
+						       v[((size_t)b * T + s) * KD + kh * D + d];
+					out[((size_t)b * T + t) * HD + h * D + d] = (float)acc;
+				}
+			}
+		}
+}
+
+/* ---- cross-entropy --------------------------------------------------------- */
+
+double crossentropy_forward_backward(float *logits, const int32_t *targets, int N,
+				     int V, float grad_scale, long *count,
+				     long *correct)
+{
+	/* Per-thread partial sums added in thread order: OpenMP's reduction clause
+	 * combines in arrival order, which would make the logged loss differ in the
+	 * last bits from run to run. */
+	enum { MAXT = 256 };
+	double part_loss[MAXT] = {0};
+	long part_cnt[MAXT] = {0}, part_ok[MAXT] = {0};
+	int nthreads = 1, want = omp_get_max_threads();
+#pragma omp parallel num_threads(want < MAXT ? want : MAXT)
+	{
+		int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#pragma omp single
+		nthreads = nt;
+		double loss = 0.0;
+		long cnt = 0, ok = 0;
+		int n0 = (int)((long)N * tid / nt), n1 = (int)((long)N * (tid + 1) / nt);
+		for (int n = n0; n < n1; n++) {
+			float *l = logits + (size_t)n * V;
+			int tgt = targets[n];
+			if (tgt < 0) {
+				if (grad_scale != 0.0f)
+					memset(l, 0, (size_t)V * sizeof *l);
+				continue;
+			}
+			float mx = l[0];
+			int am = 0;
+			for (int v = 1; v < V; v++)
+				if (l[v] > mx) {
+					mx = l[v];
+					am = v;
+				}
+			float lt = l[tgt];
+			double sum = 0.0;
+			if (grad_scale != 0.0f) {
+				for (int v = 0; v < V; v++) {
+					float e = expf(l[v] - mx);
+					l[v] = e;
+					sum += e;
+				}
+				float s = (float)(grad_scale / sum);
+				for (int v = 0; v < V; v++)
+					l[v] *= s;
+				l[tgt] -= grad_scale;
+			} else {
+				for (int v = 0; v < V; v++)
+					sum += expf(l[v] - mx);
+			}
+			loss += log(sum) - (double)(lt - mx);
+			cnt += 1;
+			ok += am == tgt;
+		}
+		if (tid < MAXT) {
+			part_loss[tid] = loss;
+			part_cnt[tid] = cnt;
+			part_ok[tid] = ok;
+		}
+	}
+	double loss = 0.0;
+	for (int t = 0; t < nthreads && t < MAXT; t++) {
+		loss += part_loss[t];
+		if (count)
+			*count += part_cnt[t];
+		if (correct)
+			*correct += part_ok[t];
+	}
+	return loss;
+}

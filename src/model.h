@@ -1,0 +1,112 @@
+/* model.h - a decoder-only transformer (llama family, gpt2) over one parameter
+ * slab: forward to logits, hand-written backward into the gradient slab.
+ *
+ * Usage:
+ *     Model m; model_init(&m, &mc, &err);       // slabs from the parameter table
+ *     model_init_weights(&m, seed);             // or load tensors into m.params
+ *     model_alloc_activations(&m, B, T, &err);  // once per run: the largest batch
+ *     model_forward(&m, &batch);                // logits in m.logits (B, T, V)
+ *     crossentropy_forward_backward(m.logits, batch.targets, ...); // loss, dlogits
+ *     model_backward(&m, &batch);               // grads += d loss / d params
+ * A batch may be smaller than the allocation (any B' <= B, T' <= T); buffers are
+ * used as (B', T', ...) contiguous arrays. model_free releases everything.
+ */
+#ifndef TRL_MODEL_H
+#define TRL_MODEL_H
+
+#include <stdint.h>
+
+#include "model_config.h"
+#include "params.h"
+#include "trl.h"
+
+/* One micro-batch of token rows. All arrays (B, T). */
+typedef struct Batch {
+	int B, T;
+	int32_t *ids;     /* input token ids (padding: the pad id, any valid id) */
+	int32_t *pos;     /* position ids; reset to 0 at each packed document */
+	int32_t *doc;     /* document id within the row, -1 for padding */
+	int32_t *targets; /* next-token target, -1 where no loss is taken */
+} Batch;
+
+int batch_alloc(Batch *b, int B, int T, TrlErr *err);
+void batch_free(Batch *b);
+
+/* Pointers into the slab for one transformer layer (NULL where the
+ * architecture has no such tensor). */
+typedef struct LayerPtrs {
+	float *ln1_w, *ln1_b;           /* (C) */
+	float *q_w, *k_w, *v_w, *o_w;   /* llama: (H*D, C), (KV*D, C), (KV*D, C), (C, H*D) */
+	float *q_b, *k_b, *v_b;         /* llama attention_bias */
+	float *qkv_w, *qkv_b;           /* gpt2 c_attn: (C, 3C), (3C) */
+	float *o_b;                     /* gpt2 c_proj bias (C) */
+	float *ln2_w, *ln2_b;           /* (C) */
+	float *gate_w, *up_w, *down_w;  /* llama: (I, C), (I, C), (C, I) */
+	float *fc_w, *fc_b;             /* gpt2: (C, I), (I) */
+	float *proj_w, *proj_b;         /* gpt2: (I, C), (C) */
+} LayerPtrs;
+
+typedef struct ModelPtrs {
+	float *wte;          /* (V, C) */
+	float *wpe;          /* gpt2 (P, C) */
+	float *lnf_w, *lnf_b; /* (C) */
+	float *lm_head;      /* (V, C); equals wte when tied */
+	LayerPtrs *layer;    /* (L) */
+} ModelPtrs;
+
+/* Activations kept for backward, per layer. Sizes for the allocated B, T. */
+typedef struct LayerActs {
+	float *x_in;            /* (N, C) residual stream entering the layer */
+	float *ln1, *ln1_mean, *ln1_rstd;
+	float *q, *k, *v;       /* (N, H*D), (N, KV*D), (N, KV*D); q, k after RoPE */
+	float *att;             /* (B, H, T, T) */
+	float *atty;            /* (N, H*D) attention output before o_proj */
+	float *x_mid;           /* (N, C) residual after attention */
+	float *ln2, *ln2_mean, *ln2_rstd;
+	float *h1, *h2;         /* llama: gate, up (N, I); gpt2: fc pre-activation (N, I) */
+	float *hact;            /* (N, I) activation output */
+} LayerActs;
+
+typedef struct Model {
+	ModelConfig cfg;
+	ParamTable table;
+	float *params; /* (table.total) */
+	float *grads;  /* (table.total) */
+	ModelPtrs w, g;
+	/* activations */
+	int maxB, maxT;
+	LayerActs *acts;
+	float *x_final;             /* (N, C) residual after the last layer */
+	float *lnf, *lnf_mean, *lnf_rstd;
+	float *logits;              /* (N, V); crossentropy turns it into dlogits */
+	float *dres, *dtmp, *dbig;  /* backward scratch */
+	float *dq, *dk, *dv, *att_scratch;
+	float *act_slab;            /* one allocation behind all of the above */
+	size_t act_floats;
+} Model;
+
+int model_init(Model *m, const ModelConfig *mc, TrlErr *err);
+void model_free(Model *m);
+
+/* GPT-2 style init from a seed: matrices and embeddings N(0, initializer_range),
+ * output projections of each block N(0, initializer_range / sqrt(2 L)), norm
+ * scales 1, biases and norm shifts 0. Deterministic for a seed. */
+void model_init_weights(Model *m, uint64_t seed);
+
+int model_alloc_activations(Model *m, int B, int T, TrlErr *err);
+
+/* Forward pass of b; fills m->logits (b->B*b->T, V) and the saved activations. */
+void model_forward(Model *m, const Batch *b);
+
+/* Backward from the dlogits left in m->logits by crossentropy_forward_backward;
+ * ADDS the parameter gradients into m->grads. */
+void model_backward(Model *m, const Batch *b);
+
+/* Bytes of activations for a (B, T) allocation, for memory estimates. */
+size_t model_activation_bytes(const ModelConfig *mc, int B, int T);
+
+/* FLOPs per token of one training step (forward + backward), as in the
+ * PaLM/llm.c estimate: 6 N_nonembedding + 6 L T C + 6 C V. */
+double model_flops_per_token(const ModelConfig *mc, int T);
+
+#endif

@@ -1,0 +1,149 @@
+/* params.c - the parameter table of each architecture, in Hugging Face names. */
+#include "params.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Builder {
+	ParamTable *t;
+	int cap;
+	size_t off;
+} Builder;
+
+/* Appends one tensor; offsets are rounded up to 16 floats (64 bytes) so every
+ * tensor starts on a cache line. */
+static int add(Builder *bl, TrlParamKind kind, int layer, size_t d0, size_t d1,
+	       const char *fmt, ...)
+{
+	ParamTable *t = bl->t;
+	if (t->n == bl->cap) {
+		int cap = bl->cap ? 2 * bl->cap : 64;
+		ParamInfo *p = realloc(t->p, (size_t)cap * sizeof *p);
+		if (!p)
+			return TRL_ENOMEM;
+		t->p = p;
+		bl->cap = cap;
+	}
+	ParamInfo *pi = &t->p[t->n++];
+	memset(pi, 0, sizeof *pi);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(pi->name, sizeof pi->name, fmt, ap);
+	va_end(ap);
+	pi->ndim = d1 ? 2 : 1;
+	pi->shape[0] = d0;
+	pi->shape[1] = d1;
+	pi->numel = d1 ? d0 * d1 : d0;
+	pi->kind = kind;
+	pi->layer = layer;
+	pi->offset = bl->off;
+	bl->off += (pi->numel + 15) & ~(size_t)15;
+	return TRL_OK;
+}
+
+int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
+{
+	memset(t, 0, sizeof *t);
+	Builder bl = {t, 0, 0};
+	size_t V = (size_t)mc->vocab_size, C = (size_t)mc->hidden_size;
+	size_t I = (size_t)mc->intermediate_size, L = (size_t)mc->num_hidden_layers;
+	size_t D = C / (size_t)mc->num_attention_heads;
+	size_t KVD = D * (size_t)mc->num_key_value_heads;
+	int rc = 0;
+	t->num_layers = (int)L;
+	t->layer_begin = calloc(L, sizeof *t->layer_begin);
+	t->layer_end = calloc(L, sizeof *t->layer_end);
+	if (!t->layer_begin || !t->layer_end)
+		goto nomem;
+
+	if (mc->arch == TRL_ARCH_GPT2) {
+		rc |= add(&bl, TRL_PARAM_EMBEDDING, -1, V, C, "transformer.wte.weight");
+		rc |= add(&bl, TRL_PARAM_EMBEDDING, -1, (size_t)mc->max_position_embeddings,
+			  C, "transformer.wpe.weight");
+		for (int l = 0; l < (int)L; l++) {
+			t->layer_begin[l] = bl.off;
+			const char *h = "transformer.h";
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_1.weight", h, l);
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_1.bias", h, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, 3 * C, "%s.%d.attn.c_attn.weight",
+				  h, l);
+			rc |= add(&bl, TRL_PARAM_BIAS, l, 3 * C, 0, "%s.%d.attn.c_attn.bias", h,
+				  l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C, "%s.%d.attn.c_proj.weight", h,
+				  l);
+			rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0, "%s.%d.attn.c_proj.bias", h, l);
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_2.weight", h, l);
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_2.bias", h, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I, "%s.%d.mlp.c_fc.weight", h, l);
+			rc |= add(&bl, TRL_PARAM_BIAS, l, I, 0, "%s.%d.mlp.c_fc.bias", h, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C, "%s.%d.mlp.c_proj.weight", h,
+				  l);
+			rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0, "%s.%d.mlp.c_proj.bias", h, l);
+			t->layer_end[l] = bl.off;
+		}
+		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "transformer.ln_f.weight");
+		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "transformer.ln_f.bias");
+	} else {
+		rc |= add(&bl, TRL_PARAM_EMBEDDING, -1, V, C, "model.embed_tokens.weight");
+		for (int l = 0; l < (int)L; l++) {
+			t->layer_begin[l] = bl.off;
+			const char *p = "model.layers";
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.input_layernorm.weight",
+				  p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C,
+				  "%s.%d.self_attn.q_proj.weight", p, l);
+			if (mc->attention_bias)
+				rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0,
+					  "%s.%d.self_attn.q_proj.bias", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
+				  "%s.%d.self_attn.k_proj.weight", p, l);
+			if (mc->attention_bias)
+				rc |= add(&bl, TRL_PARAM_BIAS, l, KVD, 0,
+					  "%s.%d.self_attn.k_proj.bias", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
+				  "%s.%d.self_attn.v_proj.weight", p, l);
+			if (mc->attention_bias)
+				rc |= add(&bl, TRL_PARAM_BIAS, l, KVD, 0,
+					  "%s.%d.self_attn.v_proj.bias", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C,
+				  "%s.%d.self_attn.o_proj.weight", p, l);
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
+				  "%s.%d.post_attention_layernorm.weight", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C, "%s.%d.mlp.gate_proj.weight",
+				  p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C, "%s.%d.mlp.up_proj.weight", p,
+				  l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I, "%s.%d.mlp.down_proj.weight",
+				  p, l);
+			t->layer_end[l] = bl.off;
+		}
+		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "model.norm.weight");
+		if (!mc->tie_word_embeddings)
+			rc |= add(&bl, TRL_PARAM_MATRIX, -1, V, C, "lm_head.weight");
+	}
+	if (rc)
+		goto nomem;
+	t->total = bl.off;
+	return TRL_OK;
+nomem:
+	params_free(t);
+	return trl_errf(err, TRL_ENOMEM, "out of memory building the parameter table");
+}
+
+void params_free(ParamTable *t)
+{
+	free(t->p);
+	free(t->layer_begin);
+	free(t->layer_end);
+	memset(t, 0, sizeof *t);
+}
+
+const ParamInfo *params_find(const ParamTable *t, const char *name)
+{
+	for (int i = 0; i < t->n; i++)
+		if (strcmp(t->p[i].name, name) == 0)
+			return &t->p[i];
+	return NULL;
+}

@@ -1,0 +1,42 @@
+/* trl.h - status codes, error messages and allocation helpers shared by every module.
+ *
+ * A function that can fail returns int: TRL_OK (0) or a negative TRL_E* code, and
+ * writes a message meant for the user into the caller's TrlErr with trl_errf().
+ * Library code never calls exit(): in an MPI job one rank exiting strands the others.
+ */
+#ifndef TRL_H
+#define TRL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TRL_VERSION_STRING "0.1.0"
+
+enum {
+	TRL_OK = 0,
+	TRL_EINVAL = -1,       /* bad user input: config, data, arguments */
+	TRL_EIO = -2,          /* a file could not be read or written */
+	TRL_ENOMEM = -3,       /* an allocation failed */
+	TRL_EFORMAT = -4,      /* a file is malformed */
+	TRL_EUNSUPPORTED = -5, /* valid input we do not handle */
+	TRL_EINTERNAL = -6     /* a bug */
+};
+
+typedef struct TrlErr {
+	int code;
+	char msg[2048];
+} TrlErr;
+
+/* Formats a message into err (if err is not NULL) and returns code, so that
+ * `return trl_errf(err, TRL_EINVAL, "...")` reads naturally. */
+int trl_errf(TrlErr *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* 64-byte aligned, zero-filled allocation; NULL on failure. Free with trl_free. */
+void *trl_alloc(size_t bytes);
+void trl_free(void *p);
+
+/* Wall-clock seconds from a monotonic clock. */
+double trl_now(void);
+
+#endif
