@@ -31,7 +31,7 @@ static int read_file(const char *path, char **out, size_t *out_len, TrlErr *err)
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return trl_errf(err, TRL_EIO, "cannot open dataset %s: %s", path,
-				strerror(errno));
+		                strerror(errno));
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	for (;;) {
@@ -41,8 +41,8 @@ static int read_file(const char *path, char **out, size_t *out_len, TrlErr *err)
 			if (!nb) {
 				free(buf);
 				fclose(f);
-				return trl_errf(err, TRL_ENOMEM, "%s: out of memory reading it",
-						path);
+				return trl_errf(err, TRL_ENOMEM,
+				                "%s: out of memory reading it", path);
 			}
 			buf = nb;
 			cap = ncap;
@@ -58,7 +58,7 @@ static int read_file(const char *path, char **out, size_t *out_len, TrlErr *err)
 	if (bad) {
 		free(buf);
 		return trl_errf(err, TRL_EIO, "cannot read dataset %s: %s", path,
-				strerror(saved));
+		                strerror(saved));
 	}
 	*out = buf;
 	*out_len = len;
@@ -90,7 +90,8 @@ static int encode_append(Loader *L, const char *text, size_t len, int *n, TrlErr
 	for (;;) {
 		size_t room = L->tokcap - L->ntok;
 		int cap = room > (size_t)INT_MAX ? INT_MAX : (int)room;
-		int got = tokenizer_encode(L->tok, text, len, L->d->id_pool + L->ntok, cap, err);
+		int got = tokenizer_encode(L->tok, text, len, L->d->id_pool + L->ntok,
+		                           cap, err);
 		if (got < 0)
 			return got;
 		if (got <= cap) {
@@ -99,14 +100,15 @@ static int encode_append(Loader *L, const char *text, size_t len, int *n, TrlErr
 			return 0;
 		}
 		if (grow_pools(L, L->ntok + (size_t)got) < 0)
-			return trl_errf(err, TRL_ENOMEM, "out of memory tokenizing %s", L->path);
+			return trl_errf(err, TRL_ENOMEM, "out of memory tokenizing %s",
+			                L->path);
 	}
 }
 
 /* Tokenizes one example (prompt may be NULL for language modeling), appends EOS,
  * truncates and writes its mask. */
-static int add_example(Loader *L, const JsonValue *prompt, const JsonValue *text, int line,
-		       TrlErr *err)
+static int add_example(Loader *L, const JsonValue *prompt, const JsonValue *text,
+                       int line, TrlErr *err)
 {
 	Dataset *d = L->d;
 	const DatasetOptions *o = L->opt;
@@ -114,7 +116,8 @@ static int add_example(Loader *L, const JsonValue *prompt, const JsonValue *text
 		int cap = L->excap ? 2 * L->excap : 1024;
 		Example *ex = realloc(d->ex, (size_t)cap * sizeof *ex);
 		if (!ex)
-			return trl_errf(err, TRL_ENOMEM, "out of memory loading %s", L->path);
+			return trl_errf(err, TRL_ENOMEM, "out of memory loading %s",
+			                L->path);
 		d->ex = ex;
 		L->excap = cap;
 	}
@@ -129,8 +132,9 @@ static int add_example(Loader *L, const JsonValue *prompt, const JsonValue *text
 	d->id_pool[L->ntok++] = L->tok->eos_id;
 	size_t len = L->ntok - start;
 	if (len > (size_t)INT_MAX)
-		return trl_errf(err, TRL_EINVAL, "%s:%d: the example has %zu tokens, too many",
-				L->path, line, len);
+		return trl_errf(err, TRL_EINVAL,
+		                "%s:%d: the example has %zu tokens, too many", L->path,
+		                line, len);
 	int32_t *ids = d->id_pool + start;
 	int prompt_len = np;
 	if (o->max_length > 0 && len > (size_t)o->max_length) {
@@ -138,7 +142,8 @@ static int add_example(Loader *L, const JsonValue *prompt, const JsonValue *text
 		if (o->keep_end) {
 			size_t drop = len - keep;
 			memmove(ids, ids + drop, keep * sizeof *ids);
-			prompt_len = (size_t)prompt_len > drop ? prompt_len - (int)drop : 0;
+			prompt_len =
+			    (size_t)prompt_len > drop ? prompt_len - (int)drop : 0;
 		} else if (prompt_len > o->max_length) {
 			prompt_len = o->max_length;
 		}
@@ -168,7 +173,7 @@ static const char *list_columns(const JsonValue *row, char *buf, size_t cap)
 	buf[0] = 0;
 	for (size_t i = 0; i < row->len && used + 1 < cap; i++) {
 		int w = snprintf(buf + used, cap - used, "%s'%s'", i ? ", " : "",
-				 row->members[i].key);
+		                 row->members[i].key);
 		if (w < 0)
 			break;
 		used += (size_t)w;
@@ -178,67 +183,75 @@ static const char *list_columns(const JsonValue *row, char *buf, size_t cap)
 	return buf;
 }
 
-static int is_list(const JsonValue *v) { return v && v->type == JSON_ARRAY; }
+static int is_list(const JsonValue *v)
+{
+	return v && v->type == JSON_ARRAY;
+}
 
 /* Fixes the format from the first valid row, or explains why the data is not SFT
  * data in a supported form. */
 static int detect_format(Loader *L, const JsonValue *row, int line, TrlErr *err)
 {
 	const char *path = L->path;
-	if (json_get(row, "messages") || is_list(json_get(row, "prompt")) ||
-	    is_list(json_get(row, "completion")))
-		return trl_errf(err, TRL_EUNSUPPORTED,
-				"%s:%d: conversational data (a 'messages' column, or prompt/"
-				"completion given as lists of messages) needs the chat-template "
-				"support of a later version of trl-hpc; give plain strings in "
-				"'%s', or 'prompt' and 'completion'",
-				path, line, L->opt->text_field);
+	if (json_get(row, "messages") || json_get(row, "conversations") ||
+	    is_list(json_get(row, "prompt")) || is_list(json_get(row, "completion")))
+		return trl_errf(
+		    err, TRL_EUNSUPPORTED,
+		    "%s:%d: conversational data (a 'messages' or 'conversations' "
+		    "column, or prompt/"
+		    "completion given as lists of messages) needs the chat-template "
+		    "support of a later version of trl-hpc; give plain strings in "
+		    "'%s', or 'prompt' and 'completion'",
+		    path, line, L->opt->text_field);
 	if (json_get(row, "chosen") || json_get(row, "rejected"))
-		return trl_errf(err, TRL_EUNSUPPORTED,
-				"%s:%d: this is preference data ('chosen'/'rejected' columns), "
-				"which is for DPO or reward training, not SFT",
-				path, line);
+		return trl_errf(
+		    err, TRL_EUNSUPPORTED,
+		    "%s:%d: this is preference data ('chosen'/'rejected' columns), "
+		    "which is for DPO or reward training, not SFT",
+		    path, line);
 	if (json_get(row, "prompt")) {
 		if (!json_get(row, "completion"))
 			return trl_errf(err, ROW_BAD,
-					"%s:%d: the row has 'prompt' but no 'completion' "
-					"(prompt-only data is not for SFT)",
-					path, line);
+			                "%s:%d: the row has 'prompt' but no 'completion' "
+			                "(prompt-only data is not for SFT)",
+			                path, line);
 		L->d->format = TRL_FMT_PROMPT_COMPLETION;
 	} else if (json_get(row, L->opt->text_field)) {
 		L->d->format = TRL_FMT_LANGUAGE_MODELING;
 	} else {
 		char cols[256];
-		return trl_errf(err, ROW_BAD,
-				"%s:%d: cannot tell the dataset format from the columns (%s): "
-				"expected '%s' (language modeling) or 'prompt' and 'completion' "
-				"(prompt-completion)",
-				path, line, list_columns(row, cols, sizeof cols), L->opt->text_field);
+		return trl_errf(
+		    err, ROW_BAD,
+		    "%s:%d: cannot tell the dataset format from the columns (%s): "
+		    "expected '%s' (language modeling) or 'prompt' and 'completion' "
+		    "(prompt-completion)",
+		    path, line, list_columns(row, cols, sizeof cols), L->opt->text_field);
 	}
 	return 0;
 }
 
 /* Returns the string column name of row, or NULL with a message in err. */
 static const JsonValue *string_column(Loader *L, const JsonValue *row, const char *name,
-				      int line, TrlErr *err)
+                                      int line, TrlErr *err)
 {
 	const JsonValue *v = json_get(row, name);
 	if (!v) {
 		if (L->d->format == TRL_FMT_PROMPT_COMPLETION)
 			trl_errf(err, ROW_BAD,
-				 "%s:%d: column '%s' is missing (the first row is "
-				 "prompt-completion: prompt, completion)",
-				 L->path, line, name);
+			         "%s:%d: column '%s' is missing (the first row is "
+			         "prompt-completion: prompt, completion)",
+			         L->path, line, name);
 		else
-			trl_errf(err, ROW_BAD,
-				 "%s:%d: column '%s' is missing (the first row is language "
-				 "modeling: %s)",
-				 L->path, line, name, L->opt->text_field);
+			trl_errf(
+			    err, ROW_BAD,
+			    "%s:%d: column '%s' is missing (the first row is language "
+			    "modeling: %s)",
+			    L->path, line, name, L->opt->text_field);
 		return NULL;
 	}
 	if (v->type != JSON_STRING) {
-		trl_errf(err, ROW_BAD, "%s:%d: column '%s' must be a string, got %s", L->path,
-			 line, name, json_type_name(v->type));
+		trl_errf(err, ROW_BAD, "%s:%d: column '%s' must be a string, got %s",
+		         L->path, line, name, json_type_name(v->type));
 		return NULL;
 	}
 	return v;
@@ -246,7 +259,7 @@ static const JsonValue *string_column(Loader *L, const JsonValue *row, const cha
 
 /* Loads one non-blank line: 0, ROW_BAD (message in err) or a negative code. */
 static int load_row(Loader *L, const char *text, size_t len, int line, int col_shift,
-		    TrlErr *err)
+                    TrlErr *err)
 {
 	JsonValue *row = NULL;
 	JsonError je;
@@ -254,11 +267,11 @@ static int load_row(Loader *L, const char *text, size_t len, int line, int col_s
 	if (rc == TRL_ENOMEM)
 		return trl_errf(err, rc, "%s:%d: out of memory", L->path, line);
 	if (rc < 0)
-		return trl_errf(err, ROW_BAD, "%s:%d: invalid JSON at column %d: %s", L->path,
-				line, je.column + col_shift, je.msg);
+		return trl_errf(err, ROW_BAD, "%s:%d: invalid JSON at column %d: %s",
+		                L->path, line, je.column + col_shift, je.msg);
 	if (row->type != JSON_OBJECT) {
 		rc = trl_errf(err, ROW_BAD, "%s:%d: a row must be a JSON object, got %s",
-			      L->path, line, json_type_name(row->type));
+		              L->path, line, json_type_name(row->type));
 		goto done;
 	}
 	if (!L->have_format) {
@@ -292,7 +305,7 @@ static int is_blank(const char *s, size_t n)
 }
 
 int dataset_load_jsonl(Dataset *d, const char *path, const DatasetOptions *opt,
-		       const Tokenizer *tok, TrlErr *err)
+                       const Tokenizer *tok, TrlErr *err)
 {
 	memset(d, 0, sizeof *d);
 	char *buf = NULL;
@@ -322,9 +335,11 @@ int dataset_load_jsonl(Dataset *d, const char *path, const DatasetOptions *opt,
 			n--;
 		if (!is_blank(s, n)) {
 			TrlErr row_err;
-			rc = load_row(&L, s, n, line, line == 1 ? col_shift : 0, &row_err);
+			rc =
+			    load_row(&L, s, n, line, line == 1 ? col_shift : 0, &row_err);
 			if (rc < 0 || (rc == ROW_BAD && !opt->skip_invalid_rows)) {
-				trl_errf(err, rc < 0 ? rc : TRL_EINVAL, "%s", row_err.msg);
+				trl_errf(err, rc < 0 ? rc : TRL_EINVAL, "%s",
+				         row_err.msg);
 				rc = rc < 0 ? rc : TRL_EINVAL;
 				goto fail;
 			}
@@ -338,10 +353,11 @@ int dataset_load_jsonl(Dataset *d, const char *path, const DatasetOptions *opt,
 	}
 	if (d->n == 0) {
 		if (d->n_skipped > 0)
-			rc = trl_errf(err, TRL_EINVAL,
-				      "%s: no valid rows: all %d were skipped as invalid (the "
-				      "first: %s)",
-				      path, d->n_skipped, first_skip.msg);
+			rc = trl_errf(
+			    err, TRL_EINVAL,
+			    "%s: no valid rows: all %d were skipped as invalid (the "
+			    "first: %s)",
+			    path, d->n_skipped, first_skip.msg);
 		else
 			rc = trl_errf(err, TRL_EINVAL, "%s: no rows", path);
 		goto fail;
@@ -461,13 +477,14 @@ int rows_pack_bfd(RowSet *rs, const Dataset *d, int max_length, TrlErr *err)
 	int n = d->n;
 	if (max_length <= 0)
 		return trl_errf(err, TRL_EINVAL, "packing needs max_length > 0, got %d",
-				max_length);
+		                max_length);
 	for (int i = 0; i < n; i++)
 		if (d->ex[i].len > max_length)
-			return trl_errf(err, TRL_EINVAL,
-					"example %d (line %d) has %d tokens, more than the "
-					"packing length %d",
-					i, d->ex[i].line, d->ex[i].len, max_length);
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "example %d (line %d) has %d tokens, more than the "
+			    "packing length %d",
+			    i, d->ex[i].line, d->ex[i].len, max_length);
 	size_t nn = (size_t)(n > 0 ? n : 1);
 	size_t nc = (size_t)max_length + 1;
 	int *order = malloc(nn * sizeof *order);
@@ -580,7 +597,7 @@ int rows_max_len(const RowSet *rs)
 /* Padding positions get position 0, so they stay valid ids for any position
  * table; they carry no target, and doc -1 keeps attention from mixing them in. */
 long batch_fill(Batch *b, const Dataset *d, const RowSet *rs, const int *idx, int nrows,
-		int pad_id)
+                int pad_id)
 {
 	int T = 0;
 	for (int r = 0; r < nrows; r++)

@@ -82,7 +82,7 @@ typedef struct Parser {
 } Parser;
 
 static int fail_at(Parser *ps, const unsigned char *at, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static int fail_at(Parser *ps, const unsigned char *at, int code, const char *fmt, ...)
 {
@@ -102,7 +102,7 @@ static int fail_oom(Parser *ps)
 
 /* Describes the byte at p for an error message: 'x', "byte 0xNN" or the end. */
 static const char *describe(const Parser *ps, const unsigned char *p, char *buf,
-			    size_t cap)
+                            size_t cap)
 {
 	if (p >= ps->end)
 		snprintf(buf, cap, "end of input");
@@ -225,15 +225,17 @@ static int parse_string(Parser *ps, const char **out, size_t *out_len)
 			*o++ = c;
 			p++;
 		} else if (c < 0x20) {
-			return fail_at(ps, p, TRL_EFORMAT,
-				       "raw control character 0x%02X in a string (write it as "
-				       "an escape such as \\n or \\u%04X)",
-				       c, c);
+			return fail_at(
+			    ps, p, TRL_EFORMAT,
+			    "raw control character 0x%02X in a string (write it as "
+			    "an escape such as \\n or \\u%04X)",
+			    c, c);
 		} else if (c >= 0x80) {
 			size_t n = utf8_valid_len(p, q);
 			if (n == 0)
 				return fail_at(ps, p, TRL_EFORMAT,
-					       "invalid UTF-8 byte 0x%02X in a string", c);
+				               "invalid UTF-8 byte 0x%02X in a string",
+				               c);
 			memcpy(o, p, n);
 			o += n;
 			p += n;
@@ -263,24 +265,28 @@ static int parse_string(Parser *ps, const char **out, size_t *out_len)
 			case 'u': {
 				long cp = read_hex4(ps, p + 2);
 				if (cp < 0)
-					return fail_at(ps, p, TRL_EFORMAT,
-						       "invalid \\u escape (expected four hex "
-						       "digits)");
+					return fail_at(
+					    ps, p, TRL_EFORMAT,
+					    "invalid \\u escape (expected four hex "
+					    "digits)");
 				if (cp >= 0xDC00 && cp <= 0xDFFF)
 					return fail_at(ps, p, TRL_EFORMAT,
-						       "unpaired low surrogate \\u%04lX", cp);
+					               "unpaired low surrogate \\u%04lX",
+					               cp);
 				if (cp >= 0xD800 && cp <= 0xDBFF) {
 					long lo = -1;
 					if (q - p >= 12 && p[6] == '\\' && p[7] == 'u')
 						lo = read_hex4(ps, p + 8);
 					if (lo < 0xDC00 || lo > 0xDFFF)
-						return fail_at(ps, p, TRL_EFORMAT,
-							       "unpaired high surrogate "
-							       "\\u%04lX (it must be followed "
-							       "by a low surrogate \\uDC00 to "
-							       "\\uDFFF)",
-							       cp);
-					cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+						return fail_at(
+						    ps, p, TRL_EFORMAT,
+						    "unpaired high surrogate "
+						    "\\u%04lX (it must be followed "
+						    "by a low surrogate \\uDC00 to "
+						    "\\uDFFF)",
+						    cp);
+					cp = 0x10000 + ((cp - 0xD800) << 10) +
+					     (lo - 0xDC00);
 					p += 6;
 				}
 				o += utf8_put(o, (unsigned long)cp);
@@ -289,8 +295,9 @@ static int parse_string(Parser *ps, const char **out, size_t *out_len)
 			}
 			default: {
 				char d[24];
-				return fail_at(ps, p, TRL_EFORMAT, "invalid escape after '\\': %s",
-					       describe(ps, p + 1, d, sizeof d));
+				return fail_at(ps, p, TRL_EFORMAT,
+				               "invalid escape after '\\': %s",
+				               describe(ps, p + 1, d, sizeof d));
 			}
 			}
 			p += 2;
@@ -315,10 +322,11 @@ static int parse_number(Parser *ps, JsonValue *v)
 	if (*p == '-')
 		p++;
 	if (!is_digit(p, end))
-		return fail_at(ps, p, TRL_EFORMAT, "invalid number: expected a digit after '-'");
+		return fail_at(ps, p, TRL_EFORMAT,
+		               "invalid number: expected a digit after '-'");
 	if (*p == '0' && is_digit(p + 1, end))
 		return fail_at(ps, start, TRL_EFORMAT,
-			       "invalid number: leading zeros are not allowed");
+		               "invalid number: leading zeros are not allowed");
 	while (is_digit(p, end))
 		p++;
 	if (p < end && *p == '.') {
@@ -326,7 +334,7 @@ static int parse_number(Parser *ps, JsonValue *v)
 		p++;
 		if (!is_digit(p, end))
 			return fail_at(ps, p, TRL_EFORMAT,
-				       "invalid number: expected a digit after '.'");
+			               "invalid number: expected a digit after '.'");
 		while (is_digit(p, end))
 			p++;
 	}
@@ -336,8 +344,9 @@ static int parse_number(Parser *ps, JsonValue *v)
 		if (p < end && (*p == '+' || *p == '-'))
 			p++;
 		if (!is_digit(p, end))
-			return fail_at(ps, p, TRL_EFORMAT,
-				       "invalid number: expected a digit in the exponent");
+			return fail_at(
+			    ps, p, TRL_EFORMAT,
+			    "invalid number: expected a digit in the exponent");
 		while (is_digit(p, end))
 			p++;
 	}
@@ -375,8 +384,9 @@ static int parse_number(Parser *ps, JsonValue *v)
 		free(buf);
 	if (isinf(x))
 		return fail_at(ps, start, TRL_EFORMAT,
-			       "number %.*s%s is out of the range of a double",
-			       (int)(n < 40 ? n : 40), (const char *)start, n < 40 ? "" : "...");
+		               "number %.*s%s is out of the range of a double",
+		               (int)(n < 40 ? n : 40), (const char *)start,
+		               n < 40 ? "" : "...");
 	v->num = x;
 	v->inum = 0;
 	ps->p = p;
@@ -435,7 +445,7 @@ static int parse_array(Parser *ps, JsonValue *v)
 				skip_ws(ps);
 				if (ps->p < ps->end && *ps->p == ']')
 					return fail_at(ps, ps->p, TRL_EFORMAT,
-						       "trailing comma before ']'");
+					               "trailing comma before ']'");
 				continue;
 			}
 			if (ps->p < ps->end && *ps->p == ']') {
@@ -443,8 +453,8 @@ static int parse_array(Parser *ps, JsonValue *v)
 				break;
 			}
 			return fail_at(ps, ps->p, TRL_EFORMAT,
-				       "expected ',' or ']' after an array item, got %s",
-				       describe(ps, ps->p, d, sizeof d));
+			               "expected ',' or ']' after an array item, got %s",
+			               describe(ps, ps->p, d, sizeof d));
 		}
 	}
 	size_t n = ps->vn - base;
@@ -475,16 +485,18 @@ static int parse_object(Parser *ps, JsonValue *v)
 		for (;;) {
 			JsonMember m;
 			if (ps->p >= ps->end || *ps->p != '"')
-				return fail_at(ps, ps->p, TRL_EFORMAT,
-					       "expected a string as object member name, got %s",
-					       describe(ps, ps->p, d, sizeof d));
+				return fail_at(
+				    ps, ps->p, TRL_EFORMAT,
+				    "expected a string as object member name, got %s",
+				    describe(ps, ps->p, d, sizeof d));
 			if (parse_string(ps, &m.key, &m.key_len) < 0)
 				return ps->code;
 			skip_ws(ps);
 			if (ps->p >= ps->end || *ps->p != ':')
-				return fail_at(ps, ps->p, TRL_EFORMAT,
-					       "expected ':' after object member name, got %s",
-					       describe(ps, ps->p, d, sizeof d));
+				return fail_at(
+				    ps, ps->p, TRL_EFORMAT,
+				    "expected ':' after object member name, got %s",
+				    describe(ps, ps->p, d, sizeof d));
 			ps->p++;
 			if (parse_value(ps, &m.value) < 0 || push_member(ps, &m) < 0)
 				return ps->code;
@@ -494,16 +506,17 @@ static int parse_object(Parser *ps, JsonValue *v)
 				skip_ws(ps);
 				if (ps->p < ps->end && *ps->p == '}')
 					return fail_at(ps, ps->p, TRL_EFORMAT,
-						       "trailing comma before '}'");
+					               "trailing comma before '}'");
 				continue;
 			}
 			if (ps->p < ps->end && *ps->p == '}') {
 				ps->p++;
 				break;
 			}
-			return fail_at(ps, ps->p, TRL_EFORMAT,
-				       "expected ',' or '}' after an object member, got %s",
-				       describe(ps, ps->p, d, sizeof d));
+			return fail_at(
+			    ps, ps->p, TRL_EFORMAT,
+			    "expected ',' or '}' after an object member, got %s",
+			    describe(ps, ps->p, d, sizeof d));
 		}
 	}
 	size_t n = ps->mn - base;
@@ -523,12 +536,12 @@ static int parse_object(Parser *ps, JsonValue *v)
 }
 
 static int parse_literal(Parser *ps, JsonValue *v, const char *word, JsonType type,
-			 int boolean)
+                         int boolean)
 {
 	size_t n = strlen(word);
 	if ((size_t)(ps->end - ps->p) < n || memcmp(ps->p, word, n) != 0)
 		return fail_at(ps, ps->p, TRL_EFORMAT,
-			       "invalid literal (expected true, false or null)");
+		               "invalid literal (expected true, false or null)");
 	ps->p += n;
 	v->type = type;
 	v->is_int = 0;
@@ -543,14 +556,15 @@ static int parse_value(Parser *ps, JsonValue *v)
 	memset(v, 0, sizeof *v);
 	skip_ws(ps);
 	if (ps->p >= ps->end)
-		return fail_at(ps, ps->p, TRL_EFORMAT, "unexpected end of input (expected a value)");
+		return fail_at(ps, ps->p, TRL_EFORMAT,
+		               "unexpected end of input (expected a value)");
 	int rc;
 	switch (*ps->p) {
 	case '{':
 	case '[':
 		if (++ps->depth > JSON_MAX_DEPTH)
-			return fail_at(ps, ps->p, TRL_EFORMAT, "nesting deeper than %d levels",
-				       JSON_MAX_DEPTH);
+			return fail_at(ps, ps->p, TRL_EFORMAT,
+			               "nesting deeper than %d levels", JSON_MAX_DEPTH);
 		rc = *ps->p == '{' ? parse_object(ps, v) : parse_array(ps, v);
 		ps->depth--;
 		return rc;
@@ -567,7 +581,7 @@ static int parse_value(Parser *ps, JsonValue *v)
 		if (*ps->p == '-' || (*ps->p >= '0' && *ps->p <= '9'))
 			return parse_number(ps, v);
 		return fail_at(ps, ps->p, TRL_EFORMAT, "unexpected %s (expected a value)",
-			       describe(ps, ps->p, d, sizeof d));
+		               describe(ps, ps->p, d, sizeof d));
 	}
 }
 
@@ -597,13 +611,15 @@ int json_parse(const char *text, size_t len, JsonValue **out, JsonError *e)
 		if (e) {
 			memset(e, 0, sizeof *e);
 			e->line = e->column = 1;
-			snprintf(e->msg, sizeof e->msg, "out of memory while parsing JSON");
+			snprintf(e->msg, sizeof e->msg,
+			         "out of memory while parsing JSON");
 		}
 		return TRL_ENOMEM;
 	}
 	/* Small documents (JSONL rows) get one small chunk; large ones grow
 	 * geometrically. */
-	doc->arena.next_size = len < 1024 ? 1024 : (len < (1 << 20) ? 2 * len : (1 << 21));
+	doc->arena.next_size =
+	    len < 1024 ? 1024 : (len < (1 << 20) ? 2 * len : (1 << 21));
 	Parser ps = {0};
 	ps.s = (const unsigned char *)text;
 	ps.end = ps.s + len;
@@ -613,15 +629,16 @@ int json_parse(const char *text, size_t len, JsonValue **out, JsonError *e)
 	int rc = 0;
 	skip_ws(&ps);
 	if (ps.p >= ps.end)
-		rc = fail_at(&ps, ps.p, TRL_EFORMAT, "empty input (expected a JSON value)");
+		rc = fail_at(&ps, ps.p, TRL_EFORMAT,
+		             "empty input (expected a JSON value)");
 	else if (parse_value(&ps, &doc->root) < 0)
 		rc = ps.code;
 	else {
 		skip_ws(&ps);
 		if (ps.p < ps.end)
 			rc = fail_at(&ps, ps.p, TRL_EFORMAT,
-				     "unexpected %s after the JSON value",
-				     describe(&ps, ps.p, d, sizeof d));
+			             "unexpected %s after the JSON value",
+			             describe(&ps, ps.p, d, sizeof d));
 	}
 	free(ps.vstack);
 	free(ps.mstack);
@@ -641,7 +658,8 @@ int json_load_file(const char *path, JsonValue **out, TrlErr *err)
 	*out = NULL;
 	FILE *f = fopen(path, "rb");
 	if (!f)
-		return trl_errf(err, TRL_EIO, "%s: cannot open: %s", path, strerror(errno));
+		return trl_errf(err, TRL_EIO, "%s: cannot open: %s", path,
+		                strerror(errno));
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	for (;;) {
@@ -651,8 +669,8 @@ int json_load_file(const char *path, JsonValue **out, TrlErr *err)
 			if (!nb) {
 				free(buf);
 				fclose(f);
-				return trl_errf(err, TRL_ENOMEM, "%s: out of memory reading it",
-						path);
+				return trl_errf(err, TRL_ENOMEM,
+				                "%s: out of memory reading it", path);
 			}
 			buf = nb;
 			cap = ncap;
@@ -667,13 +685,15 @@ int json_load_file(const char *path, JsonValue **out, TrlErr *err)
 	fclose(f);
 	if (bad) {
 		free(buf);
-		return trl_errf(err, TRL_EIO, "%s: read error: %s", path, strerror(saved));
+		return trl_errf(err, TRL_EIO, "%s: read error: %s", path,
+		                strerror(saved));
 	}
 	JsonError je;
 	int rc = json_parse(buf, len, out, &je);
 	free(buf);
 	if (rc < 0)
-		return trl_errf(err, rc, "%s:%d:%d: %s", path, je.line, je.column, je.msg);
+		return trl_errf(err, rc, "%s:%d:%d: %s", path, je.line, je.column,
+		                je.msg);
 	return 0;
 }
 
@@ -781,7 +801,10 @@ void json_buf_put(JsonBuf *b, const char *s, size_t n)
 	b->p[b->len] = 0;
 }
 
-void json_buf_puts(JsonBuf *b, const char *s) { json_buf_put(b, s, strlen(s)); }
+void json_buf_puts(JsonBuf *b, const char *s)
+{
+	json_buf_put(b, s, strlen(s));
+}
 
 void json_buf_printf(JsonBuf *b, const char *fmt, ...)
 {

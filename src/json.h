@@ -58,9 +58,9 @@ struct JsonValue {
 			double num;
 			int64_t inum; /* exact when is_int */
 		};
-		const char *str;            /* (len + 1), NUL-terminated */
-		const JsonValue *items;     /* (len) */
-		const JsonMember *members;  /* (len), in document order */
+		const char *str;           /* (len + 1), NUL-terminated */
+		const JsonValue *items;    /* (len) */
+		const JsonMember *members; /* (len), in document order */
 	};
 };
 
@@ -115,7 +115,8 @@ typedef struct JsonBuf {
 
 void json_buf_put(JsonBuf *b, const char *s, size_t n);
 void json_buf_puts(JsonBuf *b, const char *s);
-void json_buf_printf(JsonBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void json_buf_printf(JsonBuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Appends s[0..n) as a quoted JSON string, escaping '"', '\\' and control
  * characters; other bytes (UTF-8) are copied as they are. */
 void json_buf_string(JsonBuf *b, const char *s, size_t n);

@@ -354,9 +354,11 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 
 /* ---- attention ------------------------------------------------------------- */
 
+/* Key s is visible to query t: itself, or an earlier token of the same
+ * document. Padding (doc -1) is no document, so a pad sees only itself. */
 static inline int att_allowed(const int32_t *doc, int t, int s)
 {
-	return s == t || (s < t && doc[s] == doc[t]);
+	return s == t || (s < t && doc[t] >= 0 && doc[s] == doc[t]);
 }
 
 /* Masked softmax of one row of scores in place; masked entries become 0. */

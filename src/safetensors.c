@@ -34,7 +34,8 @@ static size_t shape_bytes(const int64_t *shape, int ndim, StDtype dt, int *ok)
 	size_t bytes = st_dtype_size(dt);
 	*ok = 1;
 	for (int i = 0; i < ndim; i++) {
-		if (shape[i] < 0 || __builtin_mul_overflow(bytes, (size_t)shape[i], &bytes)) {
+		if (shape[i] < 0 ||
+		    __builtin_mul_overflow(bytes, (size_t)shape[i], &bytes)) {
 			*ok = 0;
 			return 0;
 		}
@@ -49,7 +50,7 @@ static void format_shape(const int64_t *shape, int ndim, char *buf, size_t cap)
 	used += (size_t)snprintf(buf, cap, "[");
 	for (int i = 0; i < ndim && used < cap; i++)
 		used += (size_t)snprintf(buf + used, cap - used, "%s%lld", i ? ", " : "",
-					 (long long)shape[i]);
+		                         (long long)shape[i]);
 	if (used < cap)
 		snprintf(buf + used, cap - used, "]");
 }
@@ -59,40 +60,44 @@ static int check_tensors(const char *path, const StTensor *t, int n, TrlErr *err
 	for (int i = 0; i < n; i++) {
 		const StTensor *x = &t[i];
 		if (memchr(x->name, 0, sizeof x->name) == NULL || x->name[0] == 0)
-			return trl_errf(err, TRL_EINVAL, "%s: tensor %d has an empty or unterminated name",
-					path, i);
+			return trl_errf(err, TRL_EINVAL,
+			                "%s: tensor %d has an empty or unterminated name",
+			                path, i);
 		if (strcmp(x->name, "__metadata__") == 0)
-			return trl_errf(err, TRL_EINVAL, "%s: '__metadata__' is not a tensor name",
-					path);
+			return trl_errf(err, TRL_EINVAL,
+			                "%s: '__metadata__' is not a tensor name", path);
 		if ((int)x->dtype < 0 || (int)x->dtype >= N_DTYPES)
-			return trl_errf(err, TRL_EINVAL, "%s: tensor '%s': unknown dtype %d", path,
-					x->name, (int)x->dtype);
+			return trl_errf(err, TRL_EINVAL,
+			                "%s: tensor '%s': unknown dtype %d", path,
+			                x->name, (int)x->dtype);
 		if (x->ndim < 0 || x->ndim > 8)
 			return trl_errf(err, TRL_EINVAL,
-					"%s: tensor '%s': ndim %d is outside 0..8", path, x->name,
-					x->ndim);
+			                "%s: tensor '%s': ndim %d is outside 0..8", path,
+			                x->name, x->ndim);
 		int ok;
 		size_t bytes = shape_bytes(x->shape, x->ndim, x->dtype, &ok);
 		if (!ok || bytes != x->nbytes) {
 			char sh[200];
 			format_shape(x->shape, x->ndim, sh, sizeof sh);
-			return trl_errf(err, TRL_EINVAL,
-					"%s: tensor '%s': nbytes %zu do not match shape %s of %s",
-					path, x->name, x->nbytes, sh, dtype_names[x->dtype]);
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "%s: tensor '%s': nbytes %zu do not match shape %s of %s",
+			    path, x->name, x->nbytes, sh, dtype_names[x->dtype]);
 		}
 		if (x->nbytes > 0 && !x->data)
-			return trl_errf(err, TRL_EINVAL, "%s: tensor '%s' has no data", path,
-					x->name);
+			return trl_errf(err, TRL_EINVAL, "%s: tensor '%s' has no data",
+			                path, x->name);
 		for (int j = 0; j < i; j++)
 			if (strcmp(t[j].name, x->name) == 0)
-				return trl_errf(err, TRL_EINVAL, "%s: tensor '%s' appears twice",
-						path, x->name);
+				return trl_errf(err, TRL_EINVAL,
+				                "%s: tensor '%s' appears twice", path,
+				                x->name);
 	}
 	return 0;
 }
 
 int st_write(const char *path, const StTensor *t, int n, const char *const *meta_kv,
-	     int n_meta, TrlErr *err)
+             int n_meta, TrlErr *err)
 {
 	int rc = check_tensors(path, t, n, err);
 	if (rc < 0)
@@ -118,10 +123,13 @@ int st_write(const char *path, const StTensor *t, int n, const char *const *meta
 		if (i || n_meta > 0)
 			json_buf_puts(&h, ",");
 		json_buf_string(&h, t[i].name, strlen(t[i].name));
-		json_buf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", dtype_names[t[i].dtype]);
+		json_buf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[",
+		                dtype_names[t[i].dtype]);
 		for (int d = 0; d < t[i].ndim; d++)
-			json_buf_printf(&h, "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
-		json_buf_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off, off + t[i].nbytes);
+			json_buf_printf(&h, "%s%lld", d ? "," : "",
+			                (long long)t[i].shape[d]);
+		json_buf_printf(&h, "],\"data_offsets\":[%zu,%zu]}", off,
+		                off + t[i].nbytes);
 		off += t[i].nbytes;
 	}
 	json_buf_puts(&h, "}");
@@ -130,7 +138,8 @@ int st_write(const char *path, const StTensor *t, int n, const char *const *meta
 		json_buf_puts(&h, " ");
 	if (h.oom) {
 		json_buf_free(&h);
-		return trl_errf(err, TRL_ENOMEM, "%s: out of memory building the header", path);
+		return trl_errf(err, TRL_ENOMEM, "%s: out of memory building the header",
+		                path);
 	}
 
 	size_t plen = strlen(path);
@@ -152,7 +161,8 @@ int st_write(const char *path, const StTensor *t, int n, const char *const *meta
 		len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
 	int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(h.p, 1, h.len, f) == h.len;
 	for (int i = 0; ok && i < n; i++)
-		ok = t[i].nbytes == 0 || fwrite(t[i].data, 1, t[i].nbytes, f) == t[i].nbytes;
+		ok = t[i].nbytes == 0 ||
+		     fwrite(t[i].data, 1, t[i].nbytes, f) == t[i].nbytes;
 	/* The data must be on disk before the rename makes it the file at path. */
 	if (!ok || fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		rc = trl_errf(err, TRL_EIO, "cannot write %s: %s", tmp, strerror(errno));
@@ -166,7 +176,7 @@ int st_write(const char *path, const StTensor *t, int n, const char *const *meta
 	f = NULL;
 	if (rename(tmp, path) != 0) {
 		rc = trl_errf(err, TRL_EIO, "cannot rename %s to %s: %s", tmp, path,
-			      strerror(errno));
+		              strerror(errno));
 		goto fail;
 	}
 	free(tmp);
@@ -186,7 +196,8 @@ static int read_whole(const char *path, void **out, size_t *size, TrlErr *err)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f)
-		return trl_errf(err, TRL_EIO, "cannot open %s: %s", path, strerror(errno));
+		return trl_errf(err, TRL_EIO, "cannot open %s: %s", path,
+		                strerror(errno));
 	struct stat st;
 	if (fstat(fileno(f), &st) != 0) {
 		int e = errno;
@@ -201,7 +212,8 @@ static int read_whole(const char *path, void **out, size_t *size, TrlErr *err)
 	void *buf = trl_alloc(n);
 	if (!buf) {
 		fclose(f);
-		return trl_errf(err, TRL_ENOMEM, "%s: out of memory for %zu bytes", path, n);
+		return trl_errf(err, TRL_ENOMEM, "%s: out of memory for %zu bytes", path,
+		                n);
 	}
 	size_t got = fread(buf, 1, n, f);
 	int e = errno;
@@ -209,7 +221,7 @@ static int read_whole(const char *path, void **out, size_t *size, TrlErr *err)
 	if (got != n) {
 		trl_free(buf);
 		return trl_errf(err, TRL_EIO, "cannot read %s: %s", path,
-				got < n && e ? strerror(e) : "short read");
+		                got < n && e ? strerror(e) : "short read");
 	}
 	*out = buf;
 	*size = n;
@@ -254,51 +266,57 @@ static int name_cmp(const void *a, const void *b)
 
 /* Reads one tensor entry of the header into t; span gets its data offsets. */
 static int parse_tensor(const char *path, const JsonMember *m, uint64_t data_size,
-			StTensor *t, Span *span, TrlErr *err)
+                        StTensor *t, Span *span, TrlErr *err)
 {
 	const char *name = m->key;
 	if (m->key_len == 0 || m->key_len >= sizeof t->name || strlen(name) != m->key_len)
-		return trl_errf(err, TRL_EFORMAT,
-				"%s: tensor name '%.60s' is empty, longer than %zu bytes or "
-				"contains NUL",
-				path, name, sizeof t->name - 1);
+		return trl_errf(
+		    err, TRL_EFORMAT,
+		    "%s: tensor name '%.60s' is empty, longer than %zu bytes or "
+		    "contains NUL",
+		    path, name, sizeof t->name - 1);
 	memcpy(t->name, name, m->key_len + 1);
 	const JsonValue *v = &m->value;
 	if (v->type != JSON_OBJECT)
-		return trl_errf(err, TRL_EFORMAT, "%s: tensor '%s': expected an object, got %s",
-				path, name, json_type_name(v->type));
+		return trl_errf(err, TRL_EFORMAT,
+		                "%s: tensor '%s': expected an object, got %s", path, name,
+		                json_type_name(v->type));
 	const char *dt = json_str(json_get(v, "dtype"));
 	if (!dt)
-		return trl_errf(err, TRL_EFORMAT, "%s: tensor '%s': 'dtype' is missing or not a string",
-				path, name);
+		return trl_errf(err, TRL_EFORMAT,
+		                "%s: tensor '%s': 'dtype' is missing or not a string",
+		                path, name);
 	int d = 0;
 	while (d < N_DTYPES && strcmp(dt, dtype_names[d]) != 0)
 		d++;
 	if (d == N_DTYPES)
-		return trl_errf(err, TRL_EUNSUPPORTED,
-				"%s: tensor '%s': unsupported dtype '%s' (supported: F32, I32, "
-				"I64, F16, BF16, F64)",
-				path, name, dt);
+		return trl_errf(
+		    err, TRL_EUNSUPPORTED,
+		    "%s: tensor '%s': unsupported dtype '%s' (supported: F32, I32, "
+		    "I64, F16, BF16, F64)",
+		    path, name, dt);
 	t->dtype = (StDtype)d;
 	if (int_array(json_get(v, "shape"), t->shape, 8, &t->ndim) < 0)
 		return trl_errf(err, TRL_EFORMAT,
-				"%s: tensor '%s': 'shape' must be a list of at most 8 "
-				"non-negative integers",
-				path, name);
+		                "%s: tensor '%s': 'shape' must be a list of at most 8 "
+		                "non-negative integers",
+		                path, name);
 	int64_t off[2];
 	int noff = 0;
 	if (int_array(json_get(v, "data_offsets"), off, 2, &noff) < 0 || noff != 2 ||
 	    off[0] > off[1])
-		return trl_errf(err, TRL_EFORMAT,
-				"%s: tensor '%s': 'data_offsets' must be [begin, end] with 0 <= "
-				"begin <= end",
-				path, name);
+		return trl_errf(
+		    err, TRL_EFORMAT,
+		    "%s: tensor '%s': 'data_offsets' must be [begin, end] with 0 <= "
+		    "begin <= end",
+		    path, name);
 	if ((uint64_t)off[1] > data_size)
-		return trl_errf(err, TRL_EFORMAT,
-				"%s: tensor '%s': data_offsets [%lld, %lld) reach past the end "
-				"of the data (%llu bytes); the file may be truncated",
-				path, name, (long long)off[0], (long long)off[1],
-				(unsigned long long)data_size);
+		return trl_errf(
+		    err, TRL_EFORMAT,
+		    "%s: tensor '%s': data_offsets [%lld, %lld) reach past the end "
+		    "of the data (%llu bytes); the file may be truncated",
+		    path, name, (long long)off[0], (long long)off[1],
+		    (unsigned long long)data_size);
 	int ok;
 	size_t bytes = shape_bytes(t->shape, t->ndim, t->dtype, &ok);
 	if (!ok || bytes != (uint64_t)(off[1] - off[0])) {
@@ -306,12 +324,13 @@ static int parse_tensor(const char *path, const JsonMember *m, uint64_t data_siz
 		format_shape(t->shape, t->ndim, sh, sizeof sh);
 		if (!ok)
 			return trl_errf(err, TRL_EFORMAT,
-					"%s: tensor '%s': shape %s of %s is too large", path,
-					name, sh, dt);
-		return trl_errf(err, TRL_EFORMAT,
-				"%s: tensor '%s': data_offsets [%lld, %lld) do not match shape "
-				"%s of %s (%zu bytes)",
-				path, name, (long long)off[0], (long long)off[1], sh, dt, bytes);
+			                "%s: tensor '%s': shape %s of %s is too large",
+			                path, name, sh, dt);
+		return trl_errf(
+		    err, TRL_EFORMAT,
+		    "%s: tensor '%s': data_offsets [%lld, %lld) do not match shape "
+		    "%s of %s (%zu bytes)",
+		    path, name, (long long)off[0], (long long)off[1], sh, dt, bytes);
 	}
 	t->nbytes = bytes;
 	span->begin = (uint64_t)off[0];
@@ -322,8 +341,9 @@ static int parse_tensor(const char *path, const JsonMember *m, uint64_t data_siz
 static int parse_metadata(const char *path, StFile *f, const JsonValue *v, TrlErr *err)
 {
 	if (v->type != JSON_OBJECT)
-		return trl_errf(err, TRL_EFORMAT, "%s: '__metadata__' must be an object, got %s",
-				path, json_type_name(v->type));
+		return trl_errf(err, TRL_EFORMAT,
+		                "%s: '__metadata__' must be an object, got %s", path,
+		                json_type_name(v->type));
 	f->meta_kv = calloc(2 * v->len + 1, sizeof *f->meta_kv);
 	if (!f->meta_kv)
 		return trl_errf(err, TRL_ENOMEM, "%s: out of memory", path);
@@ -331,8 +351,8 @@ static int parse_metadata(const char *path, StFile *f, const JsonValue *v, TrlEr
 		const JsonMember *m = &v->members[i];
 		if (m->value.type != JSON_STRING)
 			return trl_errf(err, TRL_EFORMAT,
-					"%s: metadata '%s' must be a string, got %s", path, m->key,
-					json_type_name(m->value.type));
+			                "%s: metadata '%s' must be a string, got %s",
+			                path, m->key, json_type_name(m->value.type));
 		f->meta_kv[2 * i] = strdup(m->key);
 		f->meta_kv[2 * i + 1] = strdup(m->value.str);
 		f->n_meta = (int)i + 1;
@@ -354,30 +374,32 @@ int st_open(StFile *f, const char *path, TrlErr *err)
 	const unsigned char *img = f->image;
 	if (f->size < 8) {
 		rc = trl_errf(err, TRL_EFORMAT,
-			      "%s: %zu bytes is too small for a safetensors file", path,
-			      f->size);
+		              "%s: %zu bytes is too small for a safetensors file", path,
+		              f->size);
 		goto fail;
 	}
 	uint64_t hlen = 0;
 	for (int i = 0; i < 8; i++)
 		hlen |= (uint64_t)img[i] << (8 * i);
 	if (hlen > f->size - 8 || hlen > ST_MAX_HEADER || hlen < 2) {
-		rc = trl_errf(err, TRL_EFORMAT,
-			      "%s: header length %llu is impossible for a file of %zu bytes "
-			      "(not a safetensors file, or truncated)",
-			      path, (unsigned long long)hlen, f->size);
+		rc = trl_errf(
+		    err, TRL_EFORMAT,
+		    "%s: header length %llu is impossible for a file of %zu bytes "
+		    "(not a safetensors file, or truncated)",
+		    path, (unsigned long long)hlen, f->size);
 		goto fail;
 	}
 	JsonError je;
 	rc = json_parse((const char *)img + 8, (size_t)hlen, &root, &je);
 	if (rc < 0) {
-		rc = trl_errf(err, rc, "%s: the header is not valid JSON at byte %zu: %s", path,
-			      je.offset + 8, je.msg);
+		rc = trl_errf(err, rc, "%s: the header is not valid JSON at byte %zu: %s",
+		              path, je.offset + 8, je.msg);
 		goto fail;
 	}
 	if (root->type != JSON_OBJECT) {
-		rc = trl_errf(err, TRL_EFORMAT, "%s: the header must be a JSON object, got %s",
-			      path, json_type_name(root->type));
+		rc = trl_errf(err, TRL_EFORMAT,
+		              "%s: the header must be a JSON object, got %s", path,
+		              json_type_name(root->type));
 		goto fail;
 	}
 	uint64_t data_size = f->size - 8 - hlen;
@@ -393,8 +415,8 @@ int st_open(StFile *f, const char *path, TrlErr *err)
 		const JsonMember *m = &root->members[i];
 		if (strcmp(m->key, "__metadata__") == 0 && m->key_len == 12) {
 			if (f->meta_kv) {
-				rc = trl_errf(err, TRL_EFORMAT, "%s: '__metadata__' appears twice",
-					      path);
+				rc = trl_errf(err, TRL_EFORMAT,
+				              "%s: '__metadata__' appears twice", path);
 				goto fail;
 			}
 			if ((rc = parse_metadata(path, f, &m->value, err)) < 0)
@@ -412,8 +434,8 @@ int st_open(StFile *f, const char *path, TrlErr *err)
 	qsort(byname, (size_t)f->n, sizeof *byname, name_cmp);
 	for (int i = 1; i < f->n; i++)
 		if (strcmp(byname[i - 1]->name, byname[i]->name) == 0) {
-			rc = trl_errf(err, TRL_EFORMAT, "%s: tensor '%s' appears twice", path,
-				      byname[i]->name);
+			rc = trl_errf(err, TRL_EFORMAT, "%s: tensor '%s' appears twice",
+			              path, byname[i]->name);
 			goto fail;
 		}
 	qsort(spans, (size_t)f->n, sizeof *spans, span_cmp);
@@ -423,15 +445,15 @@ int st_open(StFile *f, const char *path, TrlErr *err)
 		if (spans[i].begin == spans[i].end)
 			continue;
 		if (prev >= 0 && spans[i].begin < prev_end) {
-			rc = trl_errf(err, TRL_EFORMAT,
-				      "%s: tensors '%s' [%llu, %llu) and '%s' [%llu, %llu) "
-				      "overlap",
-				      path, f->t[spans[prev].idx].name,
-				      (unsigned long long)spans[prev].begin,
-				      (unsigned long long)spans[prev].end,
-				      f->t[spans[i].idx].name,
-				      (unsigned long long)spans[i].begin,
-				      (unsigned long long)spans[i].end);
+			rc = trl_errf(
+			    err, TRL_EFORMAT,
+			    "%s: tensors '%s' [%llu, %llu) and '%s' [%llu, %llu) "
+			    "overlap",
+			    path, f->t[spans[prev].idx].name,
+			    (unsigned long long)spans[prev].begin,
+			    (unsigned long long)spans[prev].end, f->t[spans[i].idx].name,
+			    (unsigned long long)spans[i].begin,
+			    (unsigned long long)spans[i].end);
 			goto fail;
 		}
 		prev = i;

@@ -18,18 +18,21 @@ void tokenizer_init_bytes(Tokenizer *t)
 	t->bos_id = -1;
 }
 
-void tokenizer_free(Tokenizer *t) { memset(t, 0, sizeof *t); }
+void tokenizer_free(Tokenizer *t)
+{
+	memset(t, 0, sizeof *t);
+}
 
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int32_t *out,
-		     int cap, TrlErr *err)
+                     int cap, TrlErr *err)
 {
 	if (t->kind != TRL_TOK_BYTES)
-		return trl_errf(err, TRL_EINTERNAL, "tokenizer kind %d is not implemented",
-				(int)t->kind);
+		return trl_errf(err, TRL_EINTERNAL,
+		                "tokenizer kind %d is not implemented", (int)t->kind);
 	if (len > (size_t)INT_MAX)
 		return trl_errf(err, TRL_EINVAL,
-				"text of %zu bytes is too long to tokenize (limit %d)", len,
-				INT_MAX);
+		                "text of %zu bytes is too long to tokenize (limit %d)",
+		                len, INT_MAX);
 	size_t n = len < (size_t)(cap > 0 ? cap : 0) ? len : (size_t)(cap > 0 ? cap : 0);
 	const unsigned char *s = (const unsigned char *)text;
 	for (size_t i = 0; i < n; i++)
@@ -38,7 +41,7 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int32_t *
 }
 
 size_t tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n, int skip_special,
-			char *buf, size_t cap)
+                        char *buf, size_t cap)
 {
 	size_t len = 0;
 	for (int i = 0; i < n; i++) {
