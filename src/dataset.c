@@ -198,10 +198,9 @@ static int detect_format(Loader *L, const JsonValue *row, int line, TrlErr *err)
 		return trl_errf(
 		    err, TRL_EUNSUPPORTED,
 		    "%s:%d: conversational data (a 'messages' or 'conversations' "
-		    "column, or prompt/"
-		    "completion given as lists of messages) needs the chat-template "
-		    "support of a later version of trl-hpc; give plain strings in "
-		    "'%s', or 'prompt' and 'completion'",
+		    "column, or prompt/completion given as lists of messages) needs "
+		    "the chat-template support of a later version of trl-hpc; give "
+		    "plain strings in '%s', or 'prompt' and 'completion'",
 		    path, line, L->opt->text_field);
 	if (json_get(row, "chosen") || json_get(row, "rejected"))
 		return trl_errf(

@@ -26,7 +26,7 @@ typedef enum { TRL_FMT_LANGUAGE_MODELING = 0, TRL_FMT_PROMPT_COMPLETION } TrlDat
 
 typedef struct DatasetOptions {
 	const char *text_field;   /* "text" */
-	int max_length;           /* truncate examples to this many tokens */
+	int max_length;           /* truncate examples to this many tokens; <= 0: never */
 	int keep_end;             /* truncation_mode: 0 keep_start, 1 keep_end */
 	int completion_only_loss; /* -1 None (= on for prompt-completion), 0, 1 */
 	int skip_invalid_rows;

@@ -41,6 +41,11 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 				"model.num_key_value_heads (%d)",
 				mc->num_attention_heads, mc->num_key_value_heads);
 	int D = mc->hidden_size / mc->num_attention_heads;
+	if (D > 1024)
+		return trl_errf(err, TRL_EUNSUPPORTED,
+				"model: head_dim = hidden_size / num_attention_heads = %d; at "
+				"most 1024 is supported",
+				D);
 	if (mc->arch == TRL_ARCH_LLAMA && D % 2 != 0)
 		return trl_errf(err, TRL_EINVAL,
 				"model: head_dim = hidden_size / num_attention_heads = %d must "

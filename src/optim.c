@@ -1,4 +1,4 @@
-/* optim.c - AdamW over a slab range, Hugging Face learning-rate schedules, gradient norms. */
+/* optim.c - AdamW over a slab range, Hugging Face LR schedules, gradient norms. */
 #include "optim.h"
 
 #include <math.h>
@@ -13,12 +13,12 @@
  * to a decayed tensor. Tensors are cut at the range edges; alignment padding
  * belongs to no tensor and stays 0 (trl_alloc zero-fills). */
 static void fill_decay_mask(uint8_t *mask, const ParamTable *t, size_t begin, size_t end,
-			    int decay_embeddings)
+                            int decay_embeddings)
 {
 	for (int i = 0; i < t->n; i++) {
 		const ParamInfo *pi = &t->p[i];
 		int decays = pi->kind == TRL_PARAM_MATRIX ||
-			     (pi->kind == TRL_PARAM_EMBEDDING && decay_embeddings);
+		             (pi->kind == TRL_PARAM_EMBEDDING && decay_embeddings);
 		if (!decays)
 			continue;
 		size_t lo = pi->offset > begin ? pi->offset : begin;
@@ -29,19 +29,21 @@ static void fill_decay_mask(uint8_t *mask, const ParamTable *t, size_t begin, si
 }
 
 int adamw_init(AdamW *o, const ParamTable *t, size_t begin, size_t end, double beta1,
-	       double beta2, double eps, double weight_decay, int decay_embeddings,
-	       TrlErr *err)
+               double beta2, double eps, double weight_decay, int decay_embeddings,
+               TrlErr *err)
 {
 	memset(o, 0, sizeof *o);
 	if (begin > end || end > t->total)
-		return trl_errf(err, TRL_EINVAL,
-				"adamw_init: range [%zu, %zu) is not inside the parameter "
-				"slab of %zu floats",
-				begin, end, t->total);
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "adamw_init: range [%zu, %zu) is not inside the parameter "
+		    "slab of %zu floats",
+		    begin, end, t->total);
 	if (!(beta1 >= 0.0 && beta1 < 1.0) || !(beta2 >= 0.0 && beta2 < 1.0))
-		return trl_errf(err, TRL_EINVAL,
-				"adam_beta1 = %g and adam_beta2 = %g must both be in [0, 1)",
-				beta1, beta2);
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "adam_beta1 = %g and adam_beta2 = %g must both be in [0, 1)", beta1,
+		    beta2);
 	if (!(eps >= 0.0))
 		return trl_errf(err, TRL_EINVAL, "adam_epsilon = %g must be >= 0", eps);
 	size_t n = end - begin;
@@ -51,9 +53,9 @@ int adamw_init(AdamW *o, const ParamTable *t, size_t begin, size_t end, double b
 	if (!o->m || !o->v || !o->decay_mask) {
 		adamw_free(o);
 		return trl_errf(err, TRL_ENOMEM,
-				"adamw_init: cannot allocate optimizer state for %zu "
-				"parameters (%zu MiB); use more ranks or a smaller model",
-				n, (n * 9) >> 20);
+		                "adamw_init: cannot allocate optimizer state for %zu "
+		                "parameters (%zu MiB); use more ranks or a smaller model",
+		                n, (n * 9) >> 20);
 	}
 	fill_decay_mask(o->decay_mask, t, begin, end, decay_embeddings);
 	o->begin = begin;
@@ -88,7 +90,8 @@ void adamw_step(AdamW *o, float *params, const float *grads, double lr)
 	const float bc2_sqrt = (float)sqrt(bc2);
 	const float decay = (float)(1.0 - lr * o->weight_decay);
 	const float b1 = (float)o->beta1, b2 = (float)o->beta2;
-	const float one_m_b1 = (float)(1.0 - o->beta1), one_m_b2 = (float)(1.0 - o->beta2);
+	const float one_m_b1 = (float)(1.0 - o->beta1),
+	            one_m_b2 = (float)(1.0 - o->beta2);
 	const float eps = (float)o->eps;
 	const long n = (long)(o->end - o->begin);
 	float *p = params + o->begin;
@@ -110,7 +113,7 @@ void adamw_step(AdamW *o, float *params, const float *grads, double lr)
 }
 
 double lr_at_step(TrlScheduler kind, double base_lr, long step, long total,
-		  long warmup_steps)
+                  long warmup_steps)
 {
 	double s = (double)step, w = (double)warmup_steps, tot = (double)total;
 	if (kind == TRL_SCHED_CONSTANT)
@@ -137,11 +140,28 @@ double lr_at_step(TrlScheduler kind, double base_lr, long step, long total,
 
 double grad_sumsq(const float *g, size_t n)
 {
+	/* At most 64 fixed blocks, whose bounds depend only on n, summed in block
+	 * order: the same bits for any thread count and any run, which the
+	 * clipping (and so the weights) of a reproducible run depends on. An
+	 * OpenMP reduction clause would combine the threads' sums in arrival
+	 * order. */
+	enum { MAXB = 64 };
+	size_t block = (n + MAXB - 1) / MAXB;
+	if (block < 4096)
+		block = 4096;
+	const long nb = (long)((n + block - 1) / block);
+	double part[MAXB];
+#pragma omp parallel for schedule(static) if (nb > 1)
+	for (long b = 0; b < nb; b++) {
+		size_t lo = (size_t)b * block, hi = lo + block < n ? lo + block : n;
+		double s = 0.0;
+		for (size_t i = lo; i < hi; i++)
+			s += (double)g[i] * (double)g[i];
+		part[b] = s;
+	}
 	double s = 0.0;
-	const long len = (long)n;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (len > OPTIM_PAR_MIN)
-	for (long i = 0; i < len; i++)
-		s += (double)g[i] * (double)g[i];
+	for (long b = 0; b < nb; b++)
+		s += part[b];
 	return s;
 }
 

@@ -68,7 +68,7 @@ static inline double fd_dot(const float *g, const float *y, size_t n)
  * taken is (float)(x + h) - (float)(x - h), so rounding of the perturbed input
  * does not bias the quotient. x is restored bit-for-bit afterwards. */
 static inline void fd_numeric(double *num, float *x, size_t n, float h, FdLossFn loss,
-			      void *ctx)
+                              void *ctx)
 {
 	for (size_t i = 0; i < n; i++) {
 		float x0 = x[i];
@@ -112,14 +112,14 @@ static inline double fd_error(const float *a, const double *num, size_t n, FdRep
  * backward pass into zeroed buffers). Returns the worst deviation relative to
  * 1 + |pre| + |fresh|, which is float rounding (~1e-7) when += is honoured and
  * order 1 when the buffer is overwritten. */
-static inline double fd_accum_error(const float *acc, const float *pre, const float *fresh,
-				    size_t n)
+static inline double fd_accum_error(const float *acc, const float *pre,
+                                    const float *fresh, size_t n)
 {
 	double worst = 0.0;
 	for (size_t i = 0; i < n; i++) {
 		double want = (double)pre[i] + (double)fresh[i];
 		double d = fabs((double)acc[i] - want) /
-			   (1.0 + fabs((double)pre[i]) + fabs((double)fresh[i]));
+		           (1.0 + fabs((double)pre[i]) + fabs((double)fresh[i]));
 		if (!(d <= worst))
 			worst = isnan(d) ? INFINITY : d;
 	}

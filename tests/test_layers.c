@@ -1,4 +1,4 @@
-/* test_layers.c - every layer's forward against an independent reference and its backward against finite differences. */
+/* test_layers.c - each layer vs an independent reference and finite differences. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <math.h>
@@ -38,7 +38,7 @@ static float *fnan(size_t n)
 
 /* Asserts that `analytic` is dL/dx for the loss callback, element by element. */
 static void expect_fd(const char *what, const char *shape, float *x, size_t n,
-		      const float *analytic, FdLossFn loss, void *ctx)
+                      const float *analytic, FdLossFn loss, void *ctx)
 {
 	double *num = malloc((n ? n : 1) * sizeof(double));
 	cr_assert_not_null(num);
@@ -47,23 +47,24 @@ static void expect_fd(const char *what, const char *shape, float *x, size_t n,
 	double err = fd_error(analytic, num, n, &rep);
 	free(num);
 	cr_assert(err <= FD_TOL,
-		  "%s [%s]: gradient error %.3g > %.3g (element %zu: analytic %.7g, "
-		  "numeric %.7g; max |numeric| %.3g)",
-		  what, shape, err, FD_TOL, rep.worst, rep.analytic, rep.numeric,
-		  rep.max_abs_n);
+	          "%s [%s]: gradient error %.3g > %.3g (element %zu: analytic %.7g, "
+	          "numeric %.7g; max |numeric| %.3g)",
+	          what, shape, err, FD_TOL, rep.worst, rep.analytic, rep.numeric,
+	          rep.max_abs_n);
 }
 
 /* Asserts that a backward pass into pre-filled buffers added to them. */
 static void expect_accum(const char *what, const char *shape, const float *acc,
-			 const float *pre, const float *fresh, size_t n)
+                         const float *pre, const float *fresh, size_t n)
 {
 	double e = fd_accum_error(acc, pre, fresh, n);
-	cr_assert(e <= ACCUM_TOL, "%s [%s]: backward does not accumulate (+=): error %.3g",
-		  what, shape, e);
+	cr_assert(e <= ACCUM_TOL,
+	          "%s [%s]: backward does not accumulate (+=): error %.3g", what, shape,
+	          e);
 }
 
 static void expect_close(const char *what, const char *shape, const float *a,
-			 const float *b, size_t n, double tol)
+                         const float *b, size_t n, double tol)
 {
 	double d = fd_max_diff(a, b, n);
 	cr_assert(d <= tol, "%s [%s]: max |difference| %.3g > %.3g", what, shape, d, tol);
@@ -76,9 +77,9 @@ typedef struct MatmulShape {
 } MatmulShape;
 
 typedef struct MatmulCtx {
-	float *out;                /* (N, OC) */
-	float *in, *w, *bias;      /* (N, IC), (OC, IC) or (IC, OC), (OC) or NULL */
-	const float *G;            /* (N, OC) upstream gradient */
+	float *out;           /* (N, OC) */
+	float *in, *w, *bias; /* (N, IC), (OC, IC) or (IC, OC), (OC) or NULL */
+	const float *G;       /* (N, OC) upstream gradient */
 	int N, IC, OC;
 	TrlWLayout layout;
 } MatmulCtx;
@@ -92,14 +93,14 @@ static double matmul_loss(void *p)
 
 /* out = in . W (+ bias) in double, reading W in the given layout. */
 static void matmul_ref(float *out, const float *in, const float *w, const float *bias,
-		       int N, int IC, int OC, TrlWLayout layout)
+                       int N, int IC, int OC, TrlWLayout layout)
 {
 	for (int n = 0; n < N; n++)
 		for (int o = 0; o < OC; o++) {
 			double s = bias ? bias[o] : 0.0;
 			for (int i = 0; i < IC; i++) {
 				float wv = layout == TRL_W_OUT_IN ? w[(size_t)o * IC + i]
-								  : w[(size_t)i * OC + o];
+				                                  : w[(size_t)i * OC + o];
 				s += (double)in[(size_t)n * IC + i] * wv;
 			}
 			out[(size_t)n * OC + o] = (float)s;
@@ -108,7 +109,8 @@ static void matmul_ref(float *out, const float *in, const float *w, const float 
 
 ParameterizedTestParameters(layers, matmul_matches_reference_and_fd)
 {
-	static MatmulShape s[] = {{1, 1, 1}, {1, 3, 5}, {5, 4, 3}, {6, 7, 2}, {10, 16, 12}};
+	static MatmulShape s[] = {
+	    {1, 1, 1}, {1, 3, 5}, {5, 4, 3}, {6, 7, 2}, {10, 16, 12}};
 	return cr_make_param_array(MatmulShape, s, sizeof s / sizeof s[0]);
 }
 
@@ -120,8 +122,8 @@ ParameterizedTest(MatmulShape *s, layers, matmul_matches_reference_and_fd)
 		for (int has_bias = 0; has_bias <= 1; has_bias++) {
 			char shape[96];
 			snprintf(shape, sizeof shape, "N=%d IC=%d OC=%d %s %s", N, IC, OC,
-				 layout == TRL_W_OUT_IN ? "(OC,IC)" : "(IC,OC)",
-				 has_bias ? "bias" : "no bias");
+			         layout == TRL_W_OUT_IN ? "(OC,IC)" : "(IC,OC)",
+			         has_bias ? "bias" : "no bias");
 			Rng r;
 			rng_seed(&r, 1000 + 10 * layout + has_bias);
 			float *in = falloc(nin), *w = falloc(nw), *b = falloc(OC);
@@ -141,12 +143,12 @@ ParameterizedTest(MatmulShape *s, layers, matmul_matches_reference_and_fd)
 			matmul_forward_naive(out_naive, in, w, bias, N, IC, OC, lay);
 			matmul_ref(out_ref, in, w, bias, N, IC, OC, lay);
 			double ftol = 1e-5 * (1.0 + sqrt((double)IC));
-			expect_close("matmul_forward vs double reference", shape, out, out_ref,
-				     nout, ftol);
+			expect_close("matmul_forward vs double reference", shape, out,
+			             out_ref, nout, ftol);
 			expect_close("matmul_forward_naive vs double reference", shape,
-				     out_naive, out_ref, nout, ftol);
+			             out_naive, out_ref, nout, ftol);
 			expect_close("matmul_forward vs matmul_forward_naive", shape, out,
-				     out_naive, nout, ftol);
+			             out_naive, nout, ftol);
 
 			float *din = falloc(nin), *dw = falloc(nw);
 			float *db = has_bias ? falloc(OC) : NULL;
@@ -156,16 +158,18 @@ ParameterizedTest(MatmulShape *s, layers, matmul_matches_reference_and_fd)
 			expect_fd("matmul d(in)", shape, in, nin, din, matmul_loss, &c);
 			expect_fd("matmul d(w)", shape, w, nw, dw, matmul_loss, &c);
 			if (has_bias)
-				expect_fd("matmul d(bias)", shape, b, OC, db, matmul_loss, &c);
+				expect_fd("matmul d(bias)", shape, b, OC, db, matmul_loss,
+				          &c);
 
 			/* += into pre-filled buffers. */
 			float *pin = falloc(nin), *pw = falloc(nw), *pb = falloc(OC);
 			fd_fill_normal(pin, nin, &r, 1.0);
 			fd_fill_normal(pw, nw, &r, 1.0);
 			fd_fill_normal(pb, OC, &r, 1.0);
-			float *ain = fdup(pin, nin), *aw = fdup(pw, nw), *ab = fdup(pb, OC);
-			matmul_backward(ain, aw, has_bias ? ab : NULL, G, in, w, N, IC, OC,
-					lay);
+			float *ain = fdup(pin, nin), *aw = fdup(pw, nw),
+			      *ab = fdup(pb, OC);
+			matmul_backward(ain, aw, has_bias ? ab : NULL, G, in, w, N, IC,
+			                OC, lay);
 			expect_accum("matmul d(in)", shape, ain, pin, din, nin);
 			expect_accum("matmul d(w)", shape, aw, pw, dw, nw);
 			if (has_bias)
@@ -174,16 +178,17 @@ ParameterizedTest(MatmulShape *s, layers, matmul_matches_reference_and_fd)
 			/* A NULL gradient pointer skips only that gradient. */
 			float *dw_only = falloc(nw);
 			matmul_backward(NULL, dw_only, NULL, G, in, w, N, IC, OC, lay);
-			expect_close("matmul d(w) with din = NULL", shape, dw_only, dw, nw,
-				     1e-6 * (1.0 + N));
+			expect_close("matmul d(w) with din = NULL", shape, dw_only, dw,
+			             nw, 1e-6 * (1.0 + N));
 			float *din_only = falloc(nin);
 			matmul_backward(din_only, NULL, NULL, G, in, w, N, IC, OC, lay);
-			expect_close("matmul d(in) with dw = NULL", shape, din_only, din, nin,
-				     1e-6 * (1.0 + OC));
+			expect_close("matmul d(in) with dw = NULL", shape, din_only, din,
+			             nin, 1e-6 * (1.0 + OC));
 
 			free(in), free(w), free(b), free(G), free(out), free(out_naive);
 			free(out_ref), free(din), free(dw), free(db), free(pin), free(pw);
-			free(pb), free(ain), free(aw), free(ab), free(dw_only), free(din_only);
+			free(pb), free(ain), free(aw), free(ab), free(dw_only),
+			    free(din_only);
 		}
 }
 
@@ -221,10 +226,11 @@ ParameterizedTest(EmbShape *s, layers, embedding_matches_reference_and_fd)
 	for (int with_wpe = 0; with_wpe <= 1; with_wpe++) {
 		char shape[96];
 		snprintf(shape, sizeof shape, "B=%d T=%d C=%d V=%d %s", s->B, T, C, V,
-			 with_wpe ? "wte+wpe" : "wte only");
+		         with_wpe ? "wte+wpe" : "wte only");
 		Rng r;
 		rng_seed(&r, 2000 + with_wpe);
-		int32_t *ids = calloc(N, sizeof(int32_t)), *pos = calloc(N, sizeof(int32_t));
+		int32_t *ids = calloc(N, sizeof(int32_t)),
+		        *pos = calloc(N, sizeof(int32_t));
 		for (int n = 0; n < N; n++) {
 			ids[n] = (int32_t)rng_below(&r, V);
 			pos[n] = n % T;
@@ -246,8 +252,8 @@ ParameterizedTest(EmbShape *s, layers, embedding_matches_reference_and_fd)
 				if (wpe)
 					want += wpe[(size_t)pos[n] * C + c];
 				cr_assert_float_eq(out[(size_t)n * C + c], want, 1e-6,
-						   "embedding_forward [%s] row %d col %d", shape,
-						   n, c);
+				                   "embedding_forward [%s] row %d col %d",
+				                   shape, n, c);
 			}
 
 		float *dte = falloc(nte), *dpe = with_wpe ? falloc(npe) : NULL;
@@ -263,10 +269,11 @@ ParameterizedTest(EmbShape *s, layers, embedding_matches_reference_and_fd)
 				for (int n = 0; n < N; n++)
 					if (ids[n] == ids[0])
 						want += G[(size_t)n * C + k];
-				cr_assert(fabs(dte[(size_t)ids[0] * C + k] - want) < 1e-5,
-					  "embedding d(wte) [%s]: repeated id %d col %d: %g "
-					  "vs %g",
-					  shape, ids[0], k, dte[(size_t)ids[0] * C + k], want);
+				cr_assert(
+				    fabs(dte[(size_t)ids[0] * C + k] - want) < 1e-5,
+				    "embedding d(wte) [%s]: repeated id %d col %d: %g "
+				    "vs %g",
+				    shape, ids[0], k, dte[(size_t)ids[0] * C + k], want);
 			}
 
 		float *pte = falloc(nte), *ppe = falloc(npe);
@@ -313,7 +320,8 @@ static double rmsnorm_loss(void *p)
 static double layernorm_loss(void *p)
 {
 	NormCtx *c = p;
-	layernorm_forward(c->out, c->mean, c->rstd, c->in, c->w, c->b, c->N, c->C, c->eps);
+	layernorm_forward(c->out, c->mean, c->rstd, c->in, c->w, c->b, c->N, c->C,
+	                  c->eps);
 	return fd_dot(c->G, c->out, (size_t)c->N * c->C);
 }
 
@@ -338,13 +346,14 @@ ParameterizedTest(NormShape *s, layers, rmsnorm_matches_reference_and_fd)
 		for (int j = 0; j < C; j++)
 			ss += (double)in[i * C + j] * in[i * C + j];
 		double rs = 1.0 / sqrt(ss / C + eps);
-		cr_assert(fabs(rstd[i] - rs) <= 1e-5 * rs, "rmsnorm rstd [%s] row %d: %g vs %g",
-			  shape, i, rstd[i], rs);
+		cr_assert(fabs(rstd[i] - rs) <= 1e-5 * rs,
+		          "rmsnorm rstd [%s] row %d: %g vs %g", shape, i, rstd[i], rs);
 		for (int j = 0; j < C; j++) {
 			double want = in[i * C + j] * rs * w[j];
-			cr_assert(fabs(out[i * C + j] - want) <= 1e-5 * (1.0 + fabs(want)),
-				  "rmsnorm_forward [%s] (%d,%d): %g vs %g", shape, i, j,
-				  out[i * C + j], want);
+			cr_assert(fabs(out[i * C + j] - want) <=
+			              1e-5 * (1.0 + fabs(want)),
+			          "rmsnorm_forward [%s] (%d,%d): %g vs %g", shape, i, j,
+			          out[i * C + j], want);
 		}
 	}
 
@@ -403,14 +412,15 @@ ParameterizedTest(NormShape *s, layers, layernorm_matches_reference_and_fd)
 		var /= C; /* biased, as torch.nn.LayerNorm */
 		double rs = 1.0 / sqrt(var + eps);
 		cr_assert(fabs(mean[i] - mu) <= 1e-5 * (1.0 + fabs(mu)),
-			  "layernorm mean [%s] row %d: %g vs %g", shape, i, mean[i], mu);
-		cr_assert(fabs(rstd[i] - rs) <= 1e-4 * rs, "layernorm rstd [%s] row %d: %g vs %g",
-			  shape, i, rstd[i], rs);
+		          "layernorm mean [%s] row %d: %g vs %g", shape, i, mean[i], mu);
+		cr_assert(fabs(rstd[i] - rs) <= 1e-4 * rs,
+		          "layernorm rstd [%s] row %d: %g vs %g", shape, i, rstd[i], rs);
 		for (int j = 0; j < C; j++) {
 			double want = (in[i * C + j] - mu) * rs * w[j] + b[j];
-			cr_assert(fabs(out[i * C + j] - want) <= 1e-4 * (1.0 + fabs(want)),
-				  "layernorm_forward [%s] (%d,%d): %g vs %g", shape, i, j,
-				  out[i * C + j], want);
+			cr_assert(fabs(out[i * C + j] - want) <=
+			              1e-4 * (1.0 + fabs(want)),
+			          "layernorm_forward [%s] (%d,%d): %g vs %g", shape, i, j,
+			          out[i * C + j], want);
 		}
 	}
 
@@ -463,9 +473,11 @@ static double rope_loss(void *p)
 
 ParameterizedTestParameters(layers, rope_matches_rotate_half_and_fd)
 {
-	static RopeShape s[] = {{1, 1, 2, 10000.0f}, {5, 1, 4, 10000.0f},
-				{5, 3, 6, 10000.0f}, {4, 2, 8, 500000.0f},
-				{3, 4, 4, 10.0f}};
+	static RopeShape s[] = {{1, 1, 2, 10000.0f},
+	                        {5, 1, 4, 10000.0f},
+	                        {5, 3, 6, 10000.0f},
+	                        {4, 2, 8, 500000.0f},
+	                        {3, 4, 4, 10.0f}};
 	return cr_make_param_array(RopeShape, s, sizeof s / sizeof s[0]);
 }
 
@@ -494,14 +506,16 @@ ParameterizedTest(RopeShape *s, layers, rope_matches_rotate_half_and_fd)
 		for (int h = 0; h < H; h++)
 			for (int j = 0; j < D; j++) {
 				const float *xr = x + ((size_t)i * H + h) * D;
-				double ang = pos[i] * pow(s->theta, -2.0 * (j % half) / D);
+				double ang =
+				    pos[i] * pow(s->theta, -2.0 * (j % half) / D);
 				double rot = j < half ? -xr[j + half] : xr[j - half];
 				double want = xr[j] * cos(ang) + rot * sin(ang);
 				double got = y[((size_t)i * H + h) * D + j];
-				cr_assert(fabs(got - want) <= 2e-5,
-					  "rope_forward [%s] (n=%d h=%d d=%d pos=%d): %.7g vs "
-					  "%.7g",
-					  shape, i, h, j, pos[i], got, want);
+				cr_assert(
+				    fabs(got - want) <= 2e-5,
+				    "rope_forward [%s] (n=%d h=%d d=%d pos=%d): %.7g vs "
+				    "%.7g",
+				    shape, i, h, j, pos[i], got, want);
 			}
 
 	/* rope_backward overwrites dx with the gradient wrt the unrotated x. */
@@ -562,10 +576,11 @@ ParameterizedTest(EltShape *s, layers, gelu_matches_formula_and_fd)
 	gelu_forward(out, in, n);
 	for (size_t i = 0; i < n; i++) {
 		double x = in[i];
-		double want = 0.5 * x * (1.0 + tanh(sqrt(2.0 / acos(-1.0)) *
-						    (x + 0.044715 * x * x * x)));
+		double want =
+		    0.5 * x *
+		    (1.0 + tanh(sqrt(2.0 / acos(-1.0)) * (x + 0.044715 * x * x * x)));
 		cr_assert(fabs(out[i] - want) <= 1e-6 * (1.0 + fabs(want)),
-			  "gelu_forward [%s] x=%g: %.8g vs %.8g", shape, x, out[i], want);
+		          "gelu_forward [%s] x=%g: %.8g vs %.8g", shape, x, out[i], want);
 	}
 	float *din = falloc(n);
 	gelu_backward(din, G, in, n);
@@ -602,8 +617,8 @@ ParameterizedTest(EltShape *s, layers, swiglu_matches_formula_and_fd)
 		double g = gate[i];
 		double want = g / (1.0 + exp(-g)) * up[i];
 		cr_assert(fabs(out[i] - want) <= 1e-6 * (1.0 + fabs(want)),
-			  "swiglu_forward [%s] gate=%g up=%g: %.8g vs %.8g", shape, g, up[i],
-			  out[i], want);
+		          "swiglu_forward [%s] gate=%g up=%g: %.8g vs %.8g", shape, g,
+		          up[i], out[i], want);
 	}
 	float *dg = falloc(n), *du = falloc(n);
 	swiglu_backward(dg, du, G, gate, up, n);
@@ -668,8 +683,8 @@ static int attn_allowed(const int32_t *d, int t, int s)
 
 /* Attention in double: out (B,T,H*D), att (B,H,T,T) with 0 where masked. */
 static void attention_ref(float *out, float *att, const float *q, const float *k,
-			  const float *v, const int32_t *doc, int B, int T, int H, int KV,
-			  int D)
+                          const float *v, const int32_t *doc, int B, int T, int H, int KV,
+                          int D)
 {
 	const int C = H * D, KC = KV * D, grp = H / KV;
 	double *p = malloc(sizeof(double) * T);
@@ -684,7 +699,8 @@ static void attention_ref(float *out, float *att, const float *q, const float *k
 					p[s] = -INFINITY;
 					if (!attn_allowed(d, t, s))
 						continue;
-					const float *ks = k + ((size_t)b * T + s) * KC + kh * D;
+					const float *ks =
+					    k + ((size_t)b * T + s) * KC + kh * D;
 					double dot = 0.0;
 					for (int i = 0; i < D; i++)
 						dot += (double)qt[i] * ks[i];
@@ -702,7 +718,8 @@ static void attention_ref(float *out, float *att, const float *q, const float *k
 					double o = 0.0;
 					for (int s = 0; s < T; s++)
 						o += p[s] / sum *
-						     v[((size_t)b * T + s) * KC + kh * D + i];
+						     v[((size_t)b * T + s) * KC + kh * D +
+						       i];
 					ot[i] = (float)o;
 				}
 				for (int s = 0; s < T; s++)
@@ -723,8 +740,8 @@ typedef struct AttnCtx {
 static double attn_loss(void *p)
 {
 	AttnCtx *c = p;
-	attention_forward(c->out, c->att, c->q, c->k, c->v, c->doc, c->B, c->T, c->H, c->KV,
-			  c->D);
+	attention_forward(c->out, c->att, c->q, c->k, c->v, c->doc, c->B, c->T, c->H,
+	                  c->KV, c->D);
 	return fd_dot(c->G, c->out, (size_t)c->B * c->T * c->H * c->D);
 }
 
@@ -736,8 +753,8 @@ static float *attn_scratch(int T)
 ParameterizedTestParameters(layers, attention_matches_reference_and_fd)
 {
 	static AttnShape s[] = {{1, 1, 1, 1, 2}, {1, 5, 1, 1, 4}, {2, 5, 4, 2, 2},
-				{2, 6, 4, 1, 4}, {1, 6, 2, 2, 6}, {2, 3, 3, 3, 2},
-				{1, 7, 4, 2, 4}};
+	                        {2, 6, 4, 1, 4}, {1, 6, 2, 2, 6}, {2, 3, 3, 3, 2},
+	                        {1, 7, 4, 2, 4}};
 	return cr_make_param_array(AttnShape, s, sizeof s / sizeof s[0]);
 }
 
@@ -748,8 +765,8 @@ ParameterizedTest(AttnShape *s, layers, attention_matches_reference_and_fd)
 	const size_t natt = (size_t)B * H * T * T;
 	for (int mode = 0; mode < MASK_COUNT; mode++) {
 		char shape[128];
-		snprintf(shape, sizeof shape, "B=%d T=%d H=%d KV=%d D=%d %s", B, T, H, KV, D,
-			 mask_names[mode]);
+		snprintf(shape, sizeof shape, "B=%d T=%d H=%d KV=%d D=%d %s", B, T, H, KV,
+		         D, mask_names[mode]);
 		Rng r;
 		rng_seed(&r, 8000 + mode);
 		int32_t *doc = calloc((size_t)B * T, sizeof(int32_t));
@@ -767,15 +784,16 @@ ParameterizedTest(AttnShape *s, layers, attention_matches_reference_and_fd)
 		attention_forward(out, att, q, k, v, doc, B, T, H, KV, D);
 		attention_forward_naive(out_n, att_n, q, k, v, doc, B, T, H, KV, D);
 		attention_ref(out_r, att_r, q, k, v, doc, B, T, H, KV, D);
-		expect_close("attention_forward vs double reference", shape, out, out_r, nq,
-			     2e-5);
+		expect_close("attention_forward vs double reference", shape, out, out_r,
+		             nq, 2e-5);
 		expect_close("attention_forward_naive vs double reference", shape, out_n,
-			     out_r, nq, 2e-5);
+		             out_r, nq, 2e-5);
 		expect_close("attention_forward vs attention_forward_naive", shape, out,
-			     out_n, nq, 2e-5);
+		             out_n, nq, 2e-5);
 		expect_close("attention att (probabilities, 0 where masked)", shape, att,
-			     att_r, natt, 1e-6);
-		expect_close("attention_forward_naive att", shape, att_n, att_r, natt, 1e-6);
+		             att_r, natt, 1e-6);
+		expect_close("attention_forward_naive att", shape, att_n, att_r, natt,
+		             1e-6);
 
 		float *dq = falloc(nq), *dk = falloc(nk), *dv = falloc(nk);
 		float *scratch = attn_scratch(T);
@@ -824,12 +842,12 @@ Test(layers, attention_packed_documents_are_independent)
 		float o1[T * C], a1[H * T * T];
 		int32_t zeros[T] = {0};
 		attention_forward(o1, a1, q + start[d] * C, k + start[d] * KC,
-				  v + start[d] * KC, zeros, 1, len[d], H, KV, D);
+		                  v + start[d] * KC, zeros, 1, len[d], H, KV, D);
 		for (int i = 0; i < len[d] * C; i++)
 			cr_assert(fabs(out[start[d] * C + i] - o1[i]) <= 1e-6,
-				  "document %d: packed output differs from the document "
-				  "alone at %d: %g vs %g",
-				  d, i, out[start[d] * C + i], o1[i]);
+			          "document %d: packed output differs from the document "
+			          "alone at %d: %g vs %g",
+			          d, i, out[start[d] * C + i], o1[i]);
 	}
 
 	/* Change every token of document 1; documents 0 and 2 must not move. */
@@ -845,12 +863,13 @@ Test(layers, attention_packed_documents_are_independent)
 	for (int t = 0; t < T; t++) {
 		double dmax = fd_max_diff(out + t * C, out2 + t * C, C);
 		if (doc[t] == 1)
-			cr_assert(dmax > 1e-3, "changing document 1 did not change its output");
+			cr_assert(dmax > 1e-3,
+			          "changing document 1 did not change its output");
 		else
 			cr_assert(dmax <= 1e-6,
-				  "token %d (document %d) changed by %g when document 1 "
-				  "changed",
-				  t, doc[t], dmax);
+			          "token %d (document %d) changed by %g when document 1 "
+			          "changed",
+			          t, doc[t], dmax);
 	}
 
 	/* Upstream gradient only on document 0: nothing reaches documents 1, 2. */
@@ -894,16 +913,17 @@ Test(layers, attention_padding_rows_are_finite_and_isolated)
 		for (int h = 0; h < H; h++) {
 			int kh = h / (H / KV);
 			for (int i = 0; i < D; i++)
-				cr_assert_float_eq(out[bt * C + h * D + i],
-						   v[bt * KC + kh * D + i], 1e-6,
-						   "padding token (b=%d t=%d) head %d should "
-						   "output its own v",
-						   b, t, h);
+				cr_assert_float_eq(
+				    out[bt * C + h * D + i], v[bt * KC + kh * D + i],
+				    1e-6,
+				    "padding token (b=%d t=%d) head %d should "
+				    "output its own v",
+				    b, t, h);
 			for (int s = 0; s < T; s++)
 				cr_assert_float_eq(att[((b * H + h) * T + t) * T + s],
-						   s == t ? 1.0f : 0.0f, 1e-7,
-						   "padding att (b=%d t=%d h=%d s=%d)", b, t,
-						   h, s);
+				                   s == t ? 1.0f : 0.0f, 1e-7,
+				                   "padding att (b=%d t=%d h=%d s=%d)", b,
+				                   t, h, s);
 		}
 	}
 
@@ -916,8 +936,9 @@ Test(layers, attention_padding_rows_are_finite_and_isolated)
 	attention_forward(out2, att2, q, k2, v2, doc, B, T, H, KV, D);
 	for (int bt = 0; bt < B * T; bt++)
 		if (doc[bt] >= 0)
-			cr_assert(fd_max_diff(out + bt * C, out2 + bt * C, C) <= 1e-6,
-				  "real token %d changed when padding keys/values changed", bt);
+			cr_assert(
+			    fd_max_diff(out + bt * C, out2 + bt * C, C) <= 1e-6,
+			    "real token %d changed when padding keys/values changed", bt);
 
 	float G[B * T * C], dq[B * T * C] = {0}, dk[B * T * KC] = {0};
 	float dv[B * T * KC] = {0};
@@ -950,9 +971,8 @@ static double ce_loss(void *p)
 	CeCtx *c = p;
 	size_t n = (size_t)c->N * c->V;
 	memcpy(c->work, c->logits, n * sizeof(float));
-	return c->scale *
-	       crossentropy_forward_backward(c->work, c->targets, c->N, c->V, 0.0f, NULL,
-					     NULL);
+	return c->scale * crossentropy_forward_backward(c->work, c->targets, c->N, c->V,
+	                                                0.0f, NULL, NULL);
 }
 
 ParameterizedTestParameters(layers, crossentropy_matches_reference_and_fd)
@@ -1009,31 +1029,32 @@ ParameterizedTest(CeShape *s, layers, crossentropy_matches_reference_and_fd)
 		want_correct += am == tg[i];
 		for (int j = 0; j < V; j++)
 			grad_ref[(size_t)i * V + j] =
-				scale * (exp(row[j] - mx) / sum - (j == tg[i]));
+			    scale * (exp(row[j] - mx) / sum - (j == tg[i]));
 	}
 
 	/* grad_scale = 0: loss only, logits untouched; counters add to their values. */
 	float *copy = fdup(logits, n);
 	long count = 5, correct = 2;
-	double loss = crossentropy_forward_backward(copy, tg, N, V, 0.0f, &count, &correct);
+	double loss =
+	    crossentropy_forward_backward(copy, tg, N, V, 0.0f, &count, &correct);
 	cr_assert(fabs(loss - want) <= 1e-5 * (1.0 + fabs(want)),
-		  "crossentropy loss [%s]: %.9g vs %.9g", shape, loss, want);
+	          "crossentropy loss [%s]: %.9g vs %.9g", shape, loss, want);
 	cr_assert_eq(count, 5 + want_count, "count [%s]: %ld, want %ld", shape, count,
-		     5 + want_count);
-	cr_assert_eq(correct, 2 + want_correct, "correct [%s]: %ld, want %ld", shape, correct,
-		     2 + want_correct);
+	             5 + want_count);
+	cr_assert_eq(correct, 2 + want_correct, "correct [%s]: %ld, want %ld", shape,
+	             correct, 2 + want_correct);
 	cr_assert(fd_max_diff(copy, logits, n) == 0.0,
-		  "crossentropy with grad_scale = 0 modified the logits [%s]", shape);
+	          "crossentropy with grad_scale = 0 modified the logits [%s]", shape);
 
 	/* grad_scale != 0: same loss, logits replaced by the gradient. */
 	double loss2 = crossentropy_forward_backward(copy, tg, N, V, scale, NULL, NULL);
 	cr_assert(fabs(loss2 - loss) <= 1e-6 * (1.0 + fabs(loss)),
-		  "crossentropy loss changes with grad_scale [%s]: %.9g vs %.9g", shape,
-		  loss2, loss);
+	          "crossentropy loss changes with grad_scale [%s]: %.9g vs %.9g", shape,
+	          loss2, loss);
 	for (size_t i = 0; i < n; i++)
 		cr_assert(fabs(copy[i] - grad_ref[i]) <= 1e-6,
-			  "crossentropy gradient [%s] element %zu: %.8g vs %.8g", shape, i,
-			  copy[i], grad_ref[i]);
+		          "crossentropy gradient [%s] element %zu: %.8g vs %.8g", shape,
+		          i, copy[i], grad_ref[i]);
 	if (N > 1)
 		for (int j = 0; j < V; j++)
 			cr_assert_eq(copy[V + j], 0.0f, "ignored row gradient must be 0");
@@ -1050,7 +1071,8 @@ Test(layers, crossentropy_all_ignored_is_zero)
 	float logits[6] = {1, 2, 3, 4, 5, 6};
 	int32_t tg[2] = {-1, -1};
 	long count = 0, correct = 0;
-	double loss = crossentropy_forward_backward(logits, tg, 2, 3, 1.0f, &count, &correct);
+	double loss =
+	    crossentropy_forward_backward(logits, tg, 2, 3, 1.0f, &count, &correct);
 	cr_assert_eq(loss, 0.0);
 	cr_assert_eq(count, 0);
 	cr_assert_eq(correct, 0);

@@ -1,4 +1,4 @@
-/* test_optim.c - AdamW updates, decay masks over slab ranges, learning-rate schedules, gradient norms. */
+/* test_optim.c - AdamW steps, decay masks over slab ranges, LR schedules, grad norms. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdio.h>
@@ -18,7 +18,7 @@ static ParamInfo tbl_info[5];
 static ParamTable tbl;
 
 static void add_param(int i, const char *name, size_t offset, size_t numel,
-		      TrlParamKind kind)
+                      TrlParamKind kind)
 {
 	ParamInfo *p = &tbl_info[i];
 	memset(p, 0, sizeof *p);
@@ -55,25 +55,30 @@ static int expect_decay(size_t i, int decay_embeddings)
 }
 
 /* A one-parameter table for the update arithmetic. */
-static ParamInfo one_info = {.name = "w", .ndim = 1, .shape = {1}, .offset = 0,
-			     .numel = 1, .kind = TRL_PARAM_MATRIX, .layer = -1};
+static ParamInfo one_info = {.name = "w",
+                             .ndim = 1,
+                             .shape = {1},
+                             .offset = 0,
+                             .numel = 1,
+                             .kind = TRL_PARAM_MATRIX,
+                             .layer = -1};
 static ParamTable one_tbl = {.p = &one_info, .n = 1, .total = 1};
 
 /* Three AdamW steps on one parameter; expected values computed by hand (in
  * double, from the torch.optim.AdamW formulas) and written down as numbers. */
 static void check_three_steps(double p0, const float g[3], double lr, double wd,
-			      double b1, double b2, double eps, const double want[3])
+                              double b1, double b2, double eps, const double want[3])
 {
 	AdamW o;
 	TrlErr err = {0};
 	cr_assert_eq(adamw_init(&o, &one_tbl, 0, 1, b1, b2, eps, wd, 0, &err), 0, "%s",
-		     err.msg);
+	             err.msg);
 	float p = (float)p0;
 	for (int t = 0; t < 3; t++) {
 		adamw_step(&o, &p, &g[t], lr);
 		cr_assert_eq(o.step, t + 1);
 		cr_assert(fabs(p - want[t]) <= 2e-6 * fmax(1.0, fabs(want[t])),
-			  "step %d: got %.9g, want %.9g", t + 1, p, want[t]);
+		          "step %d: got %.9g, want %.9g", t + 1, p, want[t]);
 	}
 	adamw_free(&o);
 }
@@ -96,7 +101,7 @@ Test(optim, adamw_other_betas_and_eps)
 {
 	const float g[3] = {-3.0f, 1.0f, 0.125f};
 	const double want[3] = {-1.9880000033333323, -1.9825266641617196,
-				-1.9783022254549119};
+	                        -1.9783022254549119};
 	check_three_steps(-2.0, g, 0.01, 0.1, 0.8, 0.99, 1e-6, want);
 }
 
@@ -105,8 +110,12 @@ Test(optim, adamw_other_betas_and_eps)
 Test(optim, adamw_first_step_moves_by_lr_times_sign)
 {
 	enum { N = 7 };
-	ParamInfo info = {.name = "w", .ndim = 1, .shape = {N}, .numel = N,
-			  .kind = TRL_PARAM_MATRIX, .layer = -1};
+	ParamInfo info = {.name = "w",
+	                  .ndim = 1,
+	                  .shape = {N},
+	                  .numel = N,
+	                  .kind = TRL_PARAM_MATRIX,
+	                  .layer = -1};
 	ParamTable t = {.p = &info, .n = 1, .total = N};
 	float p[N] = {0}, g[N] = {1e-3f, -1e-3f, 5.0f, -200.0f, 0.3f, -0.7f, 1e2f};
 	AdamW o;
@@ -116,7 +125,7 @@ Test(optim, adamw_first_step_moves_by_lr_times_sign)
 	for (int i = 0; i < N; i++) {
 		double want = g[i] > 0 ? -0.01 : 0.01;
 		cr_assert(fabs(p[i] - want) < 1e-6, "p[%d] = %.9g, want %.9g", i, p[i],
-			  want);
+		          want);
 	}
 	adamw_free(&o);
 }
@@ -126,8 +135,12 @@ Test(optim, adamw_first_step_moves_by_lr_times_sign)
 Test(optim, adamw_matches_double_reference_over_many_elements)
 {
 	enum { N = 10000, STEPS = 5 };
-	ParamInfo info = {.name = "w", .ndim = 2, .shape = {100, 100}, .numel = N,
-			  .kind = TRL_PARAM_MATRIX, .layer = 0};
+	ParamInfo info = {.name = "w",
+	                  .ndim = 2,
+	                  .shape = {100, 100},
+	                  .numel = N,
+	                  .kind = TRL_PARAM_MATRIX,
+	                  .layer = 0};
 	ParamTable t = {.p = &info, .n = 1, .total = N};
 	static float p[N], g[N];
 	static double rp[N], rm[N], rv[N];
@@ -149,7 +162,8 @@ Test(optim, adamw_matches_double_reference_over_many_elements)
 			rp[i] *= 1.0 - lr * wd;
 			rm[i] = b1 * rm[i] + (1 - b1) * g[i];
 			rv[i] = b2 * rv[i] + (1 - b2) * (double)g[i] * g[i];
-			double mh = rm[i] / (1 - pow(b1, s)), vh = rv[i] / (1 - pow(b2, s));
+			double mh = rm[i] / (1 - pow(b1, s)),
+			       vh = rv[i] / (1 - pow(b2, s));
 			rp[i] -= lr * mh / (sqrt(vh) + eps);
 		}
 	}
@@ -166,12 +180,12 @@ Test(optim, decay_mask_follows_kinds_and_padding)
 	for (int emb = 0; emb <= 1; emb++) {
 		AdamW o;
 		TrlErr err = {0};
-		cr_assert_eq(adamw_init(&o, &tbl, 0, tbl.total, 0.9, 0.999, 1e-8, 0.1, emb,
-					&err),
-			     0, "%s", err.msg);
+		cr_assert_eq(
+		    adamw_init(&o, &tbl, 0, tbl.total, 0.9, 0.999, 1e-8, 0.1, emb, &err),
+		    0, "%s", err.msg);
 		for (size_t i = 0; i < tbl.total; i++)
 			cr_assert_eq(o.decay_mask[i], expect_decay(i, emb),
-				     "decay_embeddings=%d float %zu", emb, i);
+			             "decay_embeddings=%d float %zu", emb, i);
 		adamw_free(&o);
 	}
 }
@@ -181,22 +195,22 @@ Test(optim, decay_mask_follows_kinds_and_padding)
 Test(optim, decay_mask_of_any_subrange_is_the_slice)
 {
 	build_table();
-	const size_t cuts[][2] = {{0, 96}, {10, 70}, {20, 32}, {33, 34}, {41, 81},
-				  {53, 67}, {0, 1},  {95, 96}, {48, 48}, {5, 90}};
+	const size_t cuts[][2] = {{0, 96},  {10, 70}, {20, 32}, {33, 34}, {41, 81},
+	                          {53, 67}, {0, 1},   {95, 96}, {48, 48}, {5, 90}};
 	for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
 		for (int emb = 0; emb <= 1; emb++) {
 			size_t b = cuts[c][0], e = cuts[c][1];
 			AdamW o;
 			TrlErr err = {0};
-			cr_assert_eq(adamw_init(&o, &tbl, b, e, 0.9, 0.999, 1e-8, 0.1, emb,
-						&err),
-				     0, "%s", err.msg);
+			cr_assert_eq(
+			    adamw_init(&o, &tbl, b, e, 0.9, 0.999, 1e-8, 0.1, emb, &err),
+			    0, "%s", err.msg);
 			cr_assert_eq(o.begin, b);
 			cr_assert_eq(o.end, e);
 			for (size_t i = b; i < e; i++)
 				cr_assert_eq(o.decay_mask[i - b], expect_decay(i, emb),
-					     "range [%zu,%zu) emb=%d float %zu", b, e, emb,
-					     i);
+				             "range [%zu,%zu) emb=%d float %zu", b, e,
+				             emb, i);
 			adamw_free(&o);
 		}
 	}
@@ -221,7 +235,8 @@ Test(optim, step_decays_only_masked_floats_inside_range)
 		float p0 = 1.0f + 0.01f * i;
 		int decayed = i >= b && i < e && expect_decay(i, 0);
 		float want = decayed ? p0 * (float)(1.0 - lr * wd) : p0;
-		cr_assert_float_eq(p[i], want, 1e-6, "float %zu: %g vs %g", i, p[i], want);
+		cr_assert_float_eq(p[i], want, 1e-6, "float %zu: %g vs %g", i, p[i],
+		                   want);
 	}
 	adamw_free(&o);
 }
@@ -232,10 +247,10 @@ Test(optim, init_rejects_range_outside_slab)
 	AdamW o;
 	TrlErr err = {0};
 	cr_assert_eq(adamw_init(&o, &tbl, 0, 97, 0.9, 0.999, 1e-8, 0.0, 0, &err),
-		     TRL_EINVAL);
+	             TRL_EINVAL);
 	cr_assert(strlen(err.msg) > 0);
 	cr_assert_eq(adamw_init(&o, &tbl, 50, 40, 0.9, 0.999, 1e-8, 0.0, 0, &err),
-		     TRL_EINVAL);
+	             TRL_EINVAL);
 	adamw_free(&o);
 }
 
@@ -266,8 +281,9 @@ static double ref_lr(TrlScheduler k, double base, long step, long total, long wa
 static void expect_lr(TrlScheduler k, long step, long total, long warm, double want)
 {
 	double got = lr_at_step(k, 2e-3, step, total, warm);
-	cr_assert(fabs(got - want) <= 1e-12, "kind %d step %ld/%ld warmup %ld: %.15g vs %.15g",
-		  (int)k, step, total, warm, got, want);
+	cr_assert(fabs(got - want) <= 1e-12,
+	          "kind %d step %ld/%ld warmup %ld: %.15g vs %.15g", (int)k, step, total,
+	          warm, got, want);
 }
 
 Test(optim, schedules_match_hugging_face_formulas)
@@ -279,8 +295,8 @@ Test(optim, schedules_match_hugging_face_formulas)
 			for (size_t w = 0; w < sizeof warms / sizeof *warms; w++)
 				for (long s = 0; s <= totals[a] + 2; s++)
 					expect_lr((TrlScheduler)k, s, totals[a], warms[w],
-						  ref_lr((TrlScheduler)k, 2e-3, s, totals[a],
-							 warms[w]));
+					          ref_lr((TrlScheduler)k, 2e-3, s,
+					                 totals[a], warms[w]));
 }
 
 /* Values a user would check by hand, written out as numbers. */
@@ -323,7 +339,7 @@ Test(optim, grad_sumsq_and_scale)
 		want += (double)g[i] * g[i];
 	}
 	cr_assert(fabs(grad_sumsq(g, N) - want) <= 1e-12 * want, "%.17g vs %.17g",
-		  grad_sumsq(g, N), want);
+	          grad_sumsq(g, N), want);
 	cr_assert_eq(grad_sumsq(g, 0), 0.0);
 	/* 3^2 + 4^2 = 25: the clipping norm of a tiny vector. */
 	const float v[2] = {3.0f, -4.0f};
