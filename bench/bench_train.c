@@ -29,16 +29,16 @@ typedef struct BenchShape {
 } BenchShape;
 
 static const BenchShape shapes[] = {
-	{"gpt2-124M", 12, 12, 768, 50257, 1024, 4, 256, 5},
-	{"tiny", 4, 4, 256, 8192, 1024, 8, 128, 10},
+    {"gpt2-124M", 12, 12, 768, 50257, 1024, 4, 256, 5},
+    {"tiny", 4, 4, 256, 8192, 1024, 8, 128, 10},
 };
 
 static void usage(FILE *f, const char *prog)
 {
 	fprintf(f,
-		"usage: %s gpt2-124M|tiny [--steps N] [--warmup N] [--seed S]\n"
-		"Times full training steps; threads from OMP_NUM_THREADS.\n",
-		prog);
+	        "usage: %s gpt2-124M|tiny [--steps N] [--warmup N] [--seed S]\n"
+	        "Times full training steps; threads from OMP_NUM_THREADS.\n",
+	        prog);
 }
 
 /* zero grads, forward, loss, backward, gradient norm clipped at 1, AdamW.
@@ -50,7 +50,7 @@ static double train_step(Model *m, AdamW *opt, const Batch *b)
 	model_forward(m, b);
 	long count = 0;
 	double loss = crossentropy_forward_backward(m->logits, b->targets, N, V,
-						    1.0f / (float)N, &count, NULL);
+	                                            1.0f / (float)N, &count, NULL);
 	model_backward(m, b);
 	double norm = sqrt(grad_sumsq(m->grads, m->table.total));
 	if (norm > 1.0)
@@ -71,24 +71,27 @@ int main(int argc, char **argv)
 			s = &shapes[i];
 	if (!s) {
 		fprintf(stderr, "bench_train: unknown config '%s' (gpt2-124M or tiny)\n",
-			argv[1]);
+		        argv[1]);
 		return 2;
 	}
 	int steps = s->steps, warmup = 2;
 	unsigned long long seed = 1234;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
-		if (i + 1 >= argc ||
-		    (strcmp(a, "--steps") && strcmp(a, "--warmup") && strcmp(a, "--seed"))) {
-			fprintf(stderr, "bench_train: unknown or incomplete option '%s'\n", a);
+		if (i + 1 >= argc || (strcmp(a, "--steps") && strcmp(a, "--warmup") &&
+		                      strcmp(a, "--seed"))) {
+			fprintf(stderr,
+			        "bench_train: unknown or incomplete option '%s'\n", a);
 			usage(stderr, argv[0]);
 			return 2;
 		}
 		char *end;
 		long long v = strtoll(argv[++i], &end, 10);
 		if (*end || v < 0) {
-			fprintf(stderr, "bench_train: %s needs a non-negative integer, got '%s'\n",
-				a, argv[i]);
+			fprintf(
+			    stderr,
+			    "bench_train: %s needs a non-negative integer, got '%s'\n", a,
+			    argv[i]);
 			return 2;
 		}
 		if (strcmp(a, "--steps") == 0)
@@ -123,7 +126,8 @@ int main(int argc, char **argv)
 	}
 	if (model_alloc_activations(&m, s->B, s->T, &err) ||
 	    batch_alloc(&b, s->B, s->T, &err) ||
-	    adamw_init(&opt, &m.table, 0, m.table.total, 0.9, 0.999, 1e-8, 0.01, 0, &err)) {
+	    adamw_init(&opt, &m.table, 0, m.table.total, 0.9, 0.999, 1e-8, 0.01, 0,
+	               &err)) {
 		fprintf(stderr, "bench_train: %s\n", err.msg);
 		goto out;
 	}

@@ -97,7 +97,8 @@ static void fill_batch(Batch *b, int V, uint64_t seed)
 			if (row == 0) {
 				pos[t] = t;
 				doc[t] = 0;
-				tgt[t] = t + 1 < T ? ids[t + 1] : (int32_t)rng_below(&r, (uint64_t)V);
+				tgt[t] = t + 1 < T ? ids[t + 1]
+				                   : (int32_t)rng_below(&r, (uint64_t)V);
 			} else if (row == 1) {
 				int real = t < real_len;
 				pos[t] = real ? t : 0;
@@ -119,7 +120,7 @@ static void fill_batch(Batch *b, int V, uint64_t seed)
 }
 
 static void set_tensor(StTensor *st, const char *name, StDtype dt, const void *data,
-		       size_t nbytes, int ndim, const int64_t *shape)
+                       size_t nbytes, int ndim, const int64_t *shape)
 {
 	memset(st, 0, sizeof *st);
 	snprintf(st->name, sizeof st->name, "%s", name);
@@ -135,14 +136,15 @@ int main(int argc, char **argv)
 {
 	if (argc != 3) {
 		fprintf(stderr, "usage: %s llama|llama-gqa-bias|gpt2 OUT.safetensors\n",
-			argv[0]);
+		        argv[0]);
 		return 1;
 	}
 	ModelConfig mc;
 	if (config_for(argv[1], &mc)) {
-		fprintf(stderr, "ref_dump: unknown architecture '%s' (llama, "
-				"llama-gqa-bias or gpt2)\n",
-			argv[1]);
+		fprintf(stderr,
+		        "ref_dump: unknown architecture '%s' (llama, "
+		        "llama-gqa-bias or gpt2)\n",
+		        argv[1]);
 		return 1;
 	}
 	TrlErr err = {0};
@@ -151,7 +153,8 @@ int main(int argc, char **argv)
 	StTensor *st = NULL;
 	float *logits = NULL;
 	int status = 1;
-	if (model_init(&m, &mc, &err) || model_alloc_activations(&m, DUMP_B, DUMP_T, &err) ||
+	if (model_init(&m, &mc, &err) ||
+	    model_alloc_activations(&m, DUMP_B, DUMP_T, &err) ||
 	    batch_alloc(&b, DUMP_B, DUMP_T, &err)) {
 		fprintf(stderr, "ref_dump: %s\n", err.msg);
 		goto out;
@@ -174,10 +177,11 @@ int main(int argc, char **argv)
 	memcpy(logits, m.logits, (size_t)N * V * sizeof *logits);
 	long seen = 0;
 	double sum = crossentropy_forward_backward(m.logits, b.targets, N, V,
-						   1.0f / (float)count, &seen, NULL);
+	                                           1.0f / (float)count, &seen, NULL);
 	if (seen != count) {
-		fprintf(stderr, "ref_dump: crossentropy counted %ld targets, expected %ld\n",
-			seen, count);
+		fprintf(stderr,
+		        "ref_dump: crossentropy counted %ld targets, expected %ld\n",
+		        seen, count);
 		goto out;
 	}
 	float loss = (float)(sum / (double)count);
@@ -193,7 +197,7 @@ int main(int argc, char **argv)
 		const ParamInfo *p = &m.table.p[i];
 		int64_t shape[2] = {(int64_t)p->shape[0], (int64_t)p->shape[1]};
 		set_tensor(&st[k++], p->name, ST_F32, m.params + p->offset,
-			   p->numel * sizeof(float), p->ndim, shape);
+		           p->numel * sizeof(float), p->ndim, shape);
 	}
 	int64_t bt[2] = {DUMP_B, DUMP_T}, btv[3] = {DUMP_B, DUMP_T, V};
 	size_t ibytes = (size_t)N * sizeof(int32_t);
@@ -201,8 +205,8 @@ int main(int argc, char **argv)
 	set_tensor(&st[k++], "batch.pos", ST_I32, b.pos, ibytes, 2, bt);
 	set_tensor(&st[k++], "batch.doc", ST_I32, b.doc, ibytes, 2, bt);
 	set_tensor(&st[k++], "batch.targets", ST_I32, b.targets, ibytes, 2, bt);
-	set_tensor(&st[k++], "out.logits", ST_F32, logits, (size_t)N * V * sizeof(float), 3,
-		   btv);
+	set_tensor(&st[k++], "out.logits", ST_F32, logits, (size_t)N * V * sizeof(float),
+	           3, btv);
 	set_tensor(&st[k++], "out.loss", ST_F32, &loss, sizeof loss, 0, NULL);
 	for (int i = 0; i < m.table.n; i++) {
 		const ParamInfo *p = &m.table.p[i];
@@ -210,13 +214,13 @@ int main(int argc, char **argv)
 		char name[sizeof st->name];
 		snprintf(name, sizeof name, "grad.%s", p->name);
 		set_tensor(&st[k++], name, ST_F32, m.grads + p->offset,
-			   p->numel * sizeof(float), p->ndim, shape);
+		           p->numel * sizeof(float), p->ndim, shape);
 	}
 
 	char json[1024];
 	if (model_config_to_json(&m.cfg, json, sizeof json) >= (int)sizeof json) {
 		fprintf(stderr, "ref_dump: config JSON does not fit in %zu bytes\n",
-			sizeof json);
+		        sizeof json);
 		goto out;
 	}
 	const char *meta[2] = {"config", json};
