@@ -10,10 +10,15 @@ int comm_init(Comm *c, int *argc, char ***argv)
 	memset(c, 0, sizeof *c);
 	if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
 		return TRL_EINTERNAL;
+	/* Only the main thread calls MPI; OpenMP threads never do. MPI errors
+	 * stay fatal (the default handler aborts the job with MPI's message):
+	 * user-facing errors are agreed on by comm_agree before they can strand
+	 * a rank in a collective. */
+	if (provided < MPI_THREAD_FUNNELED) {
+		MPI_Finalize();
+		return TRL_EUNSUPPORTED;
+	}
 	c->world = MPI_COMM_WORLD;
-	/* Errors from MPI calls come back as return codes, not aborts, so a failing
-	 * rank can still report through the status agreement. */
-	MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN);
 	MPI_Comm_rank(c->world, &c->rank);
 	MPI_Comm_size(c->world, &c->size);
 	MPI_Comm node;

@@ -17,8 +17,9 @@
 #include "optim.h"
 #include "tokenizer.h"
 
-/* What a method contributes to the loop. SFT is next-token cross-entropy on
- * the masked targets; later methods add reference passes and their losses. */
+/* What a method declares to the loop: its name and the data formats it reads.
+ * SFT's loss, next-token cross-entropy on the masked targets, is the loop's
+ * own; methods with reference passes and other losses extend this table. */
 typedef struct Method {
 	const char *name;
 	TrlDataFormat formats_ok[2];
@@ -45,6 +46,7 @@ typedef struct Trainer {
 	int *perm[2];
 	long perm_epoch[2];
 	int *idx;
+	int *gen_len, *gen_done, *gen_match, *gen_ex; /* (per_device_eval_batch_size) */
 	FILE *metrics;
 	double t_start;
 } Trainer;
@@ -56,25 +58,33 @@ int trl_setup_threads(const Config *cfg, const Comm *comm)
 	long online = sysconf(_SC_NPROCESSORS_ONLN);
 	if (online < 1)
 		online = 1;
-	int share = (int)(online / (comm->local_size > 0 ? comm->local_size : 1));
-	if (share < 1)
-		share = 1;
-	int want = cfg->threads_per_rank > 0 ? cfg->threads_per_rank : share;
 	cpu_set_t set;
 	CPU_ZERO(&set);
-	if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < want) {
+	int bound = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+	const char *env = getenv("OMP_NUM_THREADS");
+	int want;
+	if (cfg->threads_per_rank > 0)
+		want = cfg->threads_per_rank;
+	else if (env && atoi(env) > 0)
+		want = atoi(env);
+	else if (bound > 1)
+		want = bound; /* the launcher (srun, --map-by ...:PE=n) chose the cores */
+	else {
+		int ranks = comm->local_size > 0 ? comm->local_size : 1;
+		want = (int)(online / ranks) > 0 ? (int)(online / ranks) : 1;
+	}
+	if (bound > 0 && bound < want) {
 		/* Open MPI binds each rank to one core by default when np <= 2, which
-		 * would leave the other cores idle. Give this rank its own block of
-		 * `want` cores instead; a cgroup (Slurm) that forbids it wins. */
+		 * would leave the other cores idle: give this rank its own block of
+		 * cores. The kernel keeps only the CPUs a cgroup (Slurm) allows, so
+		 * the mask is read back and the thread count never exceeds it. */
 		cpu_set_t wide;
 		CPU_ZERO(&wide);
 		for (int i = 0; i < want; i++)
 			CPU_SET((int)(((long)comm->local_rank * want + i) % online), &wide);
-		if (sched_setaffinity(0, sizeof wide, &wide) != 0) {
-			sched_getaffinity(0, sizeof set, &set);
-			if (cfg->threads_per_rank == 0)
-				want = CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
-		}
+		sched_setaffinity(0, sizeof wide, &wide);
+		if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < want)
+			want = CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
 	}
 	omp_set_num_threads(want);
 	return want;
@@ -159,27 +169,22 @@ static int load_model(Trainer *tr, TrlErr *err)
 	return TRL_OK;
 }
 
-static int max_prompt_len(const Dataset *d)
-{
-	int m = 0;
-	for (int i = 0; i < d->n; i++)
-		if (d->ex[i].prompt_len > m)
-			m = d->ex[i].prompt_len;
-	return m;
-}
-
 static int alloc_buffers(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
+	/* Greedy answers in evaluation stop at the reference's length, so the
+	 * longest row of either split bounds every sequence. */
 	int T = rows_max_len(&tr->train_rows);
-	if (tr->has_test) {
-		int te = rows_max_len(&tr->test_rows);
-		int gen = max_prompt_len(&tr->test) + cfg->eval_max_new_tokens;
-		T = te > T ? te : T;
-		T = gen > T ? gen : T;
-	}
+	if (tr->has_test && rows_max_len(&tr->test_rows) > T)
+		T = rows_max_len(&tr->test_rows);
 	if (T < 1)
 		T = 1;
+	if (T > tr->model.cfg.max_position_embeddings)
+		return trl_errf(err, TRL_EINVAL,
+				"rows of %d tokens exceed the model's max_position_embeddings "
+				"(%d): lower max_length to %d",
+				T, tr->model.cfg.max_position_embeddings,
+				tr->model.cfg.max_position_embeddings);
 	tr->maxT = T;
 	int B = cfg->per_device_train_batch_size;
 	int Be = cfg->per_device_eval_batch_size;
@@ -189,7 +194,12 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	int GA = cfg->gradient_accumulation_steps;
 	tr->mb = calloc((size_t)GA, sizeof *tr->mb);
 	tr->idx = calloc((size_t)(B > Be ? B : Be), sizeof *tr->idx);
-	if (!tr->mb || !tr->idx)
+	tr->gen_len = calloc((size_t)Be, sizeof(int));
+	tr->gen_done = calloc((size_t)Be, sizeof(int));
+	tr->gen_match = calloc((size_t)Be, sizeof(int));
+	tr->gen_ex = calloc((size_t)Be, sizeof(int));
+	if (!tr->mb || !tr->idx || !tr->gen_len || !tr->gen_done || !tr->gen_match ||
+	    !tr->gen_ex)
 		return trl_errf(err, TRL_ENOMEM, "out of memory");
 	for (int j = 0; j < GA && !rc; j++)
 		rc = batch_alloc(&tr->mb[j], B, T, err);
@@ -216,6 +226,10 @@ static void trainer_free(Trainer *tr)
 	free(tr->mb);
 	batch_free(&tr->eval);
 	free(tr->idx);
+	free(tr->gen_len);
+	free(tr->gen_done);
+	free(tr->gen_match);
+	free(tr->gen_ex);
 	free(tr->perm[0]);
 	free(tr->perm[1]);
 	adamw_free(&tr->opt);
@@ -259,6 +273,8 @@ static void eval_loss(Trainer *tr, EvalResult *r)
 	double sums[1] = {0};
 	long counts[2] = {0, 0};
 	int n = tr->test_rows.n;
+	if (tr->cfg->eval_max_samples > 0 && tr->cfg->eval_max_samples < n)
+		n = tr->cfg->eval_max_samples;
 	/* Rank r takes the chunks r, r + size, ...; every chunk is one batch. */
 	for (int first = c->rank * Be; first < n; first += c->size * Be) {
 		int k = n - first < Be ? n - first : Be;
@@ -277,19 +293,21 @@ static void eval_loss(Trainer *tr, EvalResult *r)
 	r->accuracy = counts[0] ? (double)counts[1] / counts[0] : 0.0;
 }
 
-/* Greedy answers for the prompts of examples [first, first + k): the batch
- * holds every prompt right-padded; each step reads the logits at each row's
- * last real position. A row's answer is exact when the tokens generated before
- * EOS equal the reference completion (without its EOS). */
-static long eval_exact_batch(Trainer *tr, int first, int k)
+/* Greedy answers for the prompts of the k examples ex[0..k): the batch holds
+ * every prompt right-padded; each step reads the logits at each row's last
+ * real position. A row's answer is exact when the tokens generated before EOS
+ * equal the reference completion (without its EOS). While an answer matches,
+ * the tokens generated so far are the reference's own, so the rows are read
+ * from the example; generation stops at the first wrong token. */
+static long eval_exact_batch(Trainer *tr, const int *ex, int k)
 {
 	const Dataset *d = &tr->test;
 	Batch *b = &tr->eval;
 	int maxnew = tr->cfg->eval_max_new_tokens, V = tr->model.cfg.vocab_size;
-	int len[512], done[512], match[512];
-	int T = 0;
+	int *len = tr->gen_len, *done = tr->gen_done, *match = tr->gen_match;
+	int T = 1;
 	for (int i = 0; i < k; i++) {
-		len[i] = d->ex[first + i].prompt_len;
+		len[i] = d->ex[ex[i]].prompt_len; /* >= 1: empty prompts are not asked */
 		done[i] = 0;
 		match[i] = 1;
 		T = len[i] > T ? len[i] : T;
@@ -303,12 +321,10 @@ static long eval_exact_batch(Trainer *tr, int first, int k)
 		b->B = k;
 		b->T = T;
 		for (int i = 0; i < k; i++) {
-			const Example *e = &d->ex[first + i];
+			const Example *e = &d->ex[ex[i]];
 			for (int t = 0; t < T; t++) {
 				size_t o = (size_t)i * T + t;
 				int real = t < len[i];
-				/* Tokens beyond the prompt are the ones generated so far,
-				 * which (while matching) equal the reference's. */
 				b->ids[o] = real ? e->ids[t] : tr->tok.pad_id;
 				b->pos[o] = t;
 				b->doc[o] = real ? 0 : -1;
@@ -320,7 +336,7 @@ static long eval_exact_batch(Trainer *tr, int first, int k)
 		for (int i = 0; i < k; i++) {
 			if (done[i])
 				continue;
-			const Example *e = &d->ex[first + i];
+			const Example *e = &d->ex[ex[i]];
 			const float *l = tr->model.logits + ((size_t)i * T + len[i] - 1) * V;
 			int am = 0;
 			for (int v = 1; v < V; v++)
@@ -331,7 +347,7 @@ static long eval_exact_batch(Trainer *tr, int first, int k)
 				ref_len--;
 			int pos = len[i] - e->prompt_len; /* tokens generated so far */
 			if (am == tr->tok.eos_id) {
-				match[i] = match[i] && pos == ref_len;
+				match[i] = pos == ref_len;
 				done[i] = 1;
 			} else if (pos >= ref_len || am != e->ids[e->prompt_len + pos] ||
 				   step == maxnew) {
@@ -355,16 +371,18 @@ static void eval_exact(Trainer *tr, EvalResult *r)
 {
 	const Comm *c = tr->comm;
 	int Be = tr->cfg->per_device_eval_batch_size;
-	if (Be > 512)
-		Be = 512;
 	int n = tr->test.n;
 	if (tr->cfg->eval_max_samples > 0 && tr->cfg->eval_max_samples < n)
 		n = tr->cfg->eval_max_samples;
-	long counts[2] = {0, 0};
+	long counts[2] = {0, 0}; /* exact answers, questions asked */
 	for (int first = c->rank * Be; first < n; first += c->size * Be) {
-		int k = n - first < Be ? n - first : Be;
-		counts[0] += eval_exact_batch(tr, first, k);
-		counts[1] += k;
+		int k = 0, end = n - first < Be ? n : first + Be;
+		for (int i = first; i < end; i++)
+			if (tr->test.ex[i].prompt_len > 0)
+				tr->gen_ex[k++] = i;
+		if (k > 0)
+			counts[0] += eval_exact_batch(tr, tr->gen_ex, k);
+		counts[1] += end - first; /* an empty prompt counts as a wrong answer */
 	}
 	comm_sum_long(c, counts, 2);
 	r->n_exact = counts[1];
@@ -446,11 +464,15 @@ static void train_loop(Trainer *tr)
 				counts[1] += b->doc[t] >= 0;
 		}
 		comm_sum_long(c, counts, 2);
+		/* A global batch without a single target token (every completion
+		 * truncated away) has no gradient: all ranks see the same count, so
+		 * all skip the update together and the step still counts. */
 		float scale = counts[0] > 0 ? 1.0f / (float)counts[0] : 0.0f;
+		int skip = counts[0] == 0;
 
 		double loss_sum = 0.0;
 		long correct = 0, targets = 0;
-		for (int j = 0; j < GA; j++) {
+		for (int j = 0; j < GA && !skip; j++) {
 			Batch *b = &tr->mb[j];
 			model_forward(m, b);
 			loss_sum += crossentropy_forward_backward(m->logits, b->targets,
@@ -460,19 +482,22 @@ static void train_loop(Trainer *tr)
 		}
 		/* Data parallel: every rank adds its gradient (already divided by the
 		 * global token count), so the sum is the gradient of the mean loss. */
-		comm_sum_float(c, m->grads, P);
 		double stats[1] = {loss_sum};
 		long cs[2] = {targets, correct};
-		comm_sum_double(c, stats, 1);
-		comm_sum_long(c, cs, 2);
-
-		double gnorm = sqrt(grad_sumsq(m->grads, P));
-		if (cfg->max_grad_norm > 0 && gnorm > cfg->max_grad_norm)
-			grad_scale(m->grads, P, (float)(cfg->max_grad_norm / (gnorm + 1e-6)));
+		double gnorm = 0.0;
 		double lr = lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate, step,
 				       tr->total_steps, warmup);
-		adamw_step(&tr->opt, m->params, m->grads, lr);
-		memset(m->grads, 0, P * sizeof(float));
+		if (!skip) {
+			comm_sum_float(c, m->grads, P);
+			comm_sum_double(c, stats, 1);
+			comm_sum_long(c, cs, 2);
+			gnorm = sqrt(grad_sumsq(m->grads, P));
+			if (cfg->max_grad_norm > 0 && gnorm > cfg->max_grad_norm)
+				grad_scale(m->grads, P,
+					   (float)(cfg->max_grad_norm / (gnorm + 1e-6)));
+			adamw_step(&tr->opt, m->params, m->grads, lr);
+			memset(m->grads, 0, P * sizeof(float));
+		}
 
 		total_tokens += counts[1];
 		w.loss_sum += stats[0];
@@ -543,8 +568,30 @@ static int setup(Trainer *tr, TrlErr *err)
 	rc = load_data(tr, err);
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
-	if (tr->train_rows.n == 0)
+	/* Every rank read the files itself; the loop's collectives assume they
+	 * saw the same data, so check that before the first step. */
+	long mine[4] = {tr->has_test, tr->train_rows.n, tr->test.n, tr->train.n_tokens};
+	long lo[4], hi[4];
+	MPI_Allreduce(mine, lo, 4, MPI_LONG, MPI_MIN, c->world);
+	MPI_Allreduce(mine, hi, 4, MPI_LONG, MPI_MAX, c->world);
+	if (memcmp(lo, hi, sizeof lo) != 0)
+		rc = trl_errf(err, TRL_EINVAL,
+			      "ranks read different data from dataset_name '%s' (%ld-%ld "
+			      "train rows, %ld-%ld test examples): it must be the same "
+			      "file on every node",
+			      cfg->dataset_name, lo[1], hi[1], lo[2], hi[2]);
+	long targets = 0;
+	for (int i = 0; i < tr->train.n && !rc; i++)
+		for (int t = 1; t < tr->train.ex[i].len; t++)
+			targets += tr->train.ex[i].mask[t];
+	if (!rc && tr->train_rows.n == 0)
 		rc = trl_errf(err, TRL_EINVAL, "the training split has no rows");
+	else if (!rc && targets == 0)
+		rc = trl_errf(err, TRL_EINVAL,
+			      "no training example has a token to learn: every text is "
+			      "shorter than 2 tokens or every completion was cut by "
+			      "max_length (%d)",
+			      cfg->max_length);
 	if (!rc)
 		rc = alloc_buffers(tr, err);
 	if ((rc = comm_agree(c, rc, err)))
@@ -620,9 +667,15 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 			FILE *f = fopen(path, "w");
 			if (f) {
 				config_write_yaml(cfg, f);
-				fclose(f);
+				if (fclose(f) != 0)
+					f = NULL;
 			}
-			printf("saved %s/model.safetensors and config.json\n", cfg->output_dir);
+			if (!f)
+				rc = trl_errf(err, TRL_EIO, "cannot write %s", path);
+			else
+				printf("saved %s: model.safetensors, config.json, "
+				       "trl_config.yaml, metrics.jsonl\n",
+				       cfg->output_dir);
 		}
 	}
 	rc = comm_agree(comm, rc, err);

@@ -26,45 +26,6 @@ typedef struct Loader {
  * (negative) an error that stops loading whatever the options. */
 enum { ROW_BAD = 1 };
 
-static int read_file(const char *path, char **out, size_t *out_len, TrlErr *err)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return trl_errf(err, TRL_EIO, "cannot open dataset %s: %s", path,
-		                strerror(errno));
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	for (;;) {
-		if (len == cap) {
-			size_t ncap = cap ? 2 * cap : 1 << 16;
-			char *nb = realloc(buf, ncap);
-			if (!nb) {
-				free(buf);
-				fclose(f);
-				return trl_errf(err, TRL_ENOMEM,
-				                "%s: out of memory reading it", path);
-			}
-			buf = nb;
-			cap = ncap;
-		}
-		size_t got = fread(buf + len, 1, cap - len, f);
-		len += got;
-		if (got == 0)
-			break;
-	}
-	int bad = ferror(f);
-	int saved = errno;
-	fclose(f);
-	if (bad) {
-		free(buf);
-		return trl_errf(err, TRL_EIO, "cannot read dataset %s: %s", path,
-		                strerror(saved));
-	}
-	*out = buf;
-	*out_len = len;
-	return 0;
-}
-
 static int grow_pools(Loader *L, size_t need)
 {
 	if (need <= L->tokcap)
@@ -309,7 +270,7 @@ int dataset_load_jsonl(Dataset *d, const char *path, const DatasetOptions *opt,
 	memset(d, 0, sizeof *d);
 	char *buf = NULL;
 	size_t size = 0;
-	int rc = read_file(path, &buf, &size, err);
+	int rc = trl_read_file(path, &buf, &size, err);
 	if (rc < 0)
 		return rc;
 	Loader L = {.d = d, .path = path, .opt = opt, .tok = tok};
@@ -367,10 +328,10 @@ int dataset_load_jsonl(Dataset *d, const char *path, const DatasetOptions *opt,
 		d->ex[i].mask = d->mask_pool + off;
 		off += (size_t)d->ex[i].len;
 	}
-	free(buf);
+	trl_free(buf);
 	return 0;
 fail:
-	free(buf);
+	trl_free(buf);
 	dataset_free(d);
 	return rc;
 }

@@ -656,41 +656,14 @@ int json_parse(const char *text, size_t len, JsonValue **out, JsonError *e)
 int json_load_file(const char *path, JsonValue **out, TrlErr *err)
 {
 	*out = NULL;
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return trl_errf(err, TRL_EIO, "%s: cannot open: %s", path,
-		                strerror(errno));
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	for (;;) {
-		if (len == cap) {
-			size_t ncap = cap ? 2 * cap : 65536;
-			char *nb = realloc(buf, ncap);
-			if (!nb) {
-				free(buf);
-				fclose(f);
-				return trl_errf(err, TRL_ENOMEM,
-				                "%s: out of memory reading it", path);
-			}
-			buf = nb;
-			cap = ncap;
-		}
-		size_t got = fread(buf + len, 1, cap - len, f);
-		len += got;
-		if (got == 0)
-			break;
-	}
-	int bad = ferror(f);
-	int saved = errno;
-	fclose(f);
-	if (bad) {
-		free(buf);
-		return trl_errf(err, TRL_EIO, "%s: read error: %s", path,
-		                strerror(saved));
-	}
+	char *buf;
+	size_t len;
+	int rc0 = trl_read_file(path, &buf, &len, err);
+	if (rc0)
+		return rc0;
 	JsonError je;
 	int rc = json_parse(buf, len, out, &je);
-	free(buf);
+	trl_free(buf);
 	if (rc < 0)
 		return trl_errf(err, rc, "%s:%d:%d: %s", path, je.line, je.column,
 		                je.msg);

@@ -10,26 +10,6 @@
 #include "json.h"
 #include "safetensors.h"
 
-int trl_mkdirs(const char *dir, TrlErr *err)
-{
-	char buf[4096];
-	if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
-		return trl_errf(err, TRL_EINVAL, "path too long: %s", dir);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = 0;
-		if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-			return trl_errf(err, TRL_EIO, "cannot create directory '%s': %s", buf,
-					strerror(errno));
-		*p = '/';
-	}
-	if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-		return trl_errf(err, TRL_EIO, "cannot create directory '%s': %s", buf,
-				strerror(errno));
-	return TRL_OK;
-}
-
 static int write_config_json(const ModelConfig *mc, const char *path, TrlErr *err)
 {
 	JsonBuf b = {0};

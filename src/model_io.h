@@ -18,7 +18,4 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err);
 /* Reads DIR/config.json into mc (architecture from model_type). */
 int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err);
 
-/* mkdir -p. */
-int trl_mkdirs(const char *dir, TrlErr *err);
-
 #endif

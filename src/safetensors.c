@@ -192,42 +192,6 @@ fail:
 	return rc;
 }
 
-static int read_whole(const char *path, void **out, size_t *size, TrlErr *err)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return trl_errf(err, TRL_EIO, "cannot open %s: %s", path,
-		                strerror(errno));
-	struct stat st;
-	if (fstat(fileno(f), &st) != 0) {
-		int e = errno;
-		fclose(f);
-		return trl_errf(err, TRL_EIO, "cannot read %s: %s", path, strerror(e));
-	}
-	if (!S_ISREG(st.st_mode)) {
-		fclose(f);
-		return trl_errf(err, TRL_EIO, "cannot read %s: not a regular file", path);
-	}
-	size_t n = (size_t)st.st_size;
-	void *buf = trl_alloc(n);
-	if (!buf) {
-		fclose(f);
-		return trl_errf(err, TRL_ENOMEM, "%s: out of memory for %zu bytes", path,
-		                n);
-	}
-	size_t got = fread(buf, 1, n, f);
-	int e = errno;
-	fclose(f);
-	if (got != n) {
-		trl_free(buf);
-		return trl_errf(err, TRL_EIO, "cannot read %s: %s", path,
-		                got < n && e ? strerror(e) : "short read");
-	}
-	*out = buf;
-	*size = n;
-	return 0;
-}
-
 /* Reads a non-negative integer array of at most max items into out. */
 static int int_array(const JsonValue *v, int64_t *out, int max, int *n)
 {
@@ -368,7 +332,9 @@ int st_open(StFile *f, const char *path, TrlErr *err)
 	JsonValue *root = NULL;
 	Span *spans = NULL;
 	const StTensor **byname = NULL;
-	int rc = read_whole(path, &f->image, &f->size, err);
+	char *image = NULL;
+	int rc = trl_read_file(path, &image, &f->size, err);
+	f->image = image;
 	if (rc < 0)
 		return rc;
 	const unsigned char *img = f->image;

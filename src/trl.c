@@ -1,10 +1,12 @@
 /* trl.c - error formatting, aligned allocation and the clock. */
 #include "trl.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 int trl_errf(TrlErr *err, int code, const char *fmt, ...)
@@ -38,4 +40,67 @@ double trl_now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int trl_read_file(const char *path, char **buf, size_t *len, TrlErr *err)
+{
+	*buf = NULL;
+	*len = 0;
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return trl_errf(err, TRL_EIO, "cannot open %s: %s", path, strerror(errno));
+	struct stat st;
+	size_t cap = 1 << 16, n = 0;
+	if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
+		cap = (size_t)st.st_size + 1;
+	char *b = trl_alloc(cap);
+	int rc = b ? TRL_OK : TRL_ENOMEM;
+	while (!rc) {
+		n += fread(b + n, 1, cap - 1 - n, f);
+		if (n < cap - 1)
+			break; /* end of file or an error, told apart below */
+		char *nb = trl_alloc(2 * cap);
+		if (!nb) {
+			rc = TRL_ENOMEM;
+			break;
+		}
+		memcpy(nb, b, n);
+		trl_free(b);
+		b = nb;
+		cap *= 2;
+	}
+	int bad = ferror(f), e = errno;
+	fclose(f);
+	if (!rc && bad)
+		rc = trl_errf(err, TRL_EIO, "cannot read %s: %s", path, strerror(e));
+	else if (rc == TRL_ENOMEM)
+		trl_errf(err, rc, "%s: out of memory reading it", path);
+	if (rc) {
+		trl_free(b);
+		return rc;
+	}
+	b[n] = 0;
+	*buf = b;
+	*len = n;
+	return TRL_OK;
+}
+
+int trl_mkdirs(const char *dir, TrlErr *err)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+		return trl_errf(err, TRL_EINVAL, "path too long: %s", dir);
+	for (char *p = buf + 1;; p++) {
+		if (*p != '/' && *p != 0)
+			continue;
+		char c = *p;
+		*p = 0;
+		if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+			return trl_errf(err, TRL_EIO, "cannot create directory '%s': %s", buf,
+					strerror(errno));
+		*p = c;
+		if (!c)
+			break;
+	}
+	return TRL_OK;
 }

@@ -36,6 +36,14 @@ int trl_errf(TrlErr *err, int code, const char *fmt, ...)
 void *trl_alloc(size_t bytes);
 void trl_free(void *p);
 
+/* Reads a whole file into *buf (64-byte aligned, NUL-terminated after *len
+ * bytes; free with trl_free). Regular files are read in one go, pipes in
+ * growing chunks. Errors name the path and the system's reason. */
+int trl_read_file(const char *path, char **buf, size_t *len, TrlErr *err);
+
+/* Creates dir and its missing parents (mkdir -p). */
+int trl_mkdirs(const char *dir, TrlErr *err);
+
 /* Wall-clock seconds from a monotonic clock. */
 double trl_now(void);
 

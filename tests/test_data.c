@@ -674,7 +674,7 @@ Test(dataset, no_rows_and_unreadable_file)
 	             TRL_EIO);
 	cr_assert_str_eq(
 	    err.msg,
-	    "cannot open dataset /nonexistent/train.jsonl: No such file or directory");
+	    "cannot open /nonexistent/train.jsonl: No such file or directory");
 }
 
 Test(dataset, unknown_columns)

@@ -70,6 +70,21 @@ printf '{"text": "fine"}\n{"txt": "wrong column"}\n' >"$WORK/data/col.jsonl"
 expect_error missing_column "col.jsonl:2:" \
     $MPIRUN -np 2 "$TRL" "$WORK/good.yaml" --dataset_name "$WORK/data/col.jsonl"
 
+printf '{"text": ""}\n{"text": ""}\n' >"$WORK/data/empty.jsonl"
+expect_error nothing_to_learn "no training example has a token to learn" \
+    $MPIRUN -np 2 "$TRL" "$WORK/good.yaml" --dataset_name "$WORK/data/empty.jsonl"
+
+# An empty prompt in the test split is a question the model cannot be asked:
+# it counts as a wrong answer instead of reading logits before the batch.
+mkdir -p "$WORK/pc"
+printf '{"prompt": "1+1=", "completion": "2"}\n{"prompt": "2+2=", "completion": "4"}\n' >"$WORK/pc/train.jsonl"
+printf '{"prompt": "", "completion": "7"}\n{"prompt": "1+1=", "completion": "2"}\n' >"$WORK/pc/test.jsonl"
+run_limited 60 $MPIRUN -np 2 "$TRL" "$WORK/good.yaml" --dataset_name "$WORK/pc" \
+    --eval_max_new_tokens 3 >"$WORK/emptyprompt.out" 2>&1 ||
+    { cat "$WORK/emptyprompt.out"; fail "an empty test prompt broke evaluation"; }
+grep -q "(2 answers)" "$WORK/emptyprompt.out" || { cat "$WORK/emptyprompt.out"; fail "empty prompt not counted"; }
+echo "ok: empty test prompt counts as a wrong answer"
+
 expect_error small_vocab "model.vocab_size (100) is smaller than the tokenizer's vocabulary (258)" \
     $MPIRUN -np 2 "$TRL" "$WORK/good.yaml" --model.vocab_size 100
 

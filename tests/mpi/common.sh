@@ -7,10 +7,13 @@ top_builddir=${top_builddir:-$top_srcdir}
 TRL="$top_builddir/trl-hpc"
 MPIEXEC=${MPIEXEC:-mpiexec}
 PYTHON3=${PYTHON3:-/usr/bin/python3}
-# Ranks here are oversubscribed on a small machine; one thread each keeps the
-# runs short and deterministic. --bind-to none: Open MPI would otherwise pin
+# Ranks here are oversubscribed on a small machine: one OpenMP thread each
+# unless a test sets THREADS. --bind-to none: Open MPI would otherwise pin
 # several ranks to the same core.
 MPIRUN="$MPIEXEC --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=1"
+mpirun_threads() { # mpirun_threads N: the launcher with N threads per rank
+    echo "$MPIEXEC --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS=$1"
+}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/trl-test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
