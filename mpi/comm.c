@@ -22,7 +22,8 @@ int comm_init(Comm *c, int *argc, char ***argv)
 	MPI_Comm_rank(c->world, &c->rank);
 	MPI_Comm_size(c->world, &c->size);
 	MPI_Comm node;
-	MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
+	MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL,
+	                    &node);
 	MPI_Comm_rank(node, &c->local_rank);
 	MPI_Comm_size(node, &c->local_size);
 	MPI_Comm_free(&node);
@@ -52,7 +53,8 @@ int comm_agree(const Comm *c, int rc, TrlErr *err)
 		/* Name the rank only when it matters: when all ranks failed they
 		 * failed alike (the same config, the same file). */
 		if (n_failed < c->size)
-			snprintf(payload.msg, sizeof payload.msg, "rank %d: %.2030s", first, err->msg);
+			snprintf(payload.msg, sizeof payload.msg, "rank %d: %.2030s",
+			         first, err->msg);
 		else
 			snprintf(payload.msg, sizeof payload.msg, "%s", err->msg);
 	}
@@ -82,6 +84,7 @@ void comm_sum_float(const Comm *c, float *x, size_t n)
 	const size_t chunk = (size_t)1 << 30;
 	for (size_t off = 0; off < n; off += chunk) {
 		size_t k = n - off < chunk ? n - off : chunk;
-		MPI_Allreduce(MPI_IN_PLACE, x + off, (int)k, MPI_FLOAT, MPI_SUM, c->world);
+		MPI_Allreduce(MPI_IN_PLACE, x + off, (int)k, MPI_FLOAT, MPI_SUM,
+		              c->world);
 	}
 }

@@ -1,4 +1,6 @@
 /* main.c - the trl-hpc command: parse, load the config, run. */
+#include "trl_build.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -9,7 +11,7 @@
 static int usage(FILE *f)
 {
 	fprintf(f, "usage: trl-hpc [train|validate] INPUT.yaml [--key value ...]\n"
-		   "       trl-hpc --help | --version | config-reference\n");
+	           "       trl-hpc --help | --version | config-reference\n");
 	return 2;
 }
 
@@ -37,7 +39,8 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(argv[1], "--version") == 0) {
 		if (comm.rank == 0)
-			printf("trl-hpc %s\n", TRL_VERSION_STRING);
+			printf("trl-hpc %s (CBLAS: %s)\n", TRL_VERSION_STRING,
+			       TRL_BLAS_NAME);
 		comm_finalize(&comm);
 		return 0;
 	}
@@ -71,7 +74,7 @@ int main(int argc, char **argv)
 	if (!rc) {
 		trl_setup_threads(&cfg, &comm);
 		rc = validate ? trl_validate(&cfg, &comm, stdout, &err)
-			      : trl_train(&cfg, &comm, &err);
+		              : trl_train(&cfg, &comm, &err);
 	}
 	if (rc && comm.rank == 0)
 		fprintf(stderr, "trl-hpc: error: %s\n", err.msg);

@@ -27,7 +27,7 @@ typedef struct Method {
 } Method;
 
 static const Method METHOD_SFT = {
-	"sft", {TRL_FMT_LANGUAGE_MODELING, TRL_FMT_PROMPT_COMPLETION}, 2};
+    "sft", {TRL_FMT_LANGUAGE_MODELING, TRL_FMT_PROMPT_COMPLETION}, 2};
 
 typedef struct Trainer {
 	const Config *cfg;
@@ -81,7 +81,8 @@ int trl_setup_threads(const Config *cfg, const Comm *comm)
 		cpu_set_t wide;
 		CPU_ZERO(&wide);
 		for (int i = 0; i < want; i++)
-			CPU_SET((int)(((long)comm->local_rank * want + i) % online), &wide);
+			CPU_SET((int)(((long)comm->local_rank * want + i) % online),
+			        &wide);
 		sched_setaffinity(0, sizeof wide, &wide);
 		if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < want)
 			want = CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
@@ -93,29 +94,30 @@ int trl_setup_threads(const Config *cfg, const Comm *comm)
 /* ---- set-up ------------------------------------------------------------------ */
 
 static int dataset_paths(const Config *cfg, char *train, char *test, size_t cap,
-			 int *has_test, TrlErr *err)
+                         int *has_test, TrlErr *err)
 {
 	size_t n = strlen(cfg->dataset_name);
 	if (n == 0)
 		return trl_errf(err, TRL_EINVAL,
-				"dataset_name is not set: point it at a .jsonl file or a "
-				"folder holding %s.jsonl",
-				cfg->dataset_train_split);
+		                "dataset_name is not set: point it at a .jsonl file or a "
+		                "folder holding %s.jsonl",
+		                cfg->dataset_train_split);
 	if (n > 6 && strcmp(cfg->dataset_name + n - 6, ".jsonl") == 0) {
 		snprintf(train, cap, "%s", cfg->dataset_name);
 		*has_test = 0;
 	} else {
 		snprintf(train, cap, "%s/%s.jsonl", cfg->dataset_name,
-			 cfg->dataset_train_split);
+		         cfg->dataset_train_split);
 		snprintf(test, cap, "%s/%s.jsonl", cfg->dataset_name,
-			 cfg->dataset_test_split);
+		         cfg->dataset_test_split);
 		*has_test = access(test, R_OK) == 0;
 	}
 	if (access(train, R_OK) != 0)
-		return trl_errf(err, TRL_EIO,
-				"dataset_name: cannot read '%s' (dataset_name = '%s'; expected a "
-				".jsonl file or a folder with %s.jsonl)",
-				train, cfg->dataset_name, cfg->dataset_train_split);
+		return trl_errf(
+		    err, TRL_EIO,
+		    "dataset_name: cannot read '%s' (dataset_name = '%s'; expected a "
+		    ".jsonl file or a folder with %s.jsonl)",
+		    train, cfg->dataset_name, cfg->dataset_train_split);
 	return TRL_OK;
 }
 
@@ -127,8 +129,8 @@ static int load_data(Trainer *tr, TrlErr *err)
 	if (rc)
 		return rc;
 	DatasetOptions o = {cfg->dataset_text_field, cfg->max_length,
-			    cfg->truncation_mode == TRL_TRUNC_KEEP_END, cfg->completion_only_loss,
-			    cfg->skip_invalid_rows};
+	                    cfg->truncation_mode == TRL_TRUNC_KEEP_END,
+	                    cfg->completion_only_loss, cfg->skip_invalid_rows};
 	rc = dataset_load_jsonl(&tr->train, train, &o, &tr->tok, err);
 	if (!rc && tr->has_test)
 		rc = dataset_load_jsonl(&tr->test, test, &o, &tr->tok, err);
@@ -138,10 +140,12 @@ static int load_data(Trainer *tr, TrlErr *err)
 	for (int i = 0; i < tr->method->n_formats; i++)
 		ok |= tr->train.format == tr->method->formats_ok[i];
 	if (!ok)
-		return trl_errf(err, TRL_EINVAL, "%s: this data format is not usable by %s",
-				train, tr->method->name);
-	rc = cfg->packing ? rows_pack_bfd(&tr->train_rows, &tr->train, cfg->max_length, err)
-			  : rows_unpacked(&tr->train_rows, &tr->train, err);
+		return trl_errf(err, TRL_EINVAL,
+		                "%s: this data format is not usable by %s", train,
+		                tr->method->name);
+	rc = cfg->packing
+	         ? rows_pack_bfd(&tr->train_rows, &tr->train, cfg->max_length, err)
+	         : rows_unpacked(&tr->train_rows, &tr->train, err);
 	if (!rc && tr->has_test)
 		rc = rows_unpacked(&tr->test_rows, &tr->test, err);
 	return rc;
@@ -162,10 +166,10 @@ static int load_model(Trainer *tr, TrlErr *err)
 		return rc;
 	if (tr->model.cfg.vocab_size < tr->tok.vocab_size)
 		return trl_errf(err, TRL_EINVAL,
-				"model.vocab_size (%d) is smaller than the tokenizer's "
-				"vocabulary (%d): set model.vocab_size >= %d",
-				tr->model.cfg.vocab_size, tr->tok.vocab_size,
-				tr->tok.vocab_size);
+		                "model.vocab_size (%d) is smaller than the tokenizer's "
+		                "vocabulary (%d): set model.vocab_size >= %d",
+		                tr->model.cfg.vocab_size, tr->tok.vocab_size,
+		                tr->tok.vocab_size);
 	return TRL_OK;
 }
 
@@ -180,11 +184,12 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	if (T < 1)
 		T = 1;
 	if (T > tr->model.cfg.max_position_embeddings)
-		return trl_errf(err, TRL_EINVAL,
-				"rows of %d tokens exceed the model's max_position_embeddings "
-				"(%d): lower max_length to %d",
-				T, tr->model.cfg.max_position_embeddings,
-				tr->model.cfg.max_position_embeddings);
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "rows of %d tokens exceed the model's max_position_embeddings "
+		    "(%d): lower max_length to %d",
+		    T, tr->model.cfg.max_position_embeddings,
+		    tr->model.cfg.max_position_embeddings);
 	tr->maxT = T;
 	int B = cfg->per_device_train_batch_size;
 	int Be = cfg->per_device_eval_batch_size;
@@ -207,8 +212,8 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 		rc = batch_alloc(&tr->eval, Be, T, err);
 	if (!rc)
 		rc = adamw_init(&tr->opt, &tr->model.table, 0, tr->model.table.total,
-				cfg->adam_beta1, cfg->adam_beta2, cfg->adam_epsilon,
-				cfg->weight_decay, cfg->weight_decay_embeddings, err);
+		                cfg->adam_beta1, cfg->adam_beta2, cfg->adam_epsilon,
+		                cfg->weight_decay, cfg->weight_decay_embeddings, err);
 	long n = tr->train_rows.n;
 	for (int k = 0; k < 2 && !rc; k++) {
 		tr->perm[k] = malloc((size_t)n * sizeof(int));
@@ -280,11 +285,12 @@ static void eval_loss(Trainer *tr, EvalResult *r)
 		int k = n - first < Be ? n - first : Be;
 		for (int i = 0; i < k; i++)
 			tr->idx[i] = first + i;
-		batch_fill(&tr->eval, &tr->test, &tr->test_rows, tr->idx, k, tr->tok.pad_id);
+		batch_fill(&tr->eval, &tr->test, &tr->test_rows, tr->idx, k,
+		           tr->tok.pad_id);
 		model_forward(&tr->model, &tr->eval);
 		sums[0] += crossentropy_forward_backward(
-			tr->model.logits, tr->eval.targets, tr->eval.B * tr->eval.T,
-			tr->model.cfg.vocab_size, 0.0f, &counts[0], &counts[1]);
+		    tr->model.logits, tr->eval.targets, tr->eval.B * tr->eval.T,
+		    tr->model.cfg.vocab_size, 0.0f, &counts[0], &counts[1]);
 	}
 	comm_sum_double(c, sums, 1);
 	comm_sum_long(c, counts, 2);
@@ -337,7 +343,8 @@ static long eval_exact_batch(Trainer *tr, const int *ex, int k)
 			if (done[i])
 				continue;
 			const Example *e = &d->ex[ex[i]];
-			const float *l = tr->model.logits + ((size_t)i * T + len[i] - 1) * V;
+			const float *l =
+			    tr->model.logits + ((size_t)i * T + len[i] - 1) * V;
 			int am = 0;
 			for (int v = 1; v < V; v++)
 				if (l[v] > l[am])
@@ -350,8 +357,9 @@ static long eval_exact_batch(Trainer *tr, const int *ex, int k)
 				match[i] = pos == ref_len;
 				done[i] = 1;
 			} else if (pos >= ref_len || am != e->ids[e->prompt_len + pos] ||
-				   step == maxnew) {
-				match[i] = 0; /* longer than, or differs from, the answer */
+			           step == maxnew) {
+				match[i] =
+				    0; /* longer than, or differs from, the answer */
 				done[i] = 1;
 			} else {
 				len[i]++;
@@ -397,23 +405,25 @@ static void run_eval(Trainer *tr, long step, const char *when)
 	double t0 = trl_now();
 	eval_loss(tr, &r);
 	int exact = tr->cfg->eval_max_new_tokens > 0 &&
-		    tr->test.format == TRL_FMT_PROMPT_COMPLETION;
+	            tr->test.format == TRL_FMT_PROMPT_COMPLETION;
 	if (exact)
 		eval_exact(tr, &r);
 	if (tr->comm->rank != 0)
 		return;
-	printf("eval %-6s step %ld: eval_loss %.4f  eval_mean_token_accuracy %.4f", when, step,
-	       r.loss, r.accuracy);
+	printf("eval %-6s step %ld: eval_loss %.4f  eval_mean_token_accuracy %.4f", when,
+	       step, r.loss, r.accuracy);
 	if (exact)
 		printf("  eval_exact_match %.4f (%ld answers)", r.exact_match, r.n_exact);
 	printf("  [%.1f s]\n", trl_now() - t0);
 	fflush(stdout);
 	if (tr->metrics) {
 		fprintf(tr->metrics,
-			"{\"step\": %ld, \"eval_loss\": %.6f, \"eval_mean_token_accuracy\": %.6f",
-			step, r.loss, r.accuracy);
+		        "{\"step\": %ld, \"eval_loss\": %.6f, "
+		        "\"eval_mean_token_accuracy\": %.6f",
+		        step, r.loss, r.accuracy);
 		if (exact)
-			fprintf(tr->metrics, ", \"eval_exact_match\": %.6f", r.exact_match);
+			fprintf(tr->metrics, ", \"eval_exact_match\": %.6f",
+			        r.exact_match);
 		fprintf(tr->metrics, "}\n");
 		fflush(tr->metrics);
 	}
@@ -445,8 +455,8 @@ static void train_loop(Trainer *tr)
 	size_t P = m->table.total;
 	int tty = isatty(STDERR_FILENO) && !cfg->disable_tqdm;
 	long warmup = cfg->warmup_steps > 0
-			      ? cfg->warmup_steps
-			      : (long)ceil(cfg->warmup_ratio * (double)tr->total_steps);
+	                  ? cfg->warmup_steps
+	                  : (long)ceil(cfg->warmup_ratio * (double)tr->total_steps);
 	LogWindow w = {0, trl_now(), 0, 0, 0};
 
 	for (long step = 0; step < tr->total_steps; step++) {
@@ -454,11 +464,12 @@ static void train_loop(Trainer *tr)
 		 * batch is normalised by its total number of target tokens. */
 		long counts[2] = {0, 0}; /* targets, real tokens */
 		for (int j = 0; j < GA; j++) {
-			long base = step * tr->rows_per_step + ((long)j * c->size + c->rank) * B;
+			long base =
+			    step * tr->rows_per_step + ((long)j * c->size + c->rank) * B;
 			for (int i = 0; i < B; i++)
 				tr->idx[i] = stream_row(tr, base + i);
-			counts[0] += batch_fill(&tr->mb[j], &tr->train, &tr->train_rows, tr->idx,
-						B, tr->tok.pad_id);
+			counts[0] += batch_fill(&tr->mb[j], &tr->train, &tr->train_rows,
+			                        tr->idx, B, tr->tok.pad_id);
 			const Batch *b = &tr->mb[j];
 			for (int t = 0; t < b->B * b->T; t++)
 				counts[1] += b->doc[t] >= 0;
@@ -475,9 +486,9 @@ static void train_loop(Trainer *tr)
 		for (int j = 0; j < GA && !skip; j++) {
 			Batch *b = &tr->mb[j];
 			model_forward(m, b);
-			loss_sum += crossentropy_forward_backward(m->logits, b->targets,
-								  b->B * b->T, m->cfg.vocab_size,
-								  scale, &targets, &correct);
+			loss_sum += crossentropy_forward_backward(
+			    m->logits, b->targets, b->B * b->T, m->cfg.vocab_size, scale,
+			    &targets, &correct);
 			model_backward(m, b);
 		}
 		/* Data parallel: every rank adds its gradient (already divided by the
@@ -486,7 +497,7 @@ static void train_loop(Trainer *tr)
 		long cs[2] = {targets, correct};
 		double gnorm = 0.0;
 		double lr = lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate, step,
-				       tr->total_steps, warmup);
+		                       tr->total_steps, warmup);
 		if (!skip) {
 			comm_sum_float(c, m->grads, P);
 			comm_sum_double(c, stats, 1);
@@ -494,7 +505,7 @@ static void train_loop(Trainer *tr)
 			gnorm = sqrt(grad_sumsq(m->grads, P));
 			if (cfg->max_grad_norm > 0 && gnorm > cfg->max_grad_norm)
 				grad_scale(m->grads, P,
-					   (float)(cfg->max_grad_norm / (gnorm + 1e-6)));
+				           (float)(cfg->max_grad_norm / (gnorm + 1e-6)));
 			adamw_step(&tr->opt, m->params, m->grads, lr);
 			memset(m->grads, 0, P * sizeof(float));
 		}
@@ -516,26 +527,30 @@ static void train_loop(Trainer *tr)
 			char eta[32];
 			format_eta(eta, sizeof eta, rate * (tr->total_steps - done));
 			if (tr->metrics) {
-				fprintf(tr->metrics,
-					"{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, "
-					"\"grad_norm\": %.6f, \"learning_rate\": %.6e, "
-					"\"num_tokens\": %ld, \"mean_token_accuracy\": %.6f, "
-					"\"tokens_per_second\": %.1f}\n",
-					done, epoch, loss, gnorm, lr, total_tokens, acc, tps);
+				fprintf(
+				    tr->metrics,
+				    "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, "
+				    "\"grad_norm\": %.6f, \"learning_rate\": %.6e, "
+				    "\"num_tokens\": %ld, \"mean_token_accuracy\": %.6f, "
+				    "\"tokens_per_second\": %.1f}\n",
+				    done, epoch, loss, gnorm, lr, total_tokens, acc, tps);
 				fflush(tr->metrics);
 			}
 			if (tty) {
 				fprintf(stderr,
-					"\rstep %ld/%ld | loss %.4f | acc %.3f | lr %.2e | %.0f "
-					"tok/s | ETA %s   ",
-					done, tr->total_steps, loss, acc, lr, tps, eta);
+				        "\rstep %ld/%ld | loss %.4f | acc %.3f | lr %.2e "
+				        "| %.0f "
+				        "tok/s | ETA %s   ",
+				        done, tr->total_steps, loss, acc, lr, tps, eta);
 				if (last)
 					fputc('\n', stderr);
 				fflush(stderr);
 			} else if (!cfg->disable_tqdm) {
-				printf("step %ld/%ld  loss %.4f  acc %.3f  grad_norm %.3f  lr "
+				printf("step %ld/%ld  loss %.4f  acc %.3f  grad_norm "
+				       "%.3f  lr "
 				       "%.2e  %.0f tok/s  ETA %s\n",
-				       done, tr->total_steps, loss, acc, gnorm, lr, tps, eta);
+				       done, tr->total_steps, loss, acc, gnorm, lr, tps,
+				       eta);
 				fflush(stdout);
 			}
 			w = (LogWindow){0, now, 0, 0, 0};
@@ -576,10 +591,10 @@ static int setup(Trainer *tr, TrlErr *err)
 	MPI_Allreduce(mine, hi, 4, MPI_LONG, MPI_MAX, c->world);
 	if (memcmp(lo, hi, sizeof lo) != 0)
 		rc = trl_errf(err, TRL_EINVAL,
-			      "ranks read different data from dataset_name '%s' (%ld-%ld "
-			      "train rows, %ld-%ld test examples): it must be the same "
-			      "file on every node",
-			      cfg->dataset_name, lo[1], hi[1], lo[2], hi[2]);
+		              "ranks read different data from dataset_name '%s' (%ld-%ld "
+		              "train rows, %ld-%ld test examples): it must be the same "
+		              "file on every node",
+		              cfg->dataset_name, lo[1], hi[1], lo[2], hi[2]);
 	long targets = 0;
 	for (int i = 0; i < tr->train.n && !rc; i++)
 		for (int t = 1; t < tr->train.ex[i].len; t++)
@@ -588,22 +603,23 @@ static int setup(Trainer *tr, TrlErr *err)
 		rc = trl_errf(err, TRL_EINVAL, "the training split has no rows");
 	else if (!rc && targets == 0)
 		rc = trl_errf(err, TRL_EINVAL,
-			      "no training example has a token to learn: every text is "
-			      "shorter than 2 tokens or every completion was cut by "
-			      "max_length (%d)",
-			      cfg->max_length);
+		              "no training example has a token to learn: every text is "
+		              "shorter than 2 tokens or every completion was cut by "
+		              "max_length (%d)",
+		              cfg->max_length);
 	if (!rc)
 		rc = alloc_buffers(tr, err);
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
 
 	tr->rows_per_step = (long)cfg->per_device_train_batch_size *
-			    cfg->gradient_accumulation_steps * c->size;
+	                    cfg->gradient_accumulation_steps * c->size;
 	if (cfg->max_steps > 0)
 		tr->total_steps = cfg->max_steps;
 	else
-		tr->total_steps = (long)ceil(cfg->num_train_epochs * (double)tr->train_rows.n /
-					     (double)tr->rows_per_step);
+		tr->total_steps =
+		    (long)ceil(cfg->num_train_epochs * (double)tr->train_rows.n /
+		               (double)tr->rows_per_step);
 	if (tr->total_steps < 1)
 		tr->total_steps = 1;
 	if (c->rank == 0) {
@@ -623,18 +639,20 @@ static void print_banner(const Trainer *tr)
 	printf("trl-hpc %s: %s on %d rank%s x %d thread%s\n", TRL_VERSION_STRING,
 	       tr->method->name, tr->comm->size, tr->comm->size > 1 ? "s" : "",
 	       omp_get_max_threads(), omp_get_max_threads() > 1 ? "s" : "");
-	printf("model: %s, %zu parameters (%d layers, hidden %d, heads %d/%d, vocab %d)\n",
-	       model_arch_name(m->cfg.arch), model_config_num_params(&m->cfg),
-	       m->cfg.num_hidden_layers, m->cfg.hidden_size, m->cfg.num_attention_heads,
-	       m->cfg.num_key_value_heads, m->cfg.vocab_size);
-	printf("data: %d train rows (%d examples, %s%s), %d test examples; %d skipped, %d "
-	       "truncated\n",
-	       tr->train_rows.n, tr->train.n,
-	       tr->train.format == TRL_FMT_PROMPT_COMPLETION ? "prompt-completion"
-							     : "language modeling",
-	       cfg->packing ? ", packed" : "", tr->has_test ? tr->test.n : 0,
-	       tr->train.n_skipped + tr->test.n_skipped,
-	       tr->train.n_truncated + tr->test.n_truncated);
+	printf(
+	    "model: %s, %zu parameters (%d layers, hidden %d, heads %d/%d, vocab %d)\n",
+	    model_arch_name(m->cfg.arch), model_config_num_params(&m->cfg),
+	    m->cfg.num_hidden_layers, m->cfg.hidden_size, m->cfg.num_attention_heads,
+	    m->cfg.num_key_value_heads, m->cfg.vocab_size);
+	printf(
+	    "data: %d train rows (%d examples, %s%s), %d test examples; %d skipped, %d "
+	    "truncated\n",
+	    tr->train_rows.n, tr->train.n,
+	    tr->train.format == TRL_FMT_PROMPT_COMPLETION ? "prompt-completion"
+	                                                  : "language modeling",
+	    cfg->packing ? ", packed" : "", tr->has_test ? tr->test.n : 0,
+	    tr->train.n_skipped + tr->test.n_skipped,
+	    tr->train.n_truncated + tr->test.n_truncated);
 	printf("steps: %ld (global batch %ld rows = %d per device x %d accumulation x %d "
 	       "ranks)\n",
 	       tr->total_steps, tr->rows_per_step, cfg->per_device_train_batch_size,
@@ -663,7 +681,8 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 		rc = model_save_dir(&tr.model, cfg->output_dir, err);
 		if (!rc) {
 			char path[TRL_PATH_MAX + 32];
-			snprintf(path, sizeof path, "%s/trl_config.yaml", cfg->output_dir);
+			snprintf(path, sizeof path, "%s/trl_config.yaml",
+			         cfg->output_dir);
 			FILE *f = fopen(path, "w");
 			if (f) {
 				config_write_yaml(cfg, f);
@@ -700,16 +719,18 @@ int trl_validate(const Config *cfg, const Comm *comm, FILE *out, TrlErr *err)
 	config_write_yaml(cfg, out);
 	size_t n = model_config_num_params(&mc);
 	int B = cfg->per_device_train_batch_size;
-	int B2 = cfg->per_device_eval_batch_size > B ? cfg->per_device_eval_batch_size : B;
+	int B2 =
+	    cfg->per_device_eval_batch_size > B ? cfg->per_device_eval_batch_size : B;
 	size_t act = model_activation_bytes(&mc, B2, cfg->max_length);
 	double mib = 1.0 / 1048576.0;
 	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",
-		model_arch_name(mc.arch), n, model_config_num_nonembedding_params(&mc));
-	fprintf(out,
-		"# memory per rank (fp32, AdamW, %d rank%s): parameters %.1f MiB, gradients "
-		"%.1f MiB, optimizer %.1f MiB, activations (B=%d, T=%d) %.1f MiB, total "
-		"%.1f MiB\n",
-		comm->size, comm->size > 1 ? "s" : "", 4.0 * n * mib, 4.0 * n * mib, 8.0 * n * mib, B2, cfg->max_length,
-		act * mib, (16.0 * n + act) * mib);
+	        model_arch_name(mc.arch), n, model_config_num_nonembedding_params(&mc));
+	fprintf(
+	    out,
+	    "# memory per rank (fp32, AdamW, %d rank%s): parameters %.1f MiB, gradients "
+	    "%.1f MiB, optimizer %.1f MiB, activations (B=%d, T=%d) %.1f MiB, total "
+	    "%.1f MiB\n",
+	    comm->size, comm->size > 1 ? "s" : "", 4.0 * n * mib, 4.0 * n * mib,
+	    8.0 * n * mib, B2, cfg->max_length, act * mib, (16.0 * n + act) * mib);
 	return TRL_OK;
 }

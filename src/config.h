@@ -34,13 +34,13 @@ typedef enum {
 typedef enum { TRL_TRUNC_KEEP_START = 0, TRL_TRUNC_KEEP_END } TrlTruncation;
 
 typedef struct Config {
-	TrlMethod method;                    /* method: sft */
+	TrlMethod method;                      /* method: sft */
 	char model_name_or_path[TRL_PATH_MAX]; /* "" = new model from the model: block */
 	char output_dir[TRL_PATH_MAX];
-	char dataset_name[TRL_PATH_MAX];       /* a .jsonl file, or a folder of <split>.jsonl */
-	char dataset_train_split[64];          /* "train" */
-	char dataset_test_split[64];           /* "test" */
-	char dataset_text_field[64];           /* "text" */
+	char dataset_name[TRL_PATH_MAX]; /* a .jsonl file, or a folder of <split>.jsonl */
+	char dataset_train_split[64];    /* "train" */
+	char dataset_test_split[64];     /* "test" */
+	char dataset_text_field[64];     /* "text" */
 	int per_device_train_batch_size;
 	int per_device_eval_batch_size;
 	int gradient_accumulation_steps;
@@ -55,7 +55,7 @@ typedef struct Config {
 	double num_train_epochs;
 	int max_steps; /* -1 = from num_train_epochs */
 	int logging_steps;
-	int eval_steps; /* 0 = only before and after training */
+	int eval_steps;          /* 0 = only before and after training */
 	int eval_max_new_tokens; /* greedy answers for exact-match accuracy; 0 = off */
 	int eval_max_samples;    /* 0 = the whole test split */
 	long seed;
@@ -63,9 +63,10 @@ typedef struct Config {
 	TrlTruncation truncation_mode;
 	int packing;
 	int completion_only_loss; /* -1 = None (on for prompt-completion data) */
-	int skip_invalid_rows;    /* skip and count malformed JSONL rows instead of failing */
-	int threads_per_rank;     /* 0 = cores on the node / ranks on the node */
-	int disable_tqdm;         /* no console progress line */
+	int skip_invalid_rows; /* skip and count malformed JSONL rows instead of failing
+	                        */
+	int threads_per_rank;  /* 0 = cores on the node / ranks on the node */
+	int disable_tqdm;      /* no console progress line */
 	ModelConfig model;
 	char source[TRL_PATH_MAX]; /* the YAML file the config came from, or "" */
 } Config;
@@ -81,7 +82,7 @@ int config_load_yaml(Config *c, const char *path, TrlErr *err);
 /* Sets one key from its text form (as on the command line); `origin` names
  * where the value came from for error messages ("command line"). */
 int config_set(Config *c, const char *key, const char *value, const char *origin,
-	       TrlErr *err);
+               TrlErr *err);
 
 /* Parses `--key value` / `--key=value` pairs in argv[first..argc). */
 int config_apply_args(Config *c, int argc, char **argv, int first, TrlErr *err);

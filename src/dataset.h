@@ -33,11 +33,11 @@ typedef struct DatasetOptions {
 } DatasetOptions;
 
 typedef struct Example {
-	int32_t *ids;    /* (len) into the dataset's pool */
-	uint8_t *mask;   /* (len) */
+	int32_t *ids;  /* (len) into the dataset's pool */
+	uint8_t *mask; /* (len) */
 	int len;
 	int prompt_len;
-	int line;        /* 1-based line in the JSONL file */
+	int line; /* 1-based line in the JSONL file */
 } Example;
 
 typedef struct Dataset {
@@ -53,7 +53,7 @@ typedef struct Dataset {
 
 /* Loads and tokenizes a JSONL file. dataset_free is safe on a zeroed struct. */
 int dataset_load_jsonl(Dataset *d, const char *path, const DatasetOptions *opt,
-		       const Tokenizer *tok, TrlErr *err);
+                       const Tokenizer *tok, TrlErr *err);
 void dataset_free(Dataset *d);
 
 /* A training row: one example, or several packed into max_length tokens. */
@@ -81,7 +81,7 @@ void rows_free(RowSet *rs);
  * (targets[t] = ids[t+1] where mask[t+1] and t+1 is in the same example,
  * else -1). pad_id fills padding. Returns the number of target tokens. */
 long batch_fill(Batch *b, const Dataset *d, const RowSet *rs, const int *idx, int nrows,
-		int pad_id);
+                int pad_id);
 
 /* Longest row, for allocating activations. */
 int rows_max_len(const RowSet *rs);

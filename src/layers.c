@@ -7,6 +7,16 @@
 #include <omp.h>
 #include <string.h>
 
+/* The block [*c0, *c1) of C columns that the calling OpenMP thread owns. Weight
+ * gradients are summed over rows; splitting the columns instead of the rows
+ * means no two threads ever add into the same entry. */
+static void thread_columns(int C, int *c0, int *c1)
+{
+	int nt = omp_get_num_threads(), t = omp_get_thread_num();
+	*c0 = (int)((long)C * t / nt);
+	*c1 = (int)((long)C * (t + 1) / nt);
+}
+
 /* ---- matmul ---------------------------------------------------------------- */
 
 static void add_bias_rows(float *out, const float *bias, int N, int OC)
@@ -20,18 +30,18 @@ static void add_bias_rows(float *out, const float *bias, int N, int OC)
 }
 
 static void gemm_xw(float *out, const float *in, const float *w, int N, int IC, int OC,
-		    TrlWLayout layout, float beta)
+                    TrlWLayout layout, float beta)
 {
 	if (layout == TRL_W_OUT_IN)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, in, IC,
-			    w, IC, beta, out, OC);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, in,
+		            IC, w, IC, beta, out, OC);
 	else
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, in,
-			    IC, w, OC, beta, out, OC);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f,
+		            in, IC, w, OC, beta, out, OC);
 }
 
-void matmul_forward(float *out, const float *in, const float *w, const float *bias,
-		    int N, int IC, int OC, TrlWLayout layout)
+void matmul_forward(float *out, const float *in, const float *w, const float *bias, int N,
+                    int IC, int OC, TrlWLayout layout)
 {
 	gemm_xw(out, in, w, N, IC, OC, layout, 0.0f);
 	if (bias)
@@ -39,7 +49,7 @@ void matmul_forward(float *out, const float *in, const float *w, const float *bi
 }
 
 void matmul_forward_add(float *out, const float *in, const float *w, const float *bias,
-			int N, int IC, int OC, TrlWLayout layout)
+                        int N, int IC, int OC, TrlWLayout layout)
 {
 	gemm_xw(out, in, w, N, IC, OC, layout, 1.0f);
 	if (bias)
@@ -47,32 +57,30 @@ void matmul_forward_add(float *out, const float *in, const float *w, const float
 }
 
 void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
-		     const float *in, const float *w, int N, int IC, int OC,
-		     TrlWLayout layout)
+                     const float *in, const float *w, int N, int IC, int OC,
+                     TrlWLayout layout)
 {
 	if (din) {
 		if (layout == TRL_W_OUT_IN) /* din (N,IC) += dout (N,OC) W (OC,IC) */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f,
-				    dout, OC, w, IC, 1.0f, din, IC);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC,
+			            1.0f, dout, OC, w, IC, 1.0f, din, IC);
 		else /* din += dout W^T, W (IC,OC) */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC, 1.0f,
-				    dout, OC, w, OC, 1.0f, din, IC);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC,
+			            1.0f, dout, OC, w, OC, 1.0f, din, IC);
 	}
 	if (dw) {
 		if (layout == TRL_W_OUT_IN) /* dW (OC,IC) += dout^T in */
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f,
-				    dout, OC, in, IC, 1.0f, dw, IC);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N,
+			            1.0f, dout, OC, in, IC, 1.0f, dw, IC);
 		else /* dW (IC,OC) += in^T dout */
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N, 1.0f, in,
-				    IC, dout, OC, 1.0f, dw, OC);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N,
+			            1.0f, in, IC, dout, OC, 1.0f, dw, OC);
 	}
 	if (dbias) {
-		/* Each thread owns a block of columns and sweeps all rows, so no two
-		 * threads write the same dbias entry. */
 #pragma omp parallel
 		{
-			int nt = omp_get_num_threads(), t = omp_get_thread_num();
-			int c0 = (int)((long)OC * t / nt), c1 = (int)((long)OC * (t + 1) / nt);
+			int c0, c1;
+			thread_columns(OC, &c0, &c1);
 			for (int n = 0; n < N; n++) {
 				const float *d = dout + (size_t)n * OC;
 				for (int c = c0; c < c1; c++)
@@ -83,14 +91,14 @@ void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
 }
 
 void matmul_forward_naive(float *out, const float *in, const float *w, const float *bias,
-			  int N, int IC, int OC, TrlWLayout layout)
+                          int N, int IC, int OC, TrlWLayout layout)
 {
 	for (int n = 0; n < N; n++)
 		for (int o = 0; o < OC; o++) {
 			double acc = bias ? bias[o] : 0.0;
 			for (int i = 0; i < IC; i++) {
 				float wv = layout == TRL_W_OUT_IN ? w[(size_t)o * IC + i]
-								  : w[(size_t)i * OC + o];
+				                                  : w[(size_t)i * OC + o];
 				acc += (double)in[(size_t)n * IC + i] * wv;
 			}
 			out[(size_t)n * OC + o] = (float)acc;
@@ -100,7 +108,7 @@ void matmul_forward_naive(float *out, const float *in, const float *w, const flo
 /* ---- embeddings ------------------------------------------------------------ */
 
 void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
-		       const float *wte, const float *wpe, int N, int C)
+                       const float *wte, const float *wpe, int N, int C)
 {
 #pragma omp parallel for schedule(static)
 	for (int n = 0; n < N; n++) {
@@ -117,14 +125,13 @@ void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
 }
 
 void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *ids,
-			const int32_t *pos, int N, int C)
+                        const int32_t *pos, int N, int C)
 {
-	/* Rows may repeat (the same token twice), so threads split the channels,
-	 * not the rows. */
+	/* Rows may repeat (the same token twice): threads split the channels. */
 #pragma omp parallel
 	{
-		int nt = omp_get_num_threads(), t = omp_get_thread_num();
-		int c0 = (int)((long)C * t / nt), c1 = (int)((long)C * (t + 1) / nt);
+		int c0, c1;
+		thread_columns(C, &c0, &c1);
 		for (int n = 0; n < N; n++) {
 			const float *d = dout + (size_t)n * C;
 			if (dwte) {
@@ -144,7 +151,7 @@ void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32
 /* ---- norms ----------------------------------------------------------------- */
 
 void rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, int N,
-		     int C, float eps)
+                     int C, float eps)
 {
 #pragma omp parallel for schedule(static)
 	for (int n = 0; n < N; n++) {
@@ -161,7 +168,7 @@ void rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, i
 }
 
 void rmsnorm_backward(float *din, float *dw, const float *dout, const float *in,
-		      const float *w, const float *rstd, int N, int C)
+                      const float *w, const float *rstd, int N, int C)
 {
 	/* y = w * x * r with r = (mean(x^2) + eps)^-1/2, so
 	 * dx = r * (g - x * r^2 * mean(g * x)) where g = dy * w. */
@@ -182,10 +189,11 @@ void rmsnorm_backward(float *din, float *dw, const float *dout, const float *in,
 	if (dw) {
 #pragma omp parallel
 		{
-			int nt = omp_get_num_threads(), t = omp_get_thread_num();
-			int c0 = (int)((long)C * t / nt), c1 = (int)((long)C * (t + 1) / nt);
+			int c0, c1;
+			thread_columns(C, &c0, &c1);
 			for (int n = 0; n < N; n++) {
-				const float *x = in + (size_t)n * C, *d = dout + (size_t)n * C;
+				const float *x = in + (size_t)n * C,
+				            *d = dout + (size_t)n * C;
 				float r = rstd[n];
 				for (int c = c0; c < c1; c++)
 					dw[c] += d[c] * x[c] * r;
@@ -195,7 +203,7 @@ void rmsnorm_backward(float *din, float *dw, const float *dout, const float *in,
 }
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *in,
-		       const float *w, const float *b, int N, int C, float eps)
+                       const float *w, const float *b, int N, int C, float eps)
 {
 #pragma omp parallel for schedule(static)
 	for (int n = 0; n < N; n++) {
@@ -218,8 +226,8 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *in,
 }
 
 void layernorm_backward(float *din, float *dw, float *db, const float *dout,
-			const float *in, const float *w, const float *mean,
-			const float *rstd, int N, int C)
+                        const float *in, const float *w, const float *mean,
+                        const float *rstd, int N, int C)
 {
 	/* xhat = (x - mean) r; g = dy * w;
 	 * dx = r * (g - mean(g) - xhat * mean(g * xhat)). */
@@ -245,10 +253,11 @@ void layernorm_backward(float *din, float *dw, float *db, const float *dout,
 	if (dw || db) {
 #pragma omp parallel
 		{
-			int nt = omp_get_num_threads(), t = omp_get_thread_num();
-			int c0 = (int)((long)C * t / nt), c1 = (int)((long)C * (t + 1) / nt);
+			int c0, c1;
+			thread_columns(C, &c0, &c1);
 			for (int n = 0; n < N; n++) {
-				const float *x = in + (size_t)n * C, *d = dout + (size_t)n * C;
+				const float *x = in + (size_t)n * C,
+				            *d = dout + (size_t)n * C;
 				float m = mean[n], r = rstd[n];
 				for (int c = c0; c < c1; c++) {
 					if (dw)
@@ -266,7 +275,7 @@ void layernorm_backward(float *din, float *dw, float *db, const float *dout,
 /* Rotates every head of each row by its position's angles; sign = +1 forward,
  * -1 for the inverse rotation (the backward of a rotation is its transpose). */
 static void rope_apply(float *x, const int32_t *pos, int N, int H, int D, float theta,
-		       float sign)
+                       float sign)
 {
 	int half = D / 2;
 #pragma omp parallel
@@ -339,7 +348,7 @@ void swiglu_forward(float *out, const float *gate, const float *up, size_t n)
 }
 
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-		     const float *up, size_t n)
+                     const float *up, size_t n)
 {
 #pragma omp parallel for schedule(static)
 	for (size_t i = 0; i < n; i++) {
@@ -386,8 +395,8 @@ static void masked_softmax_row(float *row, const int32_t *doc, int t, int T)
 }
 
 void attention_forward(float *out, float *att, const float *q, const float *k,
-		       const float *v, const int32_t *doc, int B, int T, int H, int KV,
-		       int D)
+                       const float *v, const int32_t *doc, int B, int T, int H, int KV,
+                       int D)
 {
 	int HD = H * D, KD = KV * D, group = H / KV;
 	float scale = 1.0f / sqrtf((float)D);
@@ -401,21 +410,24 @@ void attention_forward(float *out, float *att, const float *q, const float *k,
 		const int32_t *db = doc + (size_t)b * T;
 		/* scores (T, T) = scale * Q K^T; inside a parallel region OpenBLAS
 		 * runs single-threaded. */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, qh, HD,
-			    kh_, KD, 0.0f, a, T);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, qh,
+		            HD, kh_, KD, 0.0f, a, T);
 		for (int t = 0; t < T; t++)
 			masked_softmax_row(a + (size_t)t * T, db, t, T);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, a, T, vh,
-			    KD, 0.0f, out + (size_t)b * T * HD + (size_t)h * D, HD);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, a,
+		            T, vh, KD, 0.0f, out + (size_t)b * T * HD + (size_t)h * D,
+		            HD);
 	}
 }
 
-size_t attention_scratch_floats(int T) { return (size_t)T * T; }
+size_t attention_scratch_floats(int T)
+{
+	return (size_t)T * T;
+}
 
 void attention_backward(float *dq, float *dk, float *dv, float *scratch,
-			const float *dout, const float *q, const float *k,
-			const float *v, const float *att, int B, int T, int H, int KV,
-			int D)
+                        const float *dout, const float *q, const float *k, const float *v,
+                        const float *att, int B, int T, int H, int KV, int D)
 {
 	int HD = H * D, KD = KV * D, group = H / KV;
 	float scale = 1.0f / sqrtf((float)D);
@@ -435,12 +447,13 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch,
 			const float *doh = dout + (size_t)b * T * HD + (size_t)h * D;
 			float *dqh = dq + (size_t)b * T * HD + (size_t)h * D;
 			/* dV += P^T dO */
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, a, T,
-				    doh, HD, 1.0f, dvb, KD);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T,
+			            1.0f, a, T, doh, HD, 1.0f, dvb, KD);
 			/* dP = dO V^T */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, doh,
-				    HD, vb, KD, 0.0f, dp, T);
-			/* dS = P * (dP - rowsum(P * dP)) * scale; masked entries have P = 0. */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D,
+			            1.0f, doh, HD, vb, KD, 0.0f, dp, T);
+			/* dS = P * (dP - rowsum(P * dP)) * scale; masked entries have P =
+			 * 0. */
 			for (int t = 0; t < T; t++) {
 				const float *pr = a + (size_t)t * T;
 				float *dr = dp + (size_t)t * T;
@@ -454,17 +467,17 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch,
 					dr[s] = 0.0f;
 			}
 			/* dQ += dS K; dK += dS^T Q */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, dp,
-				    T, kb, KD, 1.0f, dqh, HD);
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, dp, T,
-				    qh, HD, 1.0f, dkb, KD);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T,
+			            1.0f, dp, T, kb, KD, 1.0f, dqh, HD);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T,
+			            1.0f, dp, T, qh, HD, 1.0f, dkb, KD);
 		}
 	}
 }
 
 void attention_forward_naive(float *out, float *att, const float *q, const float *k,
-			     const float *v, const int32_t *doc, int B, int T, int H,
-			     int KV, int D)
+                             const float *v, const int32_t *doc, int B, int T, int H,
+                             int KV, int D)
 {
 	int HD = H * D, KD = KV * D, group = H / KV;
 	double scale = 1.0 / sqrt((double)D);
@@ -478,15 +491,18 @@ void attention_forward_naive(float *out, float *att, const float *q, const float
 				for (int s = 0; s < T; s++) {
 					double sc = 0.0;
 					for (int d = 0; d < D; d++)
-						sc += (double)q[((size_t)b * T + t) * HD + h * D + d] *
-						      k[((size_t)b * T + s) * KD + kh * D + d];
+						sc += (double)q[((size_t)b * T + t) * HD +
+						                h * D + d] *
+						      k[((size_t)b * T + s) * KD +
+						        kh * D + d];
 					a[s] = (float)(sc * scale);
 					if (att_allowed(db, t, s) && a[s] > mx)
 						mx = a[s];
 				}
 				double sum = 0.0;
 				for (int s = 0; s < T; s++) {
-					double e = att_allowed(db, t, s) ? exp(a[s] - mx) : 0.0;
+					double e =
+					    att_allowed(db, t, s) ? exp(a[s] - mx) : 0.0;
 					a[s] = (float)e;
 					sum += e;
 				}
@@ -496,8 +512,10 @@ void attention_forward_naive(float *out, float *att, const float *q, const float
 					double acc = 0.0;
 					for (int s = 0; s < T; s++)
 						acc += (double)a[s] *
-						       v[((size_t)b * T + s) * KD + kh * D + d];
-					out[((size_t)b * T + t) * HD + h * D + d] = (float)acc;
+						       v[((size_t)b * T + s) * KD +
+						         kh * D + d];
+					out[((size_t)b * T + t) * HD + h * D + d] =
+					    (float)acc;
 				}
 			}
 		}
@@ -505,9 +523,8 @@ void attention_forward_naive(float *out, float *att, const float *q, const float
 
 /* ---- cross-entropy --------------------------------------------------------- */
 
-double crossentropy_forward_backward(float *logits, const int32_t *targets, int N,
-				     int V, float grad_scale, long *count,
-				     long *correct)
+double crossentropy_forward_backward(float *logits, const int32_t *targets, int N, int V,
+                                     float grad_scale, long *count, long *correct)
 {
 	/* Per-thread partial sums added in thread order: OpenMP's reduction clause
 	 * combines in arrival order, which would make the logged loss differ in the

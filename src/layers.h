@@ -18,34 +18,34 @@
 typedef enum { TRL_W_OUT_IN = 0, TRL_W_IN_OUT = 1 } TrlWLayout;
 
 /* out (N, OC) = in (N, IC) . W (+ bias (OC)). out is overwritten. */
-void matmul_forward(float *out, const float *in, const float *w, const float *bias,
-		    int N, int IC, int OC, TrlWLayout layout);
+void matmul_forward(float *out, const float *in, const float *w, const float *bias, int N,
+                    int IC, int OC, TrlWLayout layout);
 /* out (N, OC) += in . W (+ bias): the residual form, out holds the residual. */
 void matmul_forward_add(float *out, const float *in, const float *w, const float *bias,
-			int N, int IC, int OC, TrlWLayout layout);
+                        int N, int IC, int OC, TrlWLayout layout);
 /* din (N, IC) += dout W^T-ish; dw += ...; dbias (OC) += column sums of dout. */
 void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
-		     const float *in, const float *w, int N, int IC, int OC,
-		     TrlWLayout layout);
+                     const float *in, const float *w, int N, int IC, int OC,
+                     TrlWLayout layout);
 
 /* out (N, C) = wte[ids] (+ wpe[pos] when wpe is not NULL). */
 void embedding_forward(float *out, const int32_t *ids, const int32_t *pos,
-		       const float *wte, const float *wpe, int N, int C);
-void embedding_backward(float *dwte, float *dwpe, const float *dout,
-			const int32_t *ids, const int32_t *pos, int N, int C);
+                       const float *wte, const float *wpe, int N, int C);
+void embedding_backward(float *dwte, float *dwpe, const float *dout, const int32_t *ids,
+                        const int32_t *pos, int N, int C);
 
 /* RMSNorm (llama): out = in * rstd * w, rstd (N) = 1/sqrt(mean(in^2) + eps). */
 void rmsnorm_forward(float *out, float *rstd, const float *in, const float *w, int N,
-		     int C, float eps);
+                     int C, float eps);
 void rmsnorm_backward(float *din, float *dw, const float *dout, const float *in,
-		      const float *w, const float *rstd, int N, int C);
+                      const float *w, const float *rstd, int N, int C);
 
 /* LayerNorm (gpt2): mean, rstd (N). */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *in,
-		       const float *w, const float *b, int N, int C, float eps);
+                       const float *w, const float *b, int N, int C, float eps);
 void layernorm_backward(float *din, float *dw, float *db, const float *dout,
-			const float *in, const float *w, const float *mean,
-			const float *rstd, int N, int C);
+                        const float *in, const float *w, const float *mean,
+                        const float *rstd, int N, int C);
 
 /* Rotary embedding in place on x (N, H, D), Hugging Face rotate_half layout
  * (pairs are (i, i + D/2)), angle pos[n] * theta^(-2i/D). Backward rotates the
@@ -60,7 +60,7 @@ void gelu_backward(float *din, const float *dout, const float *in, size_t n);
 /* SwiGLU: out = silu(gate) * up, elementwise over n values. */
 void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
-		     const float *up, size_t n);
+                     const float *up, size_t n);
 
 /* Causal self-attention with grouped-query heads and document masking.
  * q (B, T, H*D), k and v (B, T, KV*D), out (B, T, H*D), att (B, H, T, T) keeps
@@ -69,15 +69,14 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
  * itself and nothing sees padding). Query head h reads key/value head
  * h / (H / KV). Scores are scaled by 1/sqrt(D). */
 void attention_forward(float *out, float *att, const float *q, const float *k,
-		       const float *v, const int32_t *doc, int B, int T, int H, int KV,
-		       int D);
+                       const float *v, const int32_t *doc, int B, int T, int H, int KV,
+                       int D);
 /* scratch: at least attention_scratch_floats(T) floats per OpenMP thread,
  * laid out consecutively (omp_get_max_threads() blocks). */
 size_t attention_scratch_floats(int T);
 void attention_backward(float *dq, float *dk, float *dv, float *scratch,
-			const float *dout, const float *q, const float *k,
-			const float *v, const float *att, int B, int T, int H, int KV,
-			int D);
+                        const float *dout, const float *q, const float *k, const float *v,
+                        const float *att, int B, int T, int H, int KV, int D);
 
 /* Cross-entropy over rows of logits (N, V) with targets (N), -1 = ignored.
  * Returns the SUM of -log p(target) over non-ignored rows (in double), adds the
@@ -85,16 +84,15 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch,
  * to *correct (either may be NULL). When grad_scale != 0 the logits are
  * replaced IN PLACE by grad_scale * (softmax - onehot) for target rows and by
  * 0 for ignored rows, which is d(grad_scale * sum loss)/d(logits). */
-double crossentropy_forward_backward(float *logits, const int32_t *targets, int N,
-				     int V, float grad_scale, long *count,
-				     long *correct);
+double crossentropy_forward_backward(float *logits, const int32_t *targets, int N, int V,
+                                     float grad_scale, long *count, long *correct);
 
 /* Reference (naive, triple-loop, no BLAS) versions kept beside the fast ones
  * as the oracle for tests. */
-void matmul_forward_naive(float *out, const float *in, const float *w,
-			  const float *bias, int N, int IC, int OC, TrlWLayout layout);
+void matmul_forward_naive(float *out, const float *in, const float *w, const float *bias,
+                          int N, int IC, int OC, TrlWLayout layout);
 void attention_forward_naive(float *out, float *att, const float *q, const float *k,
-			     const float *v, const int32_t *doc, int B, int T, int H,
-			     int KV, int D);
+                             const float *v, const int32_t *doc, int B, int T, int H,
+                             int KV, int D);
 
 #endif

@@ -21,7 +21,8 @@ int batch_alloc(Batch *b, int B, int T, TrlErr *err)
 	b->targets = trl_alloc(n * sizeof(int32_t));
 	if (!b->ids || !b->pos || !b->doc || !b->targets) {
 		batch_free(b);
-		return trl_errf(err, TRL_ENOMEM, "out of memory for a (%d, %d) batch", B, T);
+		return trl_errf(err, TRL_ENOMEM, "out of memory for a (%d, %d) batch", B,
+		                T);
 	}
 	b->B = B;
 	b->T = T;
@@ -37,17 +38,17 @@ void batch_free(Batch *b)
 	memset(b, 0, sizeof *b);
 }
 
-/* Finds the tensor `suffix` of layer l (or a global one when l < 0). */
-static float *ptr(const ParamTable *t, float *base, int l, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static float *ptr(const ParamTable *t, float *base, int l, const char *fmt, ...)
+/* The slab address of the tensor named by the format, or NULL when the
+ * architecture has no such tensor. */
+static float *ptr(const ParamTable *t, float *base, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static float *ptr(const ParamTable *t, float *base, const char *fmt, ...)
 {
 	char name[TRL_PARAM_NAME_MAX];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(name, sizeof name, fmt, ap);
 	va_end(ap);
-	(void)l;
 	const ParamInfo *p = params_find(t, name);
 	return p ? base + p->offset : NULL;
 }
@@ -59,47 +60,48 @@ static int wire(const ModelConfig *mc, const ParamTable *t, float *base, ModelPt
 	if (!w->layer)
 		return TRL_ENOMEM;
 	if (mc->arch == TRL_ARCH_GPT2) {
-		w->wte = ptr(t, base, -1, "transformer.wte.weight");
-		w->wpe = ptr(t, base, -1, "transformer.wpe.weight");
-		w->lnf_w = ptr(t, base, -1, "transformer.ln_f.weight");
-		w->lnf_b = ptr(t, base, -1, "transformer.ln_f.bias");
+		w->wte = ptr(t, base, "transformer.wte.weight");
+		w->wpe = ptr(t, base, "transformer.wpe.weight");
+		w->lnf_w = ptr(t, base, "transformer.ln_f.weight");
+		w->lnf_b = ptr(t, base, "transformer.ln_f.bias");
 		w->lm_head = w->wte;
 		for (int l = 0; l < L; l++) {
 			LayerPtrs *p = &w->layer[l];
 			const char *h = "transformer.h";
-			p->ln1_w = ptr(t, base, l, "%s.%d.ln_1.weight", h, l);
-			p->ln1_b = ptr(t, base, l, "%s.%d.ln_1.bias", h, l);
-			p->qkv_w = ptr(t, base, l, "%s.%d.attn.c_attn.weight", h, l);
-			p->qkv_b = ptr(t, base, l, "%s.%d.attn.c_attn.bias", h, l);
-			p->o_w = ptr(t, base, l, "%s.%d.attn.c_proj.weight", h, l);
-			p->o_b = ptr(t, base, l, "%s.%d.attn.c_proj.bias", h, l);
-			p->ln2_w = ptr(t, base, l, "%s.%d.ln_2.weight", h, l);
-			p->ln2_b = ptr(t, base, l, "%s.%d.ln_2.bias", h, l);
-			p->fc_w = ptr(t, base, l, "%s.%d.mlp.c_fc.weight", h, l);
-			p->fc_b = ptr(t, base, l, "%s.%d.mlp.c_fc.bias", h, l);
-			p->proj_w = ptr(t, base, l, "%s.%d.mlp.c_proj.weight", h, l);
-			p->proj_b = ptr(t, base, l, "%s.%d.mlp.c_proj.bias", h, l);
+			p->ln1_w = ptr(t, base, "%s.%d.ln_1.weight", h, l);
+			p->ln1_b = ptr(t, base, "%s.%d.ln_1.bias", h, l);
+			p->qkv_w = ptr(t, base, "%s.%d.attn.c_attn.weight", h, l);
+			p->qkv_b = ptr(t, base, "%s.%d.attn.c_attn.bias", h, l);
+			p->o_w = ptr(t, base, "%s.%d.attn.c_proj.weight", h, l);
+			p->o_b = ptr(t, base, "%s.%d.attn.c_proj.bias", h, l);
+			p->ln2_w = ptr(t, base, "%s.%d.ln_2.weight", h, l);
+			p->ln2_b = ptr(t, base, "%s.%d.ln_2.bias", h, l);
+			p->fc_w = ptr(t, base, "%s.%d.mlp.c_fc.weight", h, l);
+			p->fc_b = ptr(t, base, "%s.%d.mlp.c_fc.bias", h, l);
+			p->proj_w = ptr(t, base, "%s.%d.mlp.c_proj.weight", h, l);
+			p->proj_b = ptr(t, base, "%s.%d.mlp.c_proj.bias", h, l);
 		}
 	} else {
-		w->wte = ptr(t, base, -1, "model.embed_tokens.weight");
-		w->lnf_w = ptr(t, base, -1, "model.norm.weight");
-		w->lm_head = mc->tie_word_embeddings ? w->wte
-						     : ptr(t, base, -1, "lm_head.weight");
+		w->wte = ptr(t, base, "model.embed_tokens.weight");
+		w->lnf_w = ptr(t, base, "model.norm.weight");
+		w->lm_head =
+		    mc->tie_word_embeddings ? w->wte : ptr(t, base, "lm_head.weight");
 		for (int l = 0; l < L; l++) {
 			LayerPtrs *p = &w->layer[l];
 			const char *m = "model.layers";
-			p->ln1_w = ptr(t, base, l, "%s.%d.input_layernorm.weight", m, l);
-			p->q_w = ptr(t, base, l, "%s.%d.self_attn.q_proj.weight", m, l);
-			p->k_w = ptr(t, base, l, "%s.%d.self_attn.k_proj.weight", m, l);
-			p->v_w = ptr(t, base, l, "%s.%d.self_attn.v_proj.weight", m, l);
-			p->o_w = ptr(t, base, l, "%s.%d.self_attn.o_proj.weight", m, l);
-			p->q_b = ptr(t, base, l, "%s.%d.self_attn.q_proj.bias", m, l);
-			p->k_b = ptr(t, base, l, "%s.%d.self_attn.k_proj.bias", m, l);
-			p->v_b = ptr(t, base, l, "%s.%d.self_attn.v_proj.bias", m, l);
-			p->ln2_w = ptr(t, base, l, "%s.%d.post_attention_layernorm.weight", m, l);
-			p->gate_w = ptr(t, base, l, "%s.%d.mlp.gate_proj.weight", m, l);
-			p->up_w = ptr(t, base, l, "%s.%d.mlp.up_proj.weight", m, l);
-			p->down_w = ptr(t, base, l, "%s.%d.mlp.down_proj.weight", m, l);
+			p->ln1_w = ptr(t, base, "%s.%d.input_layernorm.weight", m, l);
+			p->q_w = ptr(t, base, "%s.%d.self_attn.q_proj.weight", m, l);
+			p->k_w = ptr(t, base, "%s.%d.self_attn.k_proj.weight", m, l);
+			p->v_w = ptr(t, base, "%s.%d.self_attn.v_proj.weight", m, l);
+			p->o_w = ptr(t, base, "%s.%d.self_attn.o_proj.weight", m, l);
+			p->q_b = ptr(t, base, "%s.%d.self_attn.q_proj.bias", m, l);
+			p->k_b = ptr(t, base, "%s.%d.self_attn.k_proj.bias", m, l);
+			p->v_b = ptr(t, base, "%s.%d.self_attn.v_proj.bias", m, l);
+			p->ln2_w =
+			    ptr(t, base, "%s.%d.post_attention_layernorm.weight", m, l);
+			p->gate_w = ptr(t, base, "%s.%d.mlp.gate_proj.weight", m, l);
+			p->up_w = ptr(t, base, "%s.%d.mlp.up_proj.weight", m, l);
+			p->down_w = ptr(t, base, "%s.%d.mlp.down_proj.weight", m, l);
 		}
 	}
 	return TRL_OK;
@@ -124,9 +126,10 @@ int model_init(Model *m, const ModelConfig *mc, TrlErr *err)
 		goto nomem;
 	return TRL_OK;
 nomem:
-	rc = trl_errf(err, TRL_ENOMEM,
-		      "out of memory for %zu parameters (%.1f MiB for weights and gradients)",
-		      m->table.total, 2.0 * m->table.total * sizeof(float) / 1048576.0);
+	rc = trl_errf(
+	    err, TRL_ENOMEM,
+	    "out of memory for %zu parameters (%.1f MiB for weights and gradients)",
+	    m->table.total, 2.0 * m->table.total * sizeof(float) / 1048576.0);
 	model_free(m);
 	return rc;
 }
@@ -200,11 +203,11 @@ static Sizes sizes_of(const ModelConfig *mc, int B, int T)
 static size_t carve(Model *m, const Sizes *s, float *base, int threads)
 {
 	size_t off = 0;
-#define TAKE(dst, n)                                                                   \
-	do {                                                                           \
-		if (base)                                                              \
-			(dst) = base + off;                                            \
-		off += ((n) + 15) & ~(size_t)15;                                       \
+#define TAKE(dst, n)                                                                     \
+	do {                                                                             \
+		if (base)                                                                \
+			(dst) = base + off;                                              \
+		off += ((n) + 15) & ~(size_t)15;                                         \
 	} while (0)
 	float *dummy;
 	int gpt2 = m->cfg.arch == TRL_ARCH_GPT2;
@@ -268,10 +271,11 @@ int model_alloc_activations(Model *m, int B, int T, TrlErr *err)
 	if (B < 1 || T < 1)
 		return trl_errf(err, TRL_EINVAL, "activations need B >= 1 and T >= 1");
 	if (m->cfg.arch == TRL_ARCH_GPT2 && T > m->cfg.max_position_embeddings)
-		return trl_errf(err, TRL_EINVAL,
-				"sequence length %d exceeds model.max_position_embeddings "
-				"(%d): lower max_length or raise max_position_embeddings",
-				T, m->cfg.max_position_embeddings);
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "sequence length %d exceeds model.max_position_embeddings "
+		    "(%d): lower max_length or raise max_position_embeddings",
+		    T, m->cfg.max_position_embeddings);
 	free(m->acts);
 	trl_free(m->act_slab);
 	m->acts = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->acts);
@@ -284,10 +288,11 @@ int model_alloc_activations(Model *m, int B, int T, TrlErr *err)
 	if (!m->acts || !m->act_slab) {
 		free(m->acts);
 		m->acts = NULL;
-		return trl_errf(err, TRL_ENOMEM,
-				"out of memory for activations of a (%d, %d) batch (%.1f MiB): "
-				"lower per_device_train_batch_size or max_length",
-				B, T, m->act_floats * 4.0 / 1048576.0);
+		return trl_errf(
+		    err, TRL_ENOMEM,
+		    "out of memory for activations of a (%d, %d) batch (%.1f MiB): "
+		    "lower per_device_train_batch_size or max_length",
+		    B, T, m->act_floats * 4.0 / 1048576.0);
 	}
 	carve(m, &s, m->act_slab, threads);
 	return TRL_OK;
@@ -296,7 +301,7 @@ int model_alloc_activations(Model *m, int B, int T, TrlErr *err)
 /* ---- forward --------------------------------------------------------------- */
 
 static void norm_forward(const Model *m, float *out, float *mean, float *rstd,
-			 const float *in, const float *w, const float *b, int N)
+                         const float *in, const float *w, const float *b, int N)
 {
 	int C = m->cfg.hidden_size;
 	if (m->cfg.arch == TRL_ARCH_GPT2)
@@ -306,8 +311,8 @@ static void norm_forward(const Model *m, float *out, float *mean, float *rstd,
 }
 
 static void norm_backward(const Model *m, float *din, float *dw, float *db,
-			  const float *dout, const float *in, const float *w,
-			  const float *mean, const float *rstd, int N)
+                          const float *dout, const float *in, const float *w,
+                          const float *mean, const float *rstd, int N)
 {
 	int C = m->cfg.hidden_size;
 	if (m->cfg.arch == TRL_ARCH_GPT2)
@@ -330,7 +335,7 @@ static void split_qkv(float *q, float *k, float *v, const float *qkv, int N, int
 }
 
 static void join_qkv(float *qkv, const float *q, const float *k, const float *v, int N,
-		     int C)
+                     int C)
 {
 #pragma omp parallel for schedule(static)
 	for (int n = 0; n < N; n++) {
@@ -359,54 +364,63 @@ void model_forward(Model *m, const Batch *b)
 {
 	const ModelConfig *mc = &m->cfg;
 	int B = b->B, T = b->T, N = B * T;
-	int C = mc->hidden_size, H = mc->num_attention_heads, KV = mc->num_key_value_heads;
+	int C = mc->hidden_size, H = mc->num_attention_heads,
+	    KV = mc->num_key_value_heads;
 	int D = C / H, KVD = KV * D, I = mc->intermediate_size, V = mc->vocab_size;
 	int L = mc->num_hidden_layers, gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w;
 
-	embedding_forward(m->acts[0].x_in, b->ids, b->pos, w->wte, gpt2 ? w->wpe : NULL, N,
-			  C);
+	embedding_forward(m->acts[0].x_in, b->ids, b->pos, w->wte, gpt2 ? w->wpe : NULL,
+	                  N, C);
 	for (int l = 0; l < L; l++) {
 		LayerActs *a = &m->acts[l];
 		const LayerPtrs *p = &w->layer[l];
 		float *x_out = l + 1 < L ? m->acts[l + 1].x_in : m->x_final;
 
-		norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->x_in, p->ln1_w, p->ln1_b,
-			     N);
+		norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->x_in, p->ln1_w,
+		             p->ln1_b, N);
 		if (gpt2) {
 			float *qkv = m->dbig; /* scratch: (N, 3C) */
 			matmul_forward(qkv, a->ln1, p->qkv_w, p->qkv_b, N, C, 3 * C,
-				       TRL_W_IN_OUT);
+			               TRL_W_IN_OUT);
 			split_qkv(a->q, a->k, a->v, qkv, N, C);
 		} else {
-			matmul_forward(a->q, a->ln1, p->q_w, p->q_b, N, C, C, TRL_W_OUT_IN);
-			matmul_forward(a->k, a->ln1, p->k_w, p->k_b, N, C, KVD, TRL_W_OUT_IN);
-			matmul_forward(a->v, a->ln1, p->v_w, p->v_b, N, C, KVD, TRL_W_OUT_IN);
+			matmul_forward(a->q, a->ln1, p->q_w, p->q_b, N, C, C,
+			               TRL_W_OUT_IN);
+			matmul_forward(a->k, a->ln1, p->k_w, p->k_b, N, C, KVD,
+			               TRL_W_OUT_IN);
+			matmul_forward(a->v, a->ln1, p->v_w, p->v_b, N, C, KVD,
+			               TRL_W_OUT_IN);
 			rope_forward(a->q, b->pos, N, H, D, mc->rope_theta);
 			rope_forward(a->k, b->pos, N, KV, D, mc->rope_theta);
 		}
-		attention_forward(a->atty, a->att, a->q, a->k, a->v, b->doc, B, T, H, KV, D);
+		attention_forward(a->atty, a->att, a->q, a->k, a->v, b->doc, B, T, H, KV,
+		                  D);
 		copy_floats(a->x_mid, a->x_in, (size_t)N * C);
 		matmul_forward_add(a->x_mid, a->atty, p->o_w, p->o_b, N, C, C,
-				   gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
+		                   gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
 
-		norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, p->ln2_w, p->ln2_b,
-			     N);
+		norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, p->ln2_w,
+		             p->ln2_b, N);
 		copy_floats(x_out, a->x_mid, (size_t)N * C);
 		if (gpt2) {
-			matmul_forward(a->h1, a->ln2, p->fc_w, p->fc_b, N, C, I, TRL_W_IN_OUT);
+			matmul_forward(a->h1, a->ln2, p->fc_w, p->fc_b, N, C, I,
+			               TRL_W_IN_OUT);
 			gelu_forward(a->hact, a->h1, (size_t)N * I);
 			matmul_forward_add(x_out, a->hact, p->proj_w, p->proj_b, N, I, C,
-					   TRL_W_IN_OUT);
+			                   TRL_W_IN_OUT);
 		} else {
-			matmul_forward(a->h1, a->ln2, p->gate_w, NULL, N, C, I, TRL_W_OUT_IN);
-			matmul_forward(a->h2, a->ln2, p->up_w, NULL, N, C, I, TRL_W_OUT_IN);
+			matmul_forward(a->h1, a->ln2, p->gate_w, NULL, N, C, I,
+			               TRL_W_OUT_IN);
+			matmul_forward(a->h2, a->ln2, p->up_w, NULL, N, C, I,
+			               TRL_W_OUT_IN);
 			swiglu_forward(a->hact, a->h1, a->h2, (size_t)N * I);
 			matmul_forward_add(x_out, a->hact, p->down_w, NULL, N, I, C,
-					   TRL_W_OUT_IN);
+			                   TRL_W_OUT_IN);
 		}
 	}
-	norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->x_final, w->lnf_w, w->lnf_b, N);
+	norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->x_final, w->lnf_w, w->lnf_b,
+	             N);
 	matmul_forward(m->logits, m->lnf, w->lm_head, NULL, N, C, V, TRL_W_OUT_IN);
 }
 
@@ -416,7 +430,8 @@ void model_backward(Model *m, const Batch *b)
 {
 	const ModelConfig *mc = &m->cfg;
 	int B = b->B, T = b->T, N = B * T;
-	int C = mc->hidden_size, H = mc->num_attention_heads, KV = mc->num_key_value_heads;
+	int C = mc->hidden_size, H = mc->num_attention_heads,
+	    KV = mc->num_key_value_heads;
 	int D = C / H, KVD = KV * D, I = mc->intermediate_size, V = mc->vocab_size;
 	int L = mc->num_hidden_layers, gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w, *g = &m->g;
@@ -426,10 +441,10 @@ void model_backward(Model *m, const Batch *b)
 	/* lm_head and the final norm; dres carries d loss / d residual stream. */
 	zero_floats(dtmp, NC);
 	matmul_backward(dtmp, g->lm_head, NULL, m->logits, m->lnf, w->lm_head, N, C, V,
-			TRL_W_OUT_IN);
+	                TRL_W_OUT_IN);
 	zero_floats(dres, NC);
-	norm_backward(m, dres, g->lnf_w, g->lnf_b, dtmp, m->x_final, w->lnf_w, m->lnf_mean,
-		      m->lnf_rstd, N);
+	norm_backward(m, dres, g->lnf_w, g->lnf_b, dtmp, m->x_final, w->lnf_w,
+	              m->lnf_mean, m->lnf_rstd, N);
 
 	for (int l = L - 1; l >= 0; l--) {
 		LayerActs *a = &m->acts[l];
@@ -441,52 +456,52 @@ void model_backward(Model *m, const Batch *b)
 		zero_floats(m->dbig, gpt2 ? 2 * NI : 3 * NI);
 		zero_floats(dtmp, NC);
 		if (gpt2) {
-			matmul_backward(dhact, gp->proj_w, gp->proj_b, dres, a->hact, p->proj_w,
-					N, I, C, TRL_W_IN_OUT);
+			matmul_backward(dhact, gp->proj_w, gp->proj_b, dres, a->hact,
+			                p->proj_w, N, I, C, TRL_W_IN_OUT);
 			gelu_backward(dh1, dhact, a->h1, NI);
-			matmul_backward(dtmp, gp->fc_w, gp->fc_b, dh1, a->ln2, p->fc_w, N, C, I,
-					TRL_W_IN_OUT);
+			matmul_backward(dtmp, gp->fc_w, gp->fc_b, dh1, a->ln2, p->fc_w, N,
+			                C, I, TRL_W_IN_OUT);
 		} else {
-			matmul_backward(dhact, gp->down_w, NULL, dres, a->hact, p->down_w, N, I,
-					C, TRL_W_OUT_IN);
+			matmul_backward(dhact, gp->down_w, NULL, dres, a->hact, p->down_w,
+			                N, I, C, TRL_W_OUT_IN);
 			swiglu_backward(dh1, dh2, dhact, a->h1, a->h2, NI);
-			matmul_backward(dtmp, gp->gate_w, NULL, dh1, a->ln2, p->gate_w, N, C, I,
-					TRL_W_OUT_IN);
-			matmul_backward(dtmp, gp->up_w, NULL, dh2, a->ln2, p->up_w, N, C, I,
-					TRL_W_OUT_IN);
+			matmul_backward(dtmp, gp->gate_w, NULL, dh1, a->ln2, p->gate_w, N,
+			                C, I, TRL_W_OUT_IN);
+			matmul_backward(dtmp, gp->up_w, NULL, dh2, a->ln2, p->up_w, N, C,
+			                I, TRL_W_OUT_IN);
 		}
 		norm_backward(m, dres, gp->ln2_w, gp->ln2_b, dtmp, a->x_mid, p->ln2_w,
-			      a->ln2_mean, a->ln2_rstd, N);
+		              a->ln2_mean, a->ln2_rstd, N);
 
 		/* Attention: x_mid = x_in + o_proj(attn(norm1(x_in))). */
 		float *datty = dtmp;
 		zero_floats(datty, NC);
 		matmul_backward(datty, gp->o_w, gp->o_b, dres, a->atty, p->o_w, N, C, C,
-				gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
+		                gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
 		zero_floats(m->dq, NC);
 		zero_floats(m->dk, (size_t)N * KVD);
 		zero_floats(m->dv, (size_t)N * KVD);
-		attention_backward(m->dq, m->dk, m->dv, m->att_scratch, datty, a->q, a->k, a->v,
-				   a->att, B, T, H, KV, D);
+		attention_backward(m->dq, m->dk, m->dv, m->att_scratch, datty, a->q, a->k,
+		                   a->v, a->att, B, T, H, KV, D);
 		float *dln1 = dtmp; /* datty is no longer needed */
 		zero_floats(dln1, NC);
 		if (gpt2) {
 			float *dqkv = m->dbig;
 			join_qkv(dqkv, m->dq, m->dk, m->dv, N, C);
-			matmul_backward(dln1, gp->qkv_w, gp->qkv_b, dqkv, a->ln1, p->qkv_w, N, C,
-					3 * C, TRL_W_IN_OUT);
+			matmul_backward(dln1, gp->qkv_w, gp->qkv_b, dqkv, a->ln1,
+			                p->qkv_w, N, C, 3 * C, TRL_W_IN_OUT);
 		} else {
 			rope_backward(m->dq, b->pos, N, H, D, mc->rope_theta);
 			rope_backward(m->dk, b->pos, N, KV, D, mc->rope_theta);
-			matmul_backward(dln1, gp->q_w, gp->q_b, m->dq, a->ln1, p->q_w, N, C, C,
-					TRL_W_OUT_IN);
-			matmul_backward(dln1, gp->k_w, gp->k_b, m->dk, a->ln1, p->k_w, N, C, KVD,
-					TRL_W_OUT_IN);
-			matmul_backward(dln1, gp->v_w, gp->v_b, m->dv, a->ln1, p->v_w, N, C, KVD,
-					TRL_W_OUT_IN);
+			matmul_backward(dln1, gp->q_w, gp->q_b, m->dq, a->ln1, p->q_w, N,
+			                C, C, TRL_W_OUT_IN);
+			matmul_backward(dln1, gp->k_w, gp->k_b, m->dk, a->ln1, p->k_w, N,
+			                C, KVD, TRL_W_OUT_IN);
+			matmul_backward(dln1, gp->v_w, gp->v_b, m->dv, a->ln1, p->v_w, N,
+			                C, KVD, TRL_W_OUT_IN);
 		}
 		norm_backward(m, dres, gp->ln1_w, gp->ln1_b, dln1, a->x_in, p->ln1_w,
-			      a->ln1_mean, a->ln1_rstd, N);
+		              a->ln1_mean, a->ln1_rstd, N);
 	}
 	embedding_backward(g->wte, gpt2 ? g->wpe : NULL, dres, b->ids, b->pos, N, C);
 }

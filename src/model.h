@@ -35,36 +35,37 @@ void batch_free(Batch *b);
 /* Pointers into the slab for one transformer layer (NULL where the
  * architecture has no such tensor). */
 typedef struct LayerPtrs {
-	float *ln1_w, *ln1_b;           /* (C) */
-	float *q_w, *k_w, *v_w, *o_w;   /* llama: (H*D, C), (KV*D, C), (KV*D, C), (C, H*D) */
-	float *q_b, *k_b, *v_b;         /* llama attention_bias */
-	float *qkv_w, *qkv_b;           /* gpt2 c_attn: (C, 3C), (3C) */
-	float *o_b;                     /* gpt2 c_proj bias (C) */
-	float *ln2_w, *ln2_b;           /* (C) */
-	float *gate_w, *up_w, *down_w;  /* llama: (I, C), (I, C), (C, I) */
-	float *fc_w, *fc_b;             /* gpt2: (C, I), (I) */
-	float *proj_w, *proj_b;         /* gpt2: (I, C), (C) */
+	float *ln1_w, *ln1_b; /* (C) */
+	float *q_w, *k_w, *v_w,
+	    *o_w;               /* llama: (H*D, C), (KV*D, C), (KV*D, C), (C, H*D) */
+	float *q_b, *k_b, *v_b; /* llama attention_bias */
+	float *qkv_w, *qkv_b;   /* gpt2 c_attn: (C, 3C), (3C) */
+	float *o_b;             /* gpt2 c_proj bias (C) */
+	float *ln2_w, *ln2_b;   /* (C) */
+	float *gate_w, *up_w, *down_w; /* llama: (I, C), (I, C), (C, I) */
+	float *fc_w, *fc_b;            /* gpt2: (C, I), (I) */
+	float *proj_w, *proj_b;        /* gpt2: (I, C), (C) */
 } LayerPtrs;
 
 typedef struct ModelPtrs {
-	float *wte;          /* (V, C) */
-	float *wpe;          /* gpt2 (P, C) */
+	float *wte;           /* (V, C) */
+	float *wpe;           /* gpt2 (P, C) */
 	float *lnf_w, *lnf_b; /* (C) */
-	float *lm_head;      /* (V, C); equals wte when tied */
-	LayerPtrs *layer;    /* (L) */
+	float *lm_head;       /* (V, C); equals wte when tied */
+	LayerPtrs *layer;     /* (L) */
 } ModelPtrs;
 
 /* Activations kept for backward, per layer. Sizes for the allocated B, T. */
 typedef struct LayerActs {
-	float *x_in;            /* (N, C) residual stream entering the layer */
+	float *x_in; /* (N, C) residual stream entering the layer */
 	float *ln1, *ln1_mean, *ln1_rstd;
-	float *q, *k, *v;       /* (N, H*D), (N, KV*D), (N, KV*D); q, k after RoPE */
-	float *att;             /* (B, H, T, T) */
-	float *atty;            /* (N, H*D) attention output before o_proj */
-	float *x_mid;           /* (N, C) residual after attention */
+	float *q, *k, *v; /* (N, H*D), (N, KV*D), (N, KV*D); q, k after RoPE */
+	float *att;       /* (B, H, T, T) */
+	float *atty;      /* (N, H*D) attention output before o_proj */
+	float *x_mid;     /* (N, C) residual after attention */
 	float *ln2, *ln2_mean, *ln2_rstd;
-	float *h1, *h2;         /* llama: gate, up (N, I); gpt2: fc pre-activation (N, I) */
-	float *hact;            /* (N, I) activation output */
+	float *h1, *h2; /* llama: gate, up (N, I); gpt2: fc pre-activation (N, I) */
+	float *hact;    /* (N, I) activation output */
 } LayerActs;
 
 typedef struct Model {
@@ -76,12 +77,12 @@ typedef struct Model {
 	/* activations */
 	int maxB, maxT;
 	LayerActs *acts;
-	float *x_final;             /* (N, C) residual after the last layer */
+	float *x_final; /* (N, C) residual after the last layer */
 	float *lnf, *lnf_mean, *lnf_rstd;
-	float *logits;              /* (N, V); crossentropy turns it into dlogits */
-	float *dres, *dtmp, *dbig;  /* backward scratch */
+	float *logits;             /* (N, V); crossentropy turns it into dlogits */
+	float *dres, *dtmp, *dbig; /* backward scratch */
 	float *dq, *dk, *dv, *att_scratch;
-	float *act_slab;            /* one allocation behind all of the above */
+	float *act_slab; /* one allocation behind all of the above */
 	size_t act_floats;
 } Model;
 

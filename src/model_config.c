@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 
+#include "json.h"
 #include "trl.h"
 
 const char *model_arch_name(TrlArch a)
@@ -20,55 +21,58 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 {
 	if (mc->arch != TRL_ARCH_LLAMA && mc->arch != TRL_ARCH_GPT2)
 		return trl_errf(err, TRL_EINVAL, "model.architecture: unknown value %d",
-				(int)mc->arch);
+		                (int)mc->arch);
 	if (mc->vocab_size < 2 || mc->hidden_size < 1 || mc->num_hidden_layers < 1 ||
 	    mc->num_attention_heads < 1)
-		return trl_errf(err, TRL_EINVAL,
-				"model: vocab_size (%d), hidden_size (%d), num_hidden_layers "
-				"(%d) and num_attention_heads (%d) must be positive",
-				mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
-				mc->num_attention_heads);
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "model: vocab_size (%d), hidden_size (%d), num_hidden_layers "
+		    "(%d) and num_attention_heads (%d) must be positive",
+		    mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
+		    mc->num_attention_heads);
 	if (mc->hidden_size % mc->num_attention_heads != 0)
 		return trl_errf(err, TRL_EINVAL,
-				"model.hidden_size (%d) must be a multiple of "
-				"model.num_attention_heads (%d)",
-				mc->hidden_size, mc->num_attention_heads);
+		                "model.hidden_size (%d) must be a multiple of "
+		                "model.num_attention_heads (%d)",
+		                mc->hidden_size, mc->num_attention_heads);
 	if (mc->num_key_value_heads <= 0 || mc->arch == TRL_ARCH_GPT2)
 		mc->num_key_value_heads = mc->num_attention_heads;
 	if (mc->num_attention_heads % mc->num_key_value_heads != 0)
 		return trl_errf(err, TRL_EINVAL,
-				"model.num_attention_heads (%d) must be a multiple of "
-				"model.num_key_value_heads (%d)",
-				mc->num_attention_heads, mc->num_key_value_heads);
+		                "model.num_attention_heads (%d) must be a multiple of "
+		                "model.num_key_value_heads (%d)",
+		                mc->num_attention_heads, mc->num_key_value_heads);
 	int D = mc->hidden_size / mc->num_attention_heads;
 	if (D > 1024)
-		return trl_errf(err, TRL_EUNSUPPORTED,
-				"model: head_dim = hidden_size / num_attention_heads = %d; at "
-				"most 1024 is supported",
-				D);
+		return trl_errf(
+		    err, TRL_EUNSUPPORTED,
+		    "model: head_dim = hidden_size / num_attention_heads = %d; at "
+		    "most 1024 is supported",
+		    D);
 	if (mc->arch == TRL_ARCH_LLAMA && D % 2 != 0)
-		return trl_errf(err, TRL_EINVAL,
-				"model: head_dim = hidden_size / num_attention_heads = %d must "
-				"be even for rotary embeddings",
-				D);
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "model: head_dim = hidden_size / num_attention_heads = %d must "
+		    "be even for rotary embeddings",
+		    D);
 	if (mc->intermediate_size <= 0)
 		mc->intermediate_size = mc->arch == TRL_ARCH_GPT2
-						? 4 * mc->hidden_size
-						: 8 * mc->hidden_size / 3;
+		                            ? 4 * mc->hidden_size
+		                            : 8 * mc->hidden_size / 3;
 	if (mc->max_position_embeddings < 1)
 		return trl_errf(err, TRL_EINVAL,
-				"model.max_position_embeddings (%d) must be positive",
-				mc->max_position_embeddings);
+		                "model.max_position_embeddings (%d) must be positive",
+		                mc->max_position_embeddings);
 	if (mc->arch == TRL_ARCH_GPT2) {
 		mc->tie_word_embeddings = 1;
 		mc->attention_bias = 1;
 	}
 	if (!(mc->norm_eps > 0))
 		return trl_errf(err, TRL_EINVAL, "model.norm_eps (%g) must be positive",
-				(double)mc->norm_eps);
+		                (double)mc->norm_eps);
 	if (!(mc->rope_theta > 0))
 		return trl_errf(err, TRL_EINVAL, "model.rope_theta (%g) must be positive",
-				(double)mc->rope_theta);
+		                (double)mc->rope_theta);
 	return TRL_OK;
 }
 
@@ -80,10 +84,10 @@ size_t model_config_num_nonembedding_params(const ModelConfig *mc)
 	size_t per_layer;
 	if (mc->arch == TRL_ARCH_GPT2)
 		per_layer = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C +
-			    (C * I + I) + (I * C + C);
+		            (C * I + I) + (I * C + C);
 	else
 		per_layer = C + C * C + 2 * KVD * C + C * C + C + 3 * C * I +
-			    (mc->attention_bias ? C + 2 * KVD : 0);
+		            (mc->attention_bias ? C + 2 * KVD : 0);
 	size_t final_norm = mc->arch == TRL_ARCH_GPT2 ? 2 * C : C;
 	return per_layer * (size_t)mc->num_hidden_layers + final_norm;
 }
@@ -99,21 +103,43 @@ size_t model_config_num_params(const ModelConfig *mc)
 	return n;
 }
 
-int model_config_to_json(const ModelConfig *mc, char *buf, size_t cap)
+void model_config_hf_json(const ModelConfig *mc, JsonBuf *out)
 {
-	int D = mc->hidden_size / mc->num_attention_heads;
-	return snprintf(
-		buf, cap,
-		"{\"architecture\": \"%s\", \"vocab_size\": %d, \"hidden_size\": %d, "
-		"\"num_hidden_layers\": %d, \"num_attention_heads\": %d, "
-		"\"num_key_value_heads\": %d, \"head_dim\": %d, \"intermediate_size\": %d, "
-		"\"max_position_embeddings\": %d, \"tie_word_embeddings\": %s, "
-		"\"attention_bias\": %s, \"rope_theta\": %.9g, \"norm_eps\": %.9g, "
-		"\"initializer_range\": %.9g}",
-		model_arch_name(mc->arch), mc->vocab_size, mc->hidden_size,
-		mc->num_hidden_layers, mc->num_attention_heads, mc->num_key_value_heads, D,
-		mc->intermediate_size, mc->max_position_embeddings,
-		mc->tie_word_embeddings ? "true" : "false",
-		mc->attention_bias ? "true" : "false", (double)mc->rope_theta,
-		(double)mc->norm_eps, (double)mc->initializer_range);
+	JsonBuf *b = out;
+	int gpt2 = mc->arch == TRL_ARCH_GPT2;
+	json_buf_puts(b, "{\n");
+	if (gpt2) {
+		json_buf_printf(
+		    b,
+		    "  \"architectures\": [\"GPT2LMHeadModel\"],\n"
+		    "  \"model_type\": \"gpt2\",\n"
+		    "  \"vocab_size\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n"
+		    "  \"n_head\": %d,\n  \"n_inner\": %d,\n  \"n_positions\": %d,\n"
+		    "  \"activation_function\": \"gelu_new\",\n"
+		    "  \"layer_norm_epsilon\": %.9g,\n",
+		    mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
+		    mc->num_attention_heads, mc->intermediate_size,
+		    mc->max_position_embeddings, (double)mc->norm_eps);
+	} else {
+		json_buf_printf(
+		    b,
+		    "  \"architectures\": [\"LlamaForCausalLM\"],\n"
+		    "  \"model_type\": \"llama\",\n"
+		    "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n"
+		    "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
+		    "  \"num_key_value_heads\": %d,\n  \"intermediate_size\": %d,\n"
+		    "  \"max_position_embeddings\": %d,\n  \"hidden_act\": \"silu\",\n"
+		    "  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n"
+		    "  \"attention_bias\": %s,\n",
+		    mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
+		    mc->num_attention_heads, mc->num_key_value_heads,
+		    mc->intermediate_size, mc->max_position_embeddings,
+		    (double)mc->norm_eps, (double)mc->rope_theta,
+		    mc->attention_bias ? "true" : "false");
+	}
+	json_buf_printf(b,
+	                "  \"tie_word_embeddings\": %s,\n  \"initializer_range\": %.9g,\n"
+	                "  \"torch_dtype\": \"float32\"\n}\n",
+	                mc->tie_word_embeddings ? "true" : "false",
+	                (double)mc->initializer_range);
 }

@@ -6,8 +6,9 @@
 #include <stddef.h>
 
 typedef enum {
-	TRL_ARCH_LLAMA = 0, /* RMSNorm, RoPE, SwiGLU, GQA; Qwen2 = llama + attention_bias */
-	TRL_ARCH_GPT2 = 1   /* LayerNorm, learned positions, GELU-tanh, tied embeddings */
+	TRL_ARCH_LLAMA =
+	    0,            /* RMSNorm, RoPE, SwiGLU, GQA; Qwen2 = llama + attention_bias */
+	TRL_ARCH_GPT2 = 1 /* LayerNorm, learned positions, GELU-tanh, tied embeddings */
 } TrlArch;
 
 typedef struct ModelConfig {
@@ -37,7 +38,9 @@ const char *model_arch_name(TrlArch a);
 size_t model_config_num_params(const ModelConfig *mc);
 size_t model_config_num_nonembedding_params(const ModelConfig *mc);
 
-/* Writes the config as a JSON object (Hugging Face config.json keys). */
-int model_config_to_json(const ModelConfig *mc, char *buf, size_t cap);
+/* Appends the config as a Hugging Face config.json object (model_type llama
+ * with LlamaForCausalLM keys, or gpt2 with GPT2LMHeadModel keys). */
+struct JsonBuf;
+void model_config_hf_json(const ModelConfig *mc, struct JsonBuf *out);
 
 #endif

@@ -13,40 +13,7 @@
 static int write_config_json(const ModelConfig *mc, const char *path, TrlErr *err)
 {
 	JsonBuf b = {0};
-	int gpt2 = mc->arch == TRL_ARCH_GPT2;
-	json_buf_puts(&b, "{\n");
-	if (gpt2) {
-		json_buf_printf(&b,
-				"  \"architectures\": [\"GPT2LMHeadModel\"],\n"
-				"  \"model_type\": \"gpt2\",\n"
-				"  \"vocab_size\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n"
-				"  \"n_head\": %d,\n  \"n_inner\": %d,\n  \"n_positions\": %d,\n"
-				"  \"activation_function\": \"gelu_new\",\n"
-				"  \"layer_norm_epsilon\": %.9g,\n",
-				mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
-				mc->num_attention_heads, mc->intermediate_size,
-				mc->max_position_embeddings, (double)mc->norm_eps);
-	} else {
-		json_buf_printf(&b,
-				"  \"architectures\": [\"LlamaForCausalLM\"],\n"
-				"  \"model_type\": \"llama\",\n"
-				"  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n"
-				"  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
-				"  \"num_key_value_heads\": %d,\n  \"intermediate_size\": %d,\n"
-				"  \"max_position_embeddings\": %d,\n  \"hidden_act\": \"silu\",\n"
-				"  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n"
-				"  \"attention_bias\": %s,\n",
-				mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
-				mc->num_attention_heads, mc->num_key_value_heads,
-				mc->intermediate_size, mc->max_position_embeddings,
-				(double)mc->norm_eps, (double)mc->rope_theta,
-				mc->attention_bias ? "true" : "false");
-	}
-	json_buf_printf(&b,
-			"  \"tie_word_embeddings\": %s,\n  \"initializer_range\": %.9g,\n"
-			"  \"torch_dtype\": \"float32\"\n}\n",
-			mc->tie_word_embeddings ? "true" : "false",
-			(double)mc->initializer_range);
+	model_config_hf_json(mc, &b);
 	if (b.oom) {
 		json_buf_free(&b);
 		return trl_errf(err, TRL_ENOMEM, "out of memory writing %s", path);
@@ -59,7 +26,8 @@ static int write_config_json(const ModelConfig *mc, const char *path, TrlErr *er
 		ok = 0;
 	json_buf_free(&b);
 	if (!ok || rename(tmp, path) != 0)
-		return trl_errf(err, TRL_EIO, "cannot write %s: %s", path, strerror(errno));
+		return trl_errf(err, TRL_EIO, "cannot write %s: %s", path,
+		                strerror(errno));
 	return TRL_OK;
 }
 
@@ -95,26 +63,27 @@ int model_save_dir(const Model *m, const char *dir, TrlErr *err)
 }
 
 static int get_int(const JsonValue *root, const char *path, const char *key, int *out,
-		   int required, TrlErr *err)
+                   int required, TrlErr *err)
 {
 	const JsonValue *v = json_get(root, key);
 	int64_t x;
 	if (!v) {
 		if (required)
-			return trl_errf(err, TRL_EFORMAT, "%s: key '%s' is missing", path, key);
+			return trl_errf(err, TRL_EFORMAT, "%s: key '%s' is missing", path,
+			                key);
 		return TRL_OK;
 	}
 	if (v->type == JSON_NULL && !required)
 		return TRL_OK;
 	if (json_int(v, &x) != 0 || x < 0 || x > 1 << 30)
-		return trl_errf(err, TRL_EFORMAT, "%s: '%s' must be a non-negative integer",
-				path, key);
+		return trl_errf(err, TRL_EFORMAT,
+		                "%s: '%s' must be a non-negative integer", path, key);
 	*out = (int)x;
 	return TRL_OK;
 }
 
 static int get_float(const JsonValue *root, const char *path, const char *key, float *out,
-		     TrlErr *err)
+                     TrlErr *err)
 {
 	const JsonValue *v = json_get(root, key);
 	double x;
@@ -127,13 +96,14 @@ static int get_float(const JsonValue *root, const char *path, const char *key, f
 }
 
 static int get_bool(const JsonValue *root, const char *path, const char *key, int *out,
-		    TrlErr *err)
+                    TrlErr *err)
 {
 	const JsonValue *v = json_get(root, key);
 	if (!v)
 		return TRL_OK;
 	if (v->type != JSON_BOOL)
-		return trl_errf(err, TRL_EFORMAT, "%s: '%s' must be true or false", path, key);
+		return trl_errf(err, TRL_EFORMAT, "%s: '%s' must be true or false", path,
+		                key);
 	*out = v->boolean;
 	return TRL_OK;
 }
@@ -159,16 +129,20 @@ int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err)
 		if (!rc)
 			rc = get_int(root, path, "n_embd", &mc->hidden_size, 1, err);
 		if (!rc)
-			rc = get_int(root, path, "n_layer", &mc->num_hidden_layers, 1, err);
+			rc = get_int(root, path, "n_layer", &mc->num_hidden_layers, 1,
+			             err);
 		if (!rc)
-			rc = get_int(root, path, "n_head", &mc->num_attention_heads, 1, err);
+			rc = get_int(root, path, "n_head", &mc->num_attention_heads, 1,
+			             err);
 		if (!rc)
-			rc = get_int(root, path, "n_inner", &mc->intermediate_size, 0, err);
+			rc = get_int(root, path, "n_inner", &mc->intermediate_size, 0,
+			             err);
 		if (!rc)
-			rc = get_int(root, path, "n_positions", &mc->max_position_embeddings, 1,
-				     err);
+			rc = get_int(root, path, "n_positions",
+			             &mc->max_position_embeddings, 1, err);
 		if (!rc)
-			rc = get_float(root, path, "layer_norm_epsilon", &mc->norm_eps, err);
+			rc = get_float(root, path, "layer_norm_epsilon", &mc->norm_eps,
+			               err);
 	} else if (strcmp(type, "llama") == 0) {
 		mc->arch = TRL_ARCH_LLAMA;
 		mc->tie_word_embeddings = 0;
@@ -176,35 +150,39 @@ int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err)
 		if (!rc)
 			rc = get_int(root, path, "hidden_size", &mc->hidden_size, 1, err);
 		if (!rc)
-			rc = get_int(root, path, "num_hidden_layers", &mc->num_hidden_layers, 1,
-				     err);
+			rc = get_int(root, path, "num_hidden_layers",
+			             &mc->num_hidden_layers, 1, err);
 		if (!rc)
 			rc = get_int(root, path, "num_attention_heads",
-				     &mc->num_attention_heads, 1, err);
+			             &mc->num_attention_heads, 1, err);
 		if (!rc)
 			rc = get_int(root, path, "num_key_value_heads",
-				     &mc->num_key_value_heads, 0, err);
+			             &mc->num_key_value_heads, 0, err);
 		if (!rc)
-			rc = get_int(root, path, "intermediate_size", &mc->intermediate_size, 1,
-				     err);
+			rc = get_int(root, path, "intermediate_size",
+			             &mc->intermediate_size, 1, err);
 		if (!rc)
 			rc = get_int(root, path, "max_position_embeddings",
-				     &mc->max_position_embeddings, 1, err);
+			             &mc->max_position_embeddings, 1, err);
 		if (!rc)
 			rc = get_float(root, path, "rms_norm_eps", &mc->norm_eps, err);
 		if (!rc)
 			rc = get_float(root, path, "rope_theta", &mc->rope_theta, err);
 		if (!rc)
-			rc = get_bool(root, path, "attention_bias", &mc->attention_bias, err);
+			rc = get_bool(root, path, "attention_bias", &mc->attention_bias,
+			              err);
 	} else {
-		rc = trl_errf(err, TRL_EUNSUPPORTED,
-			      "%s: model_type '%s' is not supported (supported: llama, gpt2)",
-			      path, type);
+		rc = trl_errf(
+		    err, TRL_EUNSUPPORTED,
+		    "%s: model_type '%s' is not supported (supported: llama, gpt2)", path,
+		    type);
 	}
 	if (!rc)
-		rc = get_bool(root, path, "tie_word_embeddings", &mc->tie_word_embeddings, err);
+		rc = get_bool(root, path, "tie_word_embeddings", &mc->tie_word_embeddings,
+		              err);
 	if (!rc)
-		rc = get_float(root, path, "initializer_range", &mc->initializer_range, err);
+		rc = get_float(root, path, "initializer_range", &mc->initializer_range,
+		               err);
 	json_free(root);
 	return rc;
 }
@@ -229,18 +207,20 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err)
 		const ParamInfo *p = &m->table.p[i];
 		const StTensor *t = st_find(&f, p->name);
 		if (!t) {
-			rc = trl_errf(err, TRL_EFORMAT, "%s: tensor '%s' is missing", path,
-				      p->name);
+			rc = trl_errf(err, TRL_EFORMAT, "%s: tensor '%s' is missing",
+			              path, p->name);
 			goto fail;
 		}
-		int shape_ok = t->ndim == p->ndim && t->shape[0] == (int64_t)p->shape[0] &&
-			       (p->ndim < 2 || t->shape[1] == (int64_t)p->shape[1]);
+		int shape_ok = t->ndim == p->ndim &&
+		               t->shape[0] == (int64_t)p->shape[0] &&
+		               (p->ndim < 2 || t->shape[1] == (int64_t)p->shape[1]);
 		if (!shape_ok || t->dtype != ST_F32) {
-			rc = trl_errf(err, TRL_EFORMAT,
-				      "%s: tensor '%s' has the wrong shape or dtype (expected "
-				      "F32 [%zu%s%zu] from config.json)",
-				      path, p->name, p->shape[0], p->ndim > 1 ? ", " : "",
-				      p->ndim > 1 ? p->shape[1] : (size_t)0);
+			rc = trl_errf(
+			    err, TRL_EFORMAT,
+			    "%s: tensor '%s' has the wrong shape or dtype (expected "
+			    "F32 [%zu%s%zu] from config.json)",
+			    path, p->name, p->shape[0], p->ndim > 1 ? ", " : "",
+			    p->ndim > 1 ? p->shape[1] : (size_t)0);
 			goto fail;
 		}
 		memcpy(m->params + p->offset, t->data, p->numel * sizeof(float));

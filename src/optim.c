@@ -77,7 +77,7 @@ void adamw_free(AdamW *o)
 }
 
 /* Follows torch.optim.AdamW (single-tensor path) operation by operation so the
- * float rounding matches: p *= 1 - lr*wd; m = lerp(m, g, 1-b1);
+ * float rounding matches: p *= 1 - lr*wd; m = b1 m + (1-b1) g;
  * v = b2 v + (1-b2) g^2; p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps).
  * The bias corrections bc = 1 - beta^t are computed in double, because
  * beta2^t in float loses most of its digits when beta2 = 0.999. */

@@ -25,8 +25,8 @@ typedef struct AdamW {
 /* Allocates moments for [begin, end) and the decay mask from the table: matrices
  * decay; embeddings decay only when decay_embeddings; norms and biases never. */
 int adamw_init(AdamW *o, const ParamTable *t, size_t begin, size_t end, double beta1,
-	       double beta2, double eps, double weight_decay, int decay_embeddings,
-	       TrlErr *err);
+               double beta2, double eps, double weight_decay, int decay_embeddings,
+               TrlErr *err);
 void adamw_free(AdamW *o);
 
 /* One update of params[begin, end) from grads[begin, end), with bias
@@ -36,7 +36,7 @@ void adamw_step(AdamW *o, float *params, const float *grads, double lr);
 /* Learning rate at optimizer step `step` (0-based) of `total`, as the Hugging
  * Face schedulers compute it (warmup linear from 0). */
 double lr_at_step(TrlScheduler kind, double base_lr, long step, long total,
-		  long warmup_steps);
+                  long warmup_steps);
 
 /* Sum of squares of g[0..n), in double. */
 double grad_sumsq(const float *g, size_t n);

@@ -15,7 +15,7 @@ typedef struct Builder {
 /* Appends one tensor; offsets are rounded up to 16 floats (64 bytes) so every
  * tensor starts on a cache line. */
 static int add(Builder *bl, TrlParamKind kind, int layer, size_t d0, size_t d1,
-	       const char *fmt, ...)
+               const char *fmt, ...)
 {
 	ParamTable *t = bl->t;
 	if (t->n == bl->cap) {
@@ -60,63 +60,71 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 
 	if (mc->arch == TRL_ARCH_GPT2) {
 		rc |= add(&bl, TRL_PARAM_EMBEDDING, -1, V, C, "transformer.wte.weight");
-		rc |= add(&bl, TRL_PARAM_EMBEDDING, -1, (size_t)mc->max_position_embeddings,
-			  C, "transformer.wpe.weight");
+		rc |=
+		    add(&bl, TRL_PARAM_EMBEDDING, -1, (size_t)mc->max_position_embeddings,
+		        C, "transformer.wpe.weight");
 		for (int l = 0; l < (int)L; l++) {
 			t->layer_begin[l] = bl.off;
 			const char *h = "transformer.h";
-			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_1.weight", h, l);
+			rc |=
+			    add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_1.weight", h, l);
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_1.bias", h, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, 3 * C, "%s.%d.attn.c_attn.weight",
-				  h, l);
-			rc |= add(&bl, TRL_PARAM_BIAS, l, 3 * C, 0, "%s.%d.attn.c_attn.bias", h,
-				  l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C, "%s.%d.attn.c_proj.weight", h,
-				  l);
-			rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0, "%s.%d.attn.c_proj.bias", h, l);
-			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_2.weight", h, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, 3 * C,
+			          "%s.%d.attn.c_attn.weight", h, l);
+			rc |= add(&bl, TRL_PARAM_BIAS, l, 3 * C, 0,
+			          "%s.%d.attn.c_attn.bias", h, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C,
+			          "%s.%d.attn.c_proj.weight", h, l);
+			rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0, "%s.%d.attn.c_proj.bias",
+			          h, l);
+			rc |=
+			    add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_2.weight", h, l);
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ln_2.bias", h, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I, "%s.%d.mlp.c_fc.weight", h, l);
-			rc |= add(&bl, TRL_PARAM_BIAS, l, I, 0, "%s.%d.mlp.c_fc.bias", h, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C, "%s.%d.mlp.c_proj.weight", h,
-				  l);
-			rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0, "%s.%d.mlp.c_proj.bias", h, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I, "%s.%d.mlp.c_fc.weight",
+			          h, l);
+			rc |= add(&bl, TRL_PARAM_BIAS, l, I, 0, "%s.%d.mlp.c_fc.bias", h,
+			          l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
+			          "%s.%d.mlp.c_proj.weight", h, l);
+			rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0, "%s.%d.mlp.c_proj.bias",
+			          h, l);
 			t->layer_end[l] = bl.off;
 		}
 		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "transformer.ln_f.weight");
 		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "transformer.ln_f.bias");
 	} else {
-		rc |= add(&bl, TRL_PARAM_EMBEDDING, -1, V, C, "model.embed_tokens.weight");
+		rc |=
+		    add(&bl, TRL_PARAM_EMBEDDING, -1, V, C, "model.embed_tokens.weight");
 		for (int l = 0; l < (int)L; l++) {
 			t->layer_begin[l] = bl.off;
 			const char *p = "model.layers";
-			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.input_layernorm.weight",
-				  p, l);
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
+			          "%s.%d.input_layernorm.weight", p, l);
 			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C,
-				  "%s.%d.self_attn.q_proj.weight", p, l);
+			          "%s.%d.self_attn.q_proj.weight", p, l);
 			if (mc->attention_bias)
 				rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0,
-					  "%s.%d.self_attn.q_proj.bias", p, l);
+				          "%s.%d.self_attn.q_proj.bias", p, l);
 			rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
-				  "%s.%d.self_attn.k_proj.weight", p, l);
+			          "%s.%d.self_attn.k_proj.weight", p, l);
 			if (mc->attention_bias)
 				rc |= add(&bl, TRL_PARAM_BIAS, l, KVD, 0,
-					  "%s.%d.self_attn.k_proj.bias", p, l);
+				          "%s.%d.self_attn.k_proj.bias", p, l);
 			rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
-				  "%s.%d.self_attn.v_proj.weight", p, l);
+			          "%s.%d.self_attn.v_proj.weight", p, l);
 			if (mc->attention_bias)
 				rc |= add(&bl, TRL_PARAM_BIAS, l, KVD, 0,
-					  "%s.%d.self_attn.v_proj.bias", p, l);
+				          "%s.%d.self_attn.v_proj.bias", p, l);
 			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C,
-				  "%s.%d.self_attn.o_proj.weight", p, l);
+			          "%s.%d.self_attn.o_proj.weight", p, l);
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
-				  "%s.%d.post_attention_layernorm.weight", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C, "%s.%d.mlp.gate_proj.weight",
-				  p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C, "%s.%d.mlp.up_proj.weight", p,
-				  l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I, "%s.%d.mlp.down_proj.weight",
-				  p, l);
+			          "%s.%d.post_attention_layernorm.weight", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
+			          "%s.%d.mlp.gate_proj.weight", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
+			          "%s.%d.mlp.up_proj.weight", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I,
+			          "%s.%d.mlp.down_proj.weight", p, l);
 			t->layer_end[l] = bl.off;
 		}
 		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "model.norm.weight");

@@ -32,14 +32,14 @@ typedef struct StTensor {
 /* Writes tensors (in the given order) and optional metadata pairs
  * (meta_kv[2i] = key, meta_kv[2i+1] = value, n_meta pairs) to path. */
 int st_write(const char *path, const StTensor *t, int n, const char *const *meta_kv,
-	     int n_meta, TrlErr *err);
+             int n_meta, TrlErr *err);
 
 typedef struct StFile {
-	void *image;       /* whole file in memory */
+	void *image; /* whole file in memory */
 	size_t size;
 	StTensor *t;
 	int n;
-	char **meta_kv;    /* 2 * n_meta strings */
+	char **meta_kv; /* 2 * n_meta strings */
 	int n_meta;
 } StFile;
 

@@ -32,13 +32,13 @@ void tokenizer_free(Tokenizer *t);
  * ids the text needs (which may exceed cap: then only cap were written), or a
  * negative code. Special-token strings in text are ordinary text. */
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int32_t *out,
-		     int cap, TrlErr *err);
+                     int cap, TrlErr *err);
 
 /* Writes the text of ids into buf (NUL-terminated, truncated to cap - 1);
  * special tokens are written as their strings unless skip_special, and ids
  * outside the vocabulary produce no text. Returns the full length the text
  * needs (excluding the NUL). */
 size_t tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n, int skip_special,
-			char *buf, size_t cap);
+                        char *buf, size_t cap);
 
 #endif

@@ -33,7 +33,10 @@ void *trl_alloc(size_t bytes)
 	return p;
 }
 
-void trl_free(void *p) { free(p); }
+void trl_free(void *p)
+{
+	free(p);
+}
 
 double trl_now(void)
 {
@@ -48,7 +51,8 @@ int trl_read_file(const char *path, char **buf, size_t *len, TrlErr *err)
 	*len = 0;
 	FILE *f = fopen(path, "rb");
 	if (!f)
-		return trl_errf(err, TRL_EIO, "cannot open %s: %s", path, strerror(errno));
+		return trl_errf(err, TRL_EIO, "cannot open %s: %s", path,
+		                strerror(errno));
 	struct stat st;
 	size_t cap = 1 << 16, n = 0;
 	if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
@@ -96,8 +100,8 @@ int trl_mkdirs(const char *dir, TrlErr *err)
 		char c = *p;
 		*p = 0;
 		if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-			return trl_errf(err, TRL_EIO, "cannot create directory '%s': %s", buf,
-					strerror(errno));
+			return trl_errf(err, TRL_EIO, "cannot create directory '%s': %s",
+			                buf, strerror(errno));
 		*p = c;
 		if (!c)
 			break;

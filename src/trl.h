@@ -30,7 +30,7 @@ typedef struct TrlErr {
 /* Formats a message into err (if err is not NULL) and returns code, so that
  * `return trl_errf(err, TRL_EINVAL, "...")` reads naturally. */
 int trl_errf(TrlErr *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* 64-byte aligned, zero-filled allocation; NULL on failure. Free with trl_free. */
 void *trl_alloc(size_t bytes);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "layers.h"
+#include "json.h"
 #include "model.h"
 #include "model_config.h"
 #include "params.h"
@@ -217,14 +218,16 @@ int main(int argc, char **argv)
 		           p->numel * sizeof(float), p->ndim, shape);
 	}
 
-	char json[1024];
-	if (model_config_to_json(&m.cfg, json, sizeof json) >= (int)sizeof json) {
-		fprintf(stderr, "ref_dump: config JSON does not fit in %zu bytes\n",
-		        sizeof json);
+	JsonBuf json = {0};
+	model_config_hf_json(&m.cfg, &json);
+	if (json.oom) {
+		fprintf(stderr, "ref_dump: out of memory\n");
 		goto out;
 	}
-	const char *meta[2] = {"config", json};
-	if (st_write(argv[2], st, k, meta, 1, &err)) {
+	const char *meta[2] = {"config", json.p};
+	int wrc = st_write(argv[2], st, k, meta, 1, &err);
+	json_buf_free(&json);
+	if (wrc) {
 		fprintf(stderr, "ref_dump: %s\n", err.msg);
 		goto out;
 	}

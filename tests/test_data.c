@@ -673,8 +673,7 @@ Test(dataset, no_rows_and_unreadable_file)
 	cr_assert_eq(dataset_load_jsonl(&d, "/nonexistent/train.jsonl", &o, &t, &err),
 	             TRL_EIO);
 	cr_assert_str_eq(
-	    err.msg,
-	    "cannot open /nonexistent/train.jsonl: No such file or directory");
+	    err.msg, "cannot open /nonexistent/train.jsonl: No such file or directory");
 }
 
 Test(dataset, unknown_columns)

@@ -75,7 +75,7 @@ static double loss_of(Model *m, const Batch *b)
 	model_forward(m, b);
 	long n = 0;
 	double s = crossentropy_forward_backward(m->logits, b->targets, b->B * b->T,
-						 m->cfg.vocab_size, 0.0f, &n, NULL);
+	                                         m->cfg.vocab_size, 0.0f, &n, NULL);
 	return s / (double)n;
 }
 
@@ -93,8 +93,8 @@ static void check_gradients(ModelConfig mc)
 	long n = 0;
 	for (int i = 0; i < 14; i++)
 		n += b.targets[i] >= 0;
-	crossentropy_forward_backward(m.logits, b.targets, 14, mc.vocab_size, 1.0f / (float)n,
-				      NULL, NULL);
+	crossentropy_forward_backward(m.logits, b.targets, 14, mc.vocab_size,
+	                              1.0f / (float)n, NULL, NULL);
 	memset(m.grads, 0, m.table.total * sizeof(float));
 	model_backward(&m, &b);
 
@@ -119,8 +119,8 @@ static void check_gradients(ModelConfig mc)
 			double e = fabs(fd - an) / (1e-3 + fabs(fd));
 			worst = e > worst ? e : worst;
 			cr_expect(fabs(fd - an) <= 2e-3 + 3e-2 * fabs(fd),
-				  "%s[%zu]: analytic %.6g vs finite difference %.6g", p->name,
-				  j - p->offset, an, fd);
+			          "%s[%zu]: analytic %.6g vs finite difference %.6g",
+			          p->name, j - p->offset, an, fd);
 		}
 	}
 	batch_free(&b);
@@ -171,8 +171,9 @@ static void check_packing_isolation(ModelConfig mc)
 	model_forward(&m, &alone);
 	for (int t = 0; t < 4; t++)
 		for (int v = 0; v < V; v++)
-			cr_assert_float_eq(m.logits[t * V + v], ref[(3 + t) * V + v], 1e-4,
-					   "token %d logit %d differs when packed", t, v);
+			cr_assert_float_eq(m.logits[t * V + v], ref[(3 + t) * V + v],
+			                   1e-4, "token %d logit %d differs when packed",
+			                   t, v);
 	/* Row 1 without its padding: the real tokens do not see the pads. */
 	alone.T = 5;
 	for (int t = 0; t < 5; t++) {
@@ -183,8 +184,9 @@ static void check_packing_isolation(ModelConfig mc)
 	model_forward(&m, &alone);
 	for (int t = 0; t < 5; t++)
 		for (int v = 0; v < V; v++)
-			cr_assert_float_eq(m.logits[t * V + v], ref[(7 + t) * V + v], 1e-4,
-					   "token %d logit %d changes with padding", t, v);
+			cr_assert_float_eq(m.logits[t * V + v], ref[(7 + t) * V + v],
+			                   1e-4, "token %d logit %d changes with padding",
+			                   t, v);
 	free(ref);
 	batch_free(&packed);
 	batch_free(&alone);
@@ -236,9 +238,9 @@ Test(model, parameter_table_uses_hugging_face_names_and_counts)
 		for (int i = 0; i < m.table.n; i++)
 			if (m.table.p[i].layer == l)
 				cr_assert(m.table.p[i].offset >= m.table.layer_begin[l] &&
-						  m.table.p[i].offset + m.table.p[i].numel <=
-							  m.table.layer_end[l],
-					  "layer %d tensors are contiguous", l);
+				              m.table.p[i].offset + m.table.p[i].numel <=
+				                  m.table.layer_end[l],
+				          "layer %d tensors are contiguous", l);
 	model_free(&m);
 }
 
@@ -275,9 +277,10 @@ Test(model, missing_tensor_is_an_error_naming_it)
 	/* The same folder read as an untied model lacks lm_head.weight. */
 	char path[256], cmd[512];
 	snprintf(path, sizeof path, "%s/config.json", dir);
-	snprintf(cmd, sizeof cmd,
-		 "sed -i 's/\"tie_word_embeddings\": true/\"tie_word_embeddings\": false/' %s",
-		 path);
+	snprintf(
+	    cmd, sizeof cmd,
+	    "sed -i 's/\"tie_word_embeddings\": true/\"tie_word_embeddings\": false/' %s",
+	    path);
 	cr_assert_eq(system(cmd), 0);
 	cr_assert_neq(model_load_dir(&b, dir, &err), 0);
 	cr_assert(strstr(err.msg, "lm_head.weight") != NULL, "%s", err.msg);
