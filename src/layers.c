@@ -317,24 +317,30 @@ void rope_backward(float *dx, const int32_t *pos, int N, int H, int D, float the
 
 #define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
 
+/* GELU with the tanh approximation, 0.5 x (1 + tanh(u)), u = K (x + 0.044715 x^3),
+ * computed as x * sigmoid(2u): the same function (0.5 (1 + tanh(u)) equals
+ * sigmoid(2u) exactly) with one expf instead of tanhf, which is several
+ * times slower and was a fifth of a small model's step. */
 void gelu_forward(float *out, const float *in, size_t n)
 {
 #pragma omp parallel for schedule(static)
 	for (size_t i = 0; i < n; i++) {
 		float x = in[i];
-		out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + 0.044715f * x * x * x)));
+		float u = GELU_K * (x + 0.044715f * x * x * x);
+		out[i] = x / (1.0f + expf(-2.0f * u));
 	}
 }
 
 void gelu_backward(float *din, const float *dout, const float *in, size_t n)
 {
+	/* d/dx [x s(2u)] = s + x s (1 - s) 2 u'(x), s = sigmoid(2u). */
 #pragma omp parallel for schedule(static)
 	for (size_t i = 0; i < n; i++) {
 		float x = in[i];
 		float u = GELU_K * (x + 0.044715f * x * x * x);
-		float t = tanhf(u);
+		float s = 1.0f / (1.0f + expf(-2.0f * u));
 		float du = GELU_K * (1.0f + 3.0f * 0.044715f * x * x);
-		din[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+		din[i] += dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
 	}
 }
 
