@@ -431,7 +431,7 @@ size_t attention_scratch_floats(int T)
 	return (size_t)T * T;
 }
 
-void attention_backward(float *dq, float *dk, float *dv, float *scratch,
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, int n_scratch,
                         const float *dout, const float *q, const float *k, const float *v,
                         const float *att, int B, int T, int H, int KV, int D)
 {
@@ -439,7 +439,7 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch,
 	float scale = 1.0f / sqrtf((float)D);
 	/* One task per (batch row, key/value head): the query heads that share a
 	 * key/value head all add into the same dK, dV, so they stay in one task. */
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_scratch)
 	for (int bk = 0; bk < B * KV; bk++) {
 		int b = bk / KV, kh = bk % KV;
 		float *dp = scratch + (size_t)omp_get_thread_num() * T * T;

@@ -71,10 +71,10 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 void attention_forward(float *out, float *att, const float *q, const float *k,
                        const float *v, const int32_t *doc, int B, int T, int H, int KV,
                        int D);
-/* scratch: at least attention_scratch_floats(T) floats per OpenMP thread,
- * laid out consecutively (omp_get_max_threads() blocks). */
+/* scratch: n_scratch blocks of attention_scratch_floats(T) floats; the
+ * backward runs on at most n_scratch threads, one block each. */
 size_t attention_scratch_floats(int T);
-void attention_backward(float *dq, float *dk, float *dv, float *scratch,
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, int n_scratch,
                         const float *dout, const float *q, const float *k, const float *v,
                         const float *att, int B, int T, int H, int KV, int D);
 

@@ -200,60 +200,62 @@ static Sizes sizes_of(const ModelConfig *mc, int B, int T)
 
 /* Carves the activation buffers from one slab; with base == NULL it only
  * counts floats. Every buffer starts on a 16-float boundary. */
-static size_t carve(Model *m, const Sizes *s, float *base, int threads)
+/* Hands out consecutive 16-float-aligned pieces of one slab; with base NULL it
+ * only counts, so the same code sizes and carves the allocation. */
+typedef struct Carver {
+	float *base;
+	size_t off;
+} Carver;
+
+static float *take(Carver *cv, size_t n)
 {
-	size_t off = 0;
-#define TAKE(dst, n)                                                                     \
-	do {                                                                             \
-		if (base)                                                                \
-			(dst) = base + off;                                              \
-		off += ((n) + 15) & ~(size_t)15;                                         \
-	} while (0)
-	float *dummy;
+	float *p = cv->base ? cv->base + cv->off : NULL;
+	cv->off += (n + 15) & ~(size_t)15;
+	return p;
+}
+
+/* Lays out every activation and backward buffer of m for the shape s. When
+ * base is NULL the pointers written are NULL and only the size matters. */
+static size_t carve(Model *m, const Sizes *s, float *base)
+{
+	Carver cv = {base, 0};
+	size_t N = s->N, C = s->C, I = s->I;
 	int gpt2 = m->cfg.arch == TRL_ARCH_GPT2;
 	for (size_t l = 0; l < s->L; l++) {
-		LayerActs *a = base ? &m->acts[l] : NULL;
-#define LA(field) (*(a ? &a->field : &dummy))
-		TAKE(LA(x_in), s->N * s->C);
-		TAKE(LA(ln1), s->N * s->C);
-		TAKE(LA(ln1_mean), s->N);
-		TAKE(LA(ln1_rstd), s->N);
-		TAKE(LA(q), s->N * s->C);
-		TAKE(LA(k), s->N * s->KVD);
-		TAKE(LA(v), s->N * s->KVD);
-		TAKE(LA(att), s->BHTT);
-		TAKE(LA(atty), s->N * s->C);
-		TAKE(LA(x_mid), s->N * s->C);
-		TAKE(LA(ln2), s->N * s->C);
-		TAKE(LA(ln2_mean), s->N);
-		TAKE(LA(ln2_rstd), s->N);
-		TAKE(LA(h1), s->N * s->I);
-		if (!gpt2)
-			TAKE(LA(h2), s->N * s->I);
-		TAKE(LA(hact), s->N * s->I);
-#undef LA
+		LayerActs scratch, *a = m->acts ? &m->acts[l] : &scratch;
+		a->x_in = take(&cv, N * C);
+		a->ln1 = take(&cv, N * C);
+		a->ln1_mean = take(&cv, N);
+		a->ln1_rstd = take(&cv, N);
+		a->q = take(&cv, N * C);
+		a->k = take(&cv, N * s->KVD);
+		a->v = take(&cv, N * s->KVD);
+		a->att = take(&cv, s->BHTT);
+		a->atty = take(&cv, N * C);
+		a->x_mid = take(&cv, N * C);
+		a->ln2 = take(&cv, N * C);
+		a->ln2_mean = take(&cv, N);
+		a->ln2_rstd = take(&cv, N);
+		a->h1 = take(&cv, N * I);
+		a->h2 = gpt2 ? NULL : take(&cv, N * I);
+		a->hact = take(&cv, N * I);
 	}
-	TAKE(*(base ? &m->x_final : &dummy), s->N * s->C);
-	TAKE(*(base ? &m->lnf : &dummy), s->N * s->C);
-	TAKE(*(base ? &m->lnf_mean : &dummy), s->N);
-	TAKE(*(base ? &m->lnf_rstd : &dummy), s->N);
-	TAKE(*(base ? &m->logits : &dummy), s->N * s->V);
-	TAKE(*(base ? &m->dres : &dummy), s->N * s->C);
-	TAKE(*(base ? &m->dtmp : &dummy), s->N * s->C);
-	/* dbig holds dhact, dh1, dh2 (3 x (N, I)) in the MLP and the (N, 3C)
-	 * assembled c_attn gradient in the attention of gpt2. */
-	size_t big = 3 * s->N * s->I;
-	if (big < 3 * s->N * s->C)
-		big = 3 * s->N * s->C;
-	TAKE(*(base ? &m->dbig : &dummy), big);
-	TAKE(*(base ? &m->dq : &dummy), s->N * s->C);
-	TAKE(*(base ? &m->dk : &dummy), s->N * s->KVD);
-	TAKE(*(base ? &m->dv : &dummy), s->N * s->KVD);
-	TAKE(*(base ? &m->att_scratch : &dummy),
-	     (size_t)threads * attention_scratch_floats((int)(s->BHTT ? m->maxT : 1)));
-#undef TAKE
-	(void)dummy;
-	return off;
+	m->x_final = take(&cv, N * C);
+	m->lnf = take(&cv, N * C);
+	m->lnf_mean = take(&cv, N);
+	m->lnf_rstd = take(&cv, N);
+	m->logits = take(&cv, N * s->V);
+	m->dres = take(&cv, N * C);
+	m->dtmp = take(&cv, N * C);
+	/* dbig holds dhact, dh1, dh2 (3 x (N, I)) in the MLP, and the gpt2 c_attn
+	 * output (N, 3C) in forward and its gradient in backward. */
+	m->dbig = take(&cv, 3 * N * (I > C ? I : C));
+	m->dq = take(&cv, N * C);
+	m->dk = take(&cv, N * s->KVD);
+	m->dv = take(&cv, N * s->KVD);
+	m->att_scratch =
+	    take(&cv, (size_t)m->threads * attention_scratch_floats(m->maxT));
+	return cv.off;
 }
 
 size_t model_activation_bytes(const ModelConfig *mc, int B, int T)
@@ -262,8 +264,9 @@ size_t model_activation_bytes(const ModelConfig *mc, int B, int T)
 	memset(&tmp, 0, sizeof tmp);
 	tmp.cfg = *mc;
 	tmp.maxT = T;
+	tmp.threads = omp_get_max_threads();
 	Sizes s = sizes_of(mc, B, T);
-	return carve(&tmp, &s, NULL, omp_get_max_threads()) * sizeof(float);
+	return carve(&tmp, &s, NULL) * sizeof(float);
 }
 
 int model_alloc_activations(Model *m, int B, int T, TrlErr *err)
@@ -282,8 +285,8 @@ int model_alloc_activations(Model *m, int B, int T, TrlErr *err)
 	m->maxB = B;
 	m->maxT = T;
 	Sizes s = sizes_of(&m->cfg, B, T);
-	int threads = omp_get_max_threads();
-	m->act_floats = carve(m, &s, NULL, threads);
+	m->threads = omp_get_max_threads();
+	m->act_floats = carve(m, &s, NULL);
 	m->act_slab = trl_alloc(m->act_floats * sizeof(float));
 	if (!m->acts || !m->act_slab) {
 		free(m->acts);
@@ -294,7 +297,7 @@ int model_alloc_activations(Model *m, int B, int T, TrlErr *err)
 		    "lower per_device_train_batch_size or max_length",
 		    B, T, m->act_floats * 4.0 / 1048576.0);
 	}
-	carve(m, &s, m->act_slab, threads);
+	carve(m, &s, m->act_slab);
 	return TRL_OK;
 }
 
@@ -481,8 +484,8 @@ void model_backward(Model *m, const Batch *b)
 		zero_floats(m->dq, NC);
 		zero_floats(m->dk, (size_t)N * KVD);
 		zero_floats(m->dv, (size_t)N * KVD);
-		attention_backward(m->dq, m->dk, m->dv, m->att_scratch, datty, a->q, a->k,
-		                   a->v, a->att, B, T, H, KV, D);
+		attention_backward(m->dq, m->dk, m->dv, m->att_scratch, m->threads, datty,
+		                   a->q, a->k, a->v, a->att, B, T, H, KV, D);
 		float *dln1 = dtmp; /* datty is no longer needed */
 		zero_floats(dln1, NC);
 		if (gpt2) {

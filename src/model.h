@@ -84,6 +84,7 @@ typedef struct Model {
 	float *dq, *dk, *dv, *att_scratch;
 	float *act_slab; /* one allocation behind all of the above */
 	size_t act_floats;
+	int threads; /* OpenMP threads the backward scratch was sized for */
 } Model;
 
 int model_init(Model *m, const ModelConfig *mc, TrlErr *err);

@@ -797,7 +797,8 @@ ParameterizedTest(AttnShape *s, layers, attention_matches_reference_and_fd)
 
 		float *dq = falloc(nq), *dk = falloc(nk), *dv = falloc(nk);
 		float *scratch = attn_scratch(T);
-		attention_backward(dq, dk, dv, scratch, G, q, k, v, att, B, T, H, KV, D);
+		attention_backward(dq, dk, dv, scratch, omp_get_max_threads(), G, q, k, v,
+		                   att, B, T, H, KV, D);
 		AttnCtx c = {out, att, q, k, v, doc, G, B, T, H, KV, D};
 		expect_fd("attention d(q)", shape, q, nq, dq, attn_loss, &c);
 		expect_fd("attention d(k)", shape, k, nk, dk, attn_loss, &c);
@@ -810,7 +811,8 @@ ParameterizedTest(AttnShape *s, layers, attention_matches_reference_and_fd)
 		fd_fill_normal(pv, nk, &r, 1.0);
 		float *aq = fdup(pq, nq), *ak = fdup(pk, nk), *av = fdup(pv, nk);
 		/* Scratch left dirty by the previous call must not matter. */
-		attention_backward(aq, ak, av, scratch, G, q, k, v, att, B, T, H, KV, D);
+		attention_backward(aq, ak, av, scratch, omp_get_max_threads(), G, q, k, v,
+		                   att, B, T, H, KV, D);
 		expect_accum("attention d(q)", shape, aq, pq, dq, nq);
 		expect_accum("attention d(k)", shape, ak, pk, dk, nk);
 		expect_accum("attention d(v)", shape, av, pv, dv, nk);
@@ -877,7 +879,8 @@ Test(layers, attention_packed_documents_are_independent)
 	for (int i = 0; i < 3 * C; i++)
 		G[i] = (float)rng_normal(&r);
 	float *scratch = attn_scratch(T);
-	attention_backward(dq, dk, dv, scratch, G, q, k, v, att, 1, T, H, KV, D);
+	attention_backward(dq, dk, dv, scratch, omp_get_max_threads(), G, q, k, v, att, 1,
+	                   T, H, KV, D);
 	for (int t = 3; t < T; t++) {
 		for (int i = 0; i < C; i++)
 			cr_assert_eq(dq[t * C + i], 0.0f, "dq leaked into token %d", t);
@@ -944,7 +947,8 @@ Test(layers, attention_padding_rows_are_finite_and_isolated)
 	float dv[B * T * KC] = {0};
 	fd_fill_normal(G, B * T * C, &r, 1.0);
 	float *scratch = attn_scratch(T);
-	attention_backward(dq, dk, dv, scratch, G, q, k, v, att, B, T, H, KV, D);
+	attention_backward(dq, dk, dv, scratch, omp_get_max_threads(), G, q, k, v, att, B,
+	                   T, H, KV, D);
 	for (int i = 0; i < B * T * C; i++)
 		cr_assert(isfinite(dq[i]), "dq[%d] not finite", i);
 	for (int i = 0; i < B * T * KC; i++)
