@@ -39,6 +39,7 @@ typedef struct LayerPtrs {
 	float *q_w, *k_w, *v_w,
 	    *o_w;               /* llama: (H*D, C), (KV*D, C), (KV*D, C), (C, H*D) */
 	float *q_b, *k_b, *v_b; /* llama attention_bias */
+	float *q_norm, *k_norm; /* qwen3: (D) RMSNorm of each q, k head before RoPE */
 	float *qkv_w, *qkv_b;   /* gpt2 c_attn: (C, 3C), (3C) */
 	float *o_b;             /* gpt2 c_proj bias (C) */
 	float *ln2_w, *ln2_b;   /* (C) */

@@ -22,6 +22,7 @@ typedef struct ModelConfig {
 	int max_position_embeddings; /* gpt2: rows of wpe; llama: longest sequence */
 	int tie_word_embeddings;     /* lm_head shares model.embed_tokens.weight */
 	int attention_bias;          /* llama family: q/k/v projections have biases */
+	int qk_norm; /* qwen3: RMSNorm over head_dim of q and k before RoPE (q_norm, k_norm) */
 	float rope_theta;
 	float norm_eps; /* rms_norm_eps (llama) or layer_norm_epsilon (gpt2) */
 	float initializer_range;
