@@ -6,7 +6,8 @@ set -e
 cd "$(dirname "$0")"
 
 PACKAGES="build-essential autoconf automake pkg-config libopenmpi-dev openmpi-bin \
-libhdf5-openmpi-dev libyaml-dev libopenblas-openmp-dev libcriterion-dev python3"
+libhdf5-openmpi-dev libyaml-dev libopenblas-openmp-dev libcriterion-dev libpcre2-dev \
+libutf8proc-dev python3"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
