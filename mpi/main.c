@@ -5,12 +5,15 @@
 #include <string.h>
 
 #include "comm.h"
+#include "tools.h"
 #include "config.h"
 #include "train.h"
 
 static int usage(FILE *f)
 {
 	fprintf(f, "usage: trl-hpc [train|validate] INPUT.yaml [--key value ...]\n"
+	           "       trl-hpc tokenize MODEL_DIR [--decode] [--add-special] "
+	           "[--skip-special]\n"
 	           "       trl-hpc --help | --version | config-reference\n");
 	return 2;
 }
@@ -43,6 +46,15 @@ int main(int argc, char **argv)
 			       TRL_BLAS_NAME);
 		comm_finalize(&comm);
 		return 0;
+	}
+	if (strcmp(argv[1], "tokenize") == 0) {
+		/* A one-process tool: every rank would read the same stdin. */
+		int status = comm.size == 1 ? cmd_tokenize(argc, argv) : 2;
+		if (comm.size != 1 && comm.rank == 0)
+			fprintf(stderr, "trl-hpc tokenize runs on one process, not under mpirun -np %d\n",
+				comm.size);
+		comm_finalize(&comm);
+		return status;
 	}
 	if (strcmp(argv[1], "config-reference") == 0) {
 		if (comm.rank == 0)

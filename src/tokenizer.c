@@ -1,4 +1,5 @@
-/* tokenizer.c - the built-in byte-level tokenizer: one id per byte, then specials. */
+/* tokenizer.c - the built-in byte-level tokenizer (one id per byte, then specials) and
+ * the dispatch to tokenizer_hf.c. */
 #include "tokenizer.h"
 
 #include <limits.h>
@@ -20,12 +21,35 @@ void tokenizer_init_bytes(Tokenizer *t)
 
 void tokenizer_free(Tokenizer *t)
 {
+	if (t->kind == TRL_TOK_HF)
+		tokenizer_hf_free(t);
 	memset(t, 0, sizeof *t);
+}
+
+int32_t tokenizer_token_to_id(const Tokenizer *t, const char *s, size_t len)
+{
+	if (t->kind == TRL_TOK_HF)
+		return tokenizer_hf_token_to_id(t, s, len);
+	if (len == 1)
+		return (unsigned char)s[0];
+	for (int i = 0; i < t->n_special; i++)
+		if (strlen(t->special[i]) == len && memcmp(t->special[i], s, len) == 0)
+			return 256 + i;
+	return -1;
 }
 
 int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int32_t *out,
                      int cap, TrlErr *err)
 {
+	return tokenizer_encode_ex(t, text, len, 0, out, cap, err);
+}
+
+int tokenizer_encode_ex(const Tokenizer *t, const char *text, size_t len, int flags,
+                        int32_t *out, int cap, TrlErr *err)
+{
+	if (t->kind == TRL_TOK_HF)
+		return tokenizer_hf_encode(t, text, len, flags, out, cap, err);
+	(void)flags; /* the byte tokenizer adds nothing around a text */
 	if (t->kind != TRL_TOK_BYTES)
 		return trl_errf(err, TRL_EINTERNAL,
 		                "tokenizer kind %d is not implemented", (int)t->kind);
@@ -43,6 +67,8 @@ int tokenizer_encode(const Tokenizer *t, const char *text, size_t len, int32_t *
 size_t tokenizer_decode(const Tokenizer *t, const int32_t *ids, int n, int skip_special,
                         char *buf, size_t cap)
 {
+	if (t->kind == TRL_TOK_HF)
+		return tokenizer_hf_decode(t, ids, n, skip_special, buf, cap);
 	size_t len = 0;
 	for (int i = 0; i < n; i++) {
 		int32_t id = ids[i];
