@@ -94,6 +94,9 @@ static int wire(const ModelConfig *mc, const ParamTable *t, float *base, ModelPt
 			p->k_w = ptr(t, base, "%s.%d.self_attn.k_proj.weight", m, l);
 			p->v_w = ptr(t, base, "%s.%d.self_attn.v_proj.weight", m, l);
 			p->o_w = ptr(t, base, "%s.%d.self_attn.o_proj.weight", m, l);
+			p->o_b = ptr(t, base, "%s.%d.self_attn.o_proj.bias", m, l);
+			p->q_norm = ptr(t, base, "%s.%d.self_attn.q_norm.weight", m, l);
+			p->k_norm = ptr(t, base, "%s.%d.self_attn.k_norm.weight", m, l);
 			p->q_b = ptr(t, base, "%s.%d.self_attn.q_proj.bias", m, l);
 			p->k_b = ptr(t, base, "%s.%d.self_attn.k_proj.bias", m, l);
 			p->v_b = ptr(t, base, "%s.%d.self_attn.v_proj.bias", m, l);
@@ -182,7 +185,7 @@ void model_init_weights(Model *m, uint64_t seed)
 /* ---- activations ----------------------------------------------------------- */
 
 typedef struct Sizes {
-	size_t N, C, KVD, I, V, BHTT, L;
+	size_t N, C, QD, KVD, I, V, BHTT, L;
 } Sizes;
 
 static Sizes sizes_of(const ModelConfig *mc, int B, int T)
@@ -190,7 +193,8 @@ static Sizes sizes_of(const ModelConfig *mc, int B, int T)
 	Sizes s;
 	s.N = (size_t)B * T;
 	s.C = (size_t)mc->hidden_size;
-	s.KVD = s.C / (size_t)mc->num_attention_heads * (size_t)mc->num_key_value_heads;
+	s.QD = (size_t)mc->head_dim * (size_t)mc->num_attention_heads;
+	s.KVD = (size_t)mc->head_dim * (size_t)mc->num_key_value_heads;
 	s.I = (size_t)mc->intermediate_size;
 	s.V = (size_t)mc->vocab_size;
 	s.BHTT = (size_t)B * mc->num_attention_heads * T * T;
@@ -198,8 +202,6 @@ static Sizes sizes_of(const ModelConfig *mc, int B, int T)
 	return s;
 }
 
-/* Carves the activation buffers from one slab; with base == NULL it only
- * counts floats. Every buffer starts on a 16-float boundary. */
 /* Hands out consecutive 16-float-aligned pieces of one slab; with base NULL it
  * only counts, so the same code sizes and carves the allocation. */
 typedef struct Carver {
@@ -219,19 +221,26 @@ static float *take(Carver *cv, size_t n)
 static size_t carve(Model *m, const Sizes *s, float *base)
 {
 	Carver cv = {base, 0};
-	size_t N = s->N, C = s->C, I = s->I;
-	int gpt2 = m->cfg.arch == TRL_ARCH_GPT2;
+	size_t N = s->N, C = s->C, I = s->I, QD = s->QD;
+	size_t CQ = C > QD ? C : QD, wide = I > CQ ? I : CQ;
+	int gpt2 = m->cfg.arch == TRL_ARCH_GPT2, qkn = m->cfg.qk_norm;
+	size_t H = (size_t)m->cfg.num_attention_heads;
+	size_t KV = (size_t)m->cfg.num_key_value_heads;
 	for (size_t l = 0; l < s->L; l++) {
 		LayerActs scratch, *a = m->acts ? &m->acts[l] : &scratch;
 		a->x_in = take(&cv, N * C);
 		a->ln1 = take(&cv, N * C);
 		a->ln1_mean = take(&cv, N);
 		a->ln1_rstd = take(&cv, N);
-		a->q = take(&cv, N * C);
+		a->q = take(&cv, N * QD);
 		a->k = take(&cv, N * s->KVD);
 		a->v = take(&cv, N * s->KVD);
+		a->q_raw = qkn ? take(&cv, N * QD) : NULL;
+		a->k_raw = qkn ? take(&cv, N * s->KVD) : NULL;
+		a->q_rstd = qkn ? take(&cv, N * H) : NULL;
+		a->k_rstd = qkn ? take(&cv, N * KV) : NULL;
 		a->att = take(&cv, s->BHTT);
-		a->atty = take(&cv, N * C);
+		a->atty = take(&cv, N * QD);
 		a->x_mid = take(&cv, N * C);
 		a->ln2 = take(&cv, N * C);
 		a->ln2_mean = take(&cv, N);
@@ -246,11 +255,12 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 	m->lnf_rstd = take(&cv, N);
 	m->logits = take(&cv, N * s->V);
 	m->dres = take(&cv, N * C);
-	m->dtmp = take(&cv, N * C);
-	/* dbig holds dhact, dh1, dh2 (3 x (N, I)) in the MLP, and the gpt2 c_attn
-	 * output (N, 3C) in forward and its gradient in backward. */
-	m->dbig = take(&cv, 3 * N * (I > C ? I : C));
-	m->dq = take(&cv, N * C);
+	m->dtmp = take(&cv, N * CQ);
+	/* dbig holds dhact, dh1, dh2 (3 x (N, I)) in the MLP, the gpt2 c_attn
+	 * output (N, 3C) in forward and its gradient in backward, and the qwen3
+	 * gradients before q/k norm ((N, H*D) + (N, KV*D)) in backward. */
+	m->dbig = take(&cv, 3 * N * wide);
+	m->dq = take(&cv, N * QD);
 	m->dk = take(&cv, N * s->KVD);
 	m->dv = take(&cv, N * s->KVD);
 	m->att_scratch =
@@ -279,6 +289,13 @@ int model_alloc_activations(Model *m, int B, int T, TrlErr *err)
 		    "sequence length %d exceeds model.max_position_embeddings "
 		    "(%d): lower max_length or raise max_position_embeddings",
 		    T, m->cfg.max_position_embeddings);
+	if (m->cfg.sliding_window > 0 && T > m->cfg.sliding_window)
+		return trl_errf(
+		    err, TRL_EUNSUPPORTED,
+		    "sequence length %d exceeds the model's sliding_window (%d), and "
+		    "sliding-window attention is not implemented: lower max_length "
+		    "to at most %d",
+		    T, m->cfg.sliding_window, m->cfg.sliding_window);
 	free(m->acts);
 	trl_free(m->act_slab);
 	m->acts = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->acts);
@@ -369,8 +386,9 @@ void model_forward(Model *m, const Batch *b)
 	int B = b->B, T = b->T, N = B * T;
 	int C = mc->hidden_size, H = mc->num_attention_heads,
 	    KV = mc->num_key_value_heads;
-	int D = C / H, KVD = KV * D, I = mc->intermediate_size, V = mc->vocab_size;
-	int L = mc->num_hidden_layers, gpt2 = mc->arch == TRL_ARCH_GPT2;
+	int D = mc->head_dim, QD = H * D, KVD = KV * D, I = mc->intermediate_size;
+	int V = mc->vocab_size, L = mc->num_hidden_layers,
+	    gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w;
 
 	embedding_forward(m->acts[0].x_in, b->ids, b->pos, w->wte, gpt2 ? w->wpe : NULL,
@@ -388,19 +406,28 @@ void model_forward(Model *m, const Batch *b)
 			               TRL_W_IN_OUT);
 			split_qkv(a->q, a->k, a->v, qkv, N, C);
 		} else {
-			matmul_forward(a->q, a->ln1, p->q_w, p->q_b, N, C, C,
-			               TRL_W_OUT_IN);
-			matmul_forward(a->k, a->ln1, p->k_w, p->k_b, N, C, KVD,
+			float *q = mc->qk_norm ? a->q_raw : a->q;
+			float *k = mc->qk_norm ? a->k_raw : a->k;
+			matmul_forward(q, a->ln1, p->q_w, p->q_b, N, C, QD, TRL_W_OUT_IN);
+			matmul_forward(k, a->ln1, p->k_w, p->k_b, N, C, KVD,
 			               TRL_W_OUT_IN);
 			matmul_forward(a->v, a->ln1, p->v_w, p->v_b, N, C, KVD,
 			               TRL_W_OUT_IN);
+			if (mc->qk_norm) {
+				/* Qwen3: RMSNorm over each head's D values, before RoPE.
+				 */
+				rmsnorm_forward(a->q, a->q_rstd, a->q_raw, p->q_norm,
+				                N * H, D, mc->norm_eps);
+				rmsnorm_forward(a->k, a->k_rstd, a->k_raw, p->k_norm,
+				                N * KV, D, mc->norm_eps);
+			}
 			rope_forward(a->q, b->pos, N, H, D, mc->rope_theta);
 			rope_forward(a->k, b->pos, N, KV, D, mc->rope_theta);
 		}
 		attention_forward(a->atty, a->att, a->q, a->k, a->v, b->doc, B, T, H, KV,
 		                  D);
 		copy_floats(a->x_mid, a->x_in, (size_t)N * C);
-		matmul_forward_add(a->x_mid, a->atty, p->o_w, p->o_b, N, C, C,
+		matmul_forward_add(a->x_mid, a->atty, p->o_w, p->o_b, N, QD, C,
 		                   gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
 
 		norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, p->ln2_w,
@@ -435,8 +462,9 @@ void model_backward(Model *m, const Batch *b)
 	int B = b->B, T = b->T, N = B * T;
 	int C = mc->hidden_size, H = mc->num_attention_heads,
 	    KV = mc->num_key_value_heads;
-	int D = C / H, KVD = KV * D, I = mc->intermediate_size, V = mc->vocab_size;
-	int L = mc->num_hidden_layers, gpt2 = mc->arch == TRL_ARCH_GPT2;
+	int D = mc->head_dim, QD = H * D, KVD = KV * D, I = mc->intermediate_size;
+	int V = mc->vocab_size, L = mc->num_hidden_layers,
+	    gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w, *g = &m->g;
 	size_t NC = (size_t)N * C, NI = (size_t)N * I;
 	float *dres = m->dres, *dtmp = m->dtmp;
@@ -477,11 +505,11 @@ void model_backward(Model *m, const Batch *b)
 		              a->ln2_mean, a->ln2_rstd, N);
 
 		/* Attention: x_mid = x_in + o_proj(attn(norm1(x_in))). */
-		float *datty = dtmp;
-		zero_floats(datty, NC);
-		matmul_backward(datty, gp->o_w, gp->o_b, dres, a->atty, p->o_w, N, C, C,
+		float *datty = dtmp; /* (N, H*D) */
+		zero_floats(datty, (size_t)N * QD);
+		matmul_backward(datty, gp->o_w, gp->o_b, dres, a->atty, p->o_w, N, QD, C,
 		                gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
-		zero_floats(m->dq, NC);
+		zero_floats(m->dq, (size_t)N * QD);
 		zero_floats(m->dk, (size_t)N * KVD);
 		zero_floats(m->dv, (size_t)N * KVD);
 		attention_backward(m->dq, m->dk, m->dv, m->att_scratch, m->threads, datty,
@@ -496,10 +524,21 @@ void model_backward(Model *m, const Batch *b)
 		} else {
 			rope_backward(m->dq, b->pos, N, H, D, mc->rope_theta);
 			rope_backward(m->dk, b->pos, N, KV, D, mc->rope_theta);
-			matmul_backward(dln1, gp->q_w, gp->q_b, m->dq, a->ln1, p->q_w, N,
-			                C, C, TRL_W_OUT_IN);
-			matmul_backward(dln1, gp->k_w, gp->k_b, m->dk, a->ln1, p->k_w, N,
-			                C, KVD, TRL_W_OUT_IN);
+			float *dq = m->dq, *dk = m->dk;
+			if (mc->qk_norm) {
+				/* Through the per-head norms; dbig is free here. */
+				dq = m->dbig;
+				dk = m->dbig + (size_t)N * QD;
+				zero_floats(dq, (size_t)N * (QD + KVD));
+				rmsnorm_backward(dq, gp->q_norm, m->dq, a->q_raw,
+				                 p->q_norm, a->q_rstd, N * H, D);
+				rmsnorm_backward(dk, gp->k_norm, m->dk, a->k_raw,
+				                 p->k_norm, a->k_rstd, N * KV, D);
+			}
+			matmul_backward(dln1, gp->q_w, gp->q_b, dq, a->ln1, p->q_w, N, C,
+			                QD, TRL_W_OUT_IN);
+			matmul_backward(dln1, gp->k_w, gp->k_b, dk, a->ln1, p->k_w, N, C,
+			                KVD, TRL_W_OUT_IN);
 			matmul_backward(dln1, gp->v_w, gp->v_b, m->dv, a->ln1, p->v_w, N,
 			                C, KVD, TRL_W_OUT_IN);
 		}

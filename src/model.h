@@ -60,10 +60,12 @@ typedef struct ModelPtrs {
 typedef struct LayerActs {
 	float *x_in; /* (N, C) residual stream entering the layer */
 	float *ln1, *ln1_mean, *ln1_rstd;
-	float *q, *k, *v; /* (N, H*D), (N, KV*D), (N, KV*D); q, k after RoPE */
-	float *att;       /* (B, H, T, T) */
-	float *atty;      /* (N, H*D) attention output before o_proj */
-	float *x_mid;     /* (N, C) residual after attention */
+	float *q, *k, *v;     /* (N, H*D), (N, KV*D), (N, KV*D); q, k after RoPE */
+	float *q_raw, *k_raw; /* qwen3: (N, H*D), (N, KV*D) projections before q/k norm */
+	float *q_rstd, *k_rstd; /* qwen3: (N*H), (N*KV) per-head RMSNorm statistics */
+	float *att;             /* (B, H, T, T) */
+	float *atty;            /* (N, H*D) attention output before o_proj */
+	float *x_mid;           /* (N, C) residual after attention */
 	float *ln2, *ln2_mean, *ln2_rstd;
 	float *h1, *h2; /* llama: gate, up (N, I); gpt2: fc pre-activation (N, I) */
 	float *hact;    /* (N, I) activation output */

@@ -2,6 +2,8 @@
 #include "model_config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "json.h"
 #include "trl.h"
@@ -17,6 +19,73 @@ const char *model_arch_name(TrlArch a)
 	return "unknown";
 }
 
+static const struct {
+	const char *type, *arch;
+} hf_names[] = {
+    [TRL_HF_AUTO] = {"auto", "?"},
+    [TRL_HF_LLAMA] = {"llama", "LlamaForCausalLM"},
+    [TRL_HF_QWEN2] = {"qwen2", "Qwen2ForCausalLM"},
+    [TRL_HF_QWEN3] = {"qwen3", "Qwen3ForCausalLM"},
+    [TRL_HF_MISTRAL] = {"mistral", "MistralForCausalLM"},
+    [TRL_HF_GPT2] = {"gpt2", "GPT2LMHeadModel"},
+};
+#define N_HF_TYPES ((int)(sizeof hf_names / sizeof hf_names[0]))
+
+const char *model_hf_type_name(TrlHfType t)
+{
+	return (int)t >= 0 && (int)t < N_HF_TYPES ? hf_names[t].type : "unknown";
+}
+
+const char *model_hf_arch_name(TrlHfType t)
+{
+	return (int)t >= 0 && (int)t < N_HF_TYPES ? hf_names[t].arch : "unknown";
+}
+
+int model_hf_type_parse(const char *name, TrlHfType *out)
+{
+	for (int i = 1; i < N_HF_TYPES; i++)
+		if (strcmp(name, hf_names[i].type) == 0) {
+			*out = (TrlHfType)i;
+			return 0;
+		}
+	return -1;
+}
+
+/* Resolves TRL_HF_AUTO and checks that model_type, arch and the flags agree. */
+static int check_hf_type(ModelConfig *mc, TrlErr *err)
+{
+	if (mc->model_type == TRL_HF_AUTO)
+		mc->model_type = mc->arch == TRL_ARCH_GPT2 ? TRL_HF_GPT2
+		                 : mc->qk_norm             ? TRL_HF_QWEN3
+		                 : mc->attention_bias      ? TRL_HF_QWEN2
+		                                           : TRL_HF_LLAMA;
+	TrlHfType t = mc->model_type;
+	const char *name = model_hf_type_name(t);
+	if ((int)t < 0 || (int)t >= N_HF_TYPES)
+		return trl_errf(err, TRL_EINVAL, "model: unknown model_type %d", (int)t);
+	if ((t == TRL_HF_GPT2) != (mc->arch == TRL_ARCH_GPT2))
+		return trl_errf(err, TRL_EINVAL,
+		                "model: model_type %s does not belong to architecture %s",
+		                name, model_arch_name(mc->arch));
+	if (t == TRL_HF_QWEN3)
+		mc->qk_norm = 1;
+	else if (mc->qk_norm)
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "model: qk_norm (q_norm/k_norm) exists only in model_type "
+		    "qwen3, not %s",
+		    name);
+	if (t == TRL_HF_QWEN2)
+		mc->attention_bias = 1;
+	if (t == TRL_HF_MISTRAL && mc->attention_bias)
+		return trl_errf(err, TRL_EINVAL,
+		                "model: model_type mistral has no attention biases; "
+		                "attention_bias must be false");
+	if (t != TRL_HF_MISTRAL && t != TRL_HF_QWEN2 && t != TRL_HF_QWEN3)
+		mc->sliding_window = 0;
+	return TRL_OK;
+}
+
 int model_config_check(ModelConfig *mc, TrlErr *err)
 {
 	if (mc->arch != TRL_ARCH_LLAMA && mc->arch != TRL_ARCH_GPT2)
@@ -30,11 +99,26 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 		    "(%d) and num_attention_heads (%d) must be positive",
 		    mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
 		    mc->num_attention_heads);
-	if (mc->hidden_size % mc->num_attention_heads != 0)
+	int rc = check_hf_type(mc, err);
+	if (rc)
+		return rc;
+	if (mc->head_dim < 0)
+		return trl_errf(err, TRL_EINVAL, "model.head_dim (%d) must be positive",
+		                mc->head_dim);
+	if (mc->arch == TRL_ARCH_GPT2 && mc->head_dim != 0 &&
+	    mc->head_dim * mc->num_attention_heads != mc->hidden_size)
 		return trl_errf(err, TRL_EINVAL,
-		                "model.hidden_size (%d) must be a multiple of "
-		                "model.num_attention_heads (%d)",
-		                mc->hidden_size, mc->num_attention_heads);
+		                "model: gpt2 needs head_dim (%d) = hidden_size (%d) / "
+		                "num_attention_heads (%d)",
+		                mc->head_dim, mc->hidden_size, mc->num_attention_heads);
+	if (mc->head_dim == 0) {
+		if (mc->hidden_size % mc->num_attention_heads != 0)
+			return trl_errf(err, TRL_EINVAL,
+			                "model.hidden_size (%d) must be a multiple of "
+			                "model.num_attention_heads (%d)",
+			                mc->hidden_size, mc->num_attention_heads);
+		mc->head_dim = mc->hidden_size / mc->num_attention_heads;
+	}
 	if (mc->num_key_value_heads <= 0 || mc->arch == TRL_ARCH_GPT2)
 		mc->num_key_value_heads = mc->num_attention_heads;
 	if (mc->num_attention_heads % mc->num_key_value_heads != 0)
@@ -42,19 +126,14 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 		                "model.num_attention_heads (%d) must be a multiple of "
 		                "model.num_key_value_heads (%d)",
 		                mc->num_attention_heads, mc->num_key_value_heads);
-	int D = mc->hidden_size / mc->num_attention_heads;
+	int D = mc->head_dim;
 	if (D > 1024)
-		return trl_errf(
-		    err, TRL_EUNSUPPORTED,
-		    "model: head_dim = hidden_size / num_attention_heads = %d; at "
-		    "most 1024 is supported",
-		    D);
+		return trl_errf(err, TRL_EUNSUPPORTED,
+		                "model: head_dim = %d; at most 1024 is supported", D);
 	if (mc->arch == TRL_ARCH_LLAMA && D % 2 != 0)
-		return trl_errf(
-		    err, TRL_EINVAL,
-		    "model: head_dim = hidden_size / num_attention_heads = %d must "
-		    "be even for rotary embeddings",
-		    D);
+		return trl_errf(err, TRL_EINVAL,
+		                "model: head_dim = %d must be even for rotary embeddings",
+		                D);
 	if (mc->intermediate_size <= 0)
 		mc->intermediate_size = mc->arch == TRL_ARCH_GPT2
 		                            ? 4 * mc->hidden_size
@@ -63,6 +142,8 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 		return trl_errf(err, TRL_EINVAL,
 		                "model.max_position_embeddings (%d) must be positive",
 		                mc->max_position_embeddings);
+	if (mc->sliding_window < 0)
+		mc->sliding_window = 0;
 	if (mc->arch == TRL_ARCH_GPT2) {
 		mc->tie_word_embeddings = 1;
 		mc->attention_bias = 1;
@@ -76,18 +157,29 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 	return TRL_OK;
 }
 
+/* Whether the llama-family o_proj has a bias: Hugging Face's llama and qwen3
+ * give o_proj bias=attention_bias, qwen2 never does. */
+int model_config_o_bias(const ModelConfig *mc)
+{
+	return mc->arch == TRL_ARCH_LLAMA && mc->attention_bias &&
+	       mc->model_type != TRL_HF_QWEN2 && mc->model_type != TRL_HF_AUTO;
+}
+
 size_t model_config_num_nonembedding_params(const ModelConfig *mc)
 {
 	size_t C = (size_t)mc->hidden_size, I = (size_t)mc->intermediate_size;
-	size_t D = C / (size_t)mc->num_attention_heads;
+	size_t D =
+	    mc->head_dim > 0 ? (size_t)mc->head_dim : C / (size_t)mc->num_attention_heads;
+	size_t QD = D * (size_t)mc->num_attention_heads;
 	size_t KVD = D * (size_t)mc->num_key_value_heads;
 	size_t per_layer;
 	if (mc->arch == TRL_ARCH_GPT2)
 		per_layer = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C +
 		            (C * I + I) + (I * C + C);
 	else
-		per_layer = C + C * C + 2 * KVD * C + C * C + C + 3 * C * I +
-		            (mc->attention_bias ? C + 2 * KVD : 0);
+		per_layer = C + QD * C + 2 * KVD * C + C * QD + C + 3 * C * I +
+		            (mc->attention_bias ? QD + 2 * KVD : 0) +
+		            (model_config_o_bias(mc) ? C : 0) + (mc->qk_norm ? 2 * D : 0);
 	size_t final_norm = mc->arch == TRL_ARCH_GPT2 ? 2 * C : C;
 	return per_layer * (size_t)mc->num_hidden_layers + final_norm;
 }
@@ -103,43 +195,72 @@ size_t model_config_num_params(const ModelConfig *mc)
 	return n;
 }
 
-void model_config_hf_json(const ModelConfig *mc, JsonBuf *out)
+/* The shortest decimal that reads back as the same float (1e-06, not
+ * 9.99999997e-07), as Python writes the value Hugging Face loaded. */
+static const char *float_str(char *buf, size_t cap, float x)
+{
+	for (int prec = 6; prec < 9; prec++) {
+		snprintf(buf, cap, "%.*g", prec, (double)x);
+		if (strtof(buf, NULL) == x)
+			return buf;
+	}
+	snprintf(buf, cap, "%.9g", (double)x);
+	return buf;
+}
+
+void model_config_hf_json(const ModelConfig *mc, const char *torch_dtype, JsonBuf *out)
 {
 	JsonBuf *b = out;
-	int gpt2 = mc->arch == TRL_ARCH_GPT2;
+	char eps[32], theta[32], init[32];
+	float_str(eps, sizeof eps, mc->norm_eps);
+	float_str(theta, sizeof theta, mc->rope_theta);
+	float_str(init, sizeof init, mc->initializer_range);
+	TrlHfType t = mc->model_type;
 	json_buf_puts(b, "{\n");
-	if (gpt2) {
+	json_buf_printf(b, "  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n",
+	                model_hf_arch_name(t), model_hf_type_name(t));
+	if (t == TRL_HF_GPT2) {
 		json_buf_printf(
 		    b,
-		    "  \"architectures\": [\"GPT2LMHeadModel\"],\n"
-		    "  \"model_type\": \"gpt2\",\n"
 		    "  \"vocab_size\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n"
 		    "  \"n_head\": %d,\n  \"n_inner\": %d,\n  \"n_positions\": %d,\n"
 		    "  \"activation_function\": \"gelu_new\",\n"
-		    "  \"layer_norm_epsilon\": %.9g,\n",
+		    "  \"layer_norm_epsilon\": %s,\n",
 		    mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
 		    mc->num_attention_heads, mc->intermediate_size,
-		    mc->max_position_embeddings, (double)mc->norm_eps);
+		    mc->max_position_embeddings, eps);
 	} else {
 		json_buf_printf(
 		    b,
-		    "  \"architectures\": [\"LlamaForCausalLM\"],\n"
-		    "  \"model_type\": \"llama\",\n"
 		    "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n"
 		    "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
-		    "  \"num_key_value_heads\": %d,\n  \"intermediate_size\": %d,\n"
+		    "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n"
+		    "  \"intermediate_size\": %d,\n"
 		    "  \"max_position_embeddings\": %d,\n  \"hidden_act\": \"silu\",\n"
-		    "  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n"
-		    "  \"attention_bias\": %s,\n",
+		    "  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n"
+		    "  \"rope_scaling\": null,\n",
 		    mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
-		    mc->num_attention_heads, mc->num_key_value_heads,
-		    mc->intermediate_size, mc->max_position_embeddings,
-		    (double)mc->norm_eps, (double)mc->rope_theta,
-		    mc->attention_bias ? "true" : "false");
+		    mc->num_attention_heads, mc->num_key_value_heads, mc->head_dim,
+		    mc->intermediate_size, mc->max_position_embeddings, eps, theta);
+		if (t != TRL_HF_QWEN2 && t != TRL_HF_MISTRAL)
+			json_buf_printf(b, "  \"attention_bias\": %s,\n",
+			                mc->attention_bias ? "true" : "false");
+		if (t == TRL_HF_LLAMA)
+			json_buf_puts(b, "  \"mlp_bias\": false,\n");
+		if (t == TRL_HF_MISTRAL || t == TRL_HF_QWEN2 || t == TRL_HF_QWEN3) {
+			if (mc->sliding_window > 0)
+				json_buf_printf(b, "  \"sliding_window\": %d,\n",
+				                mc->sliding_window);
+			else
+				json_buf_puts(b, "  \"sliding_window\": null,\n");
+		}
+		if (t == TRL_HF_QWEN2 || t == TRL_HF_QWEN3)
+			json_buf_printf(b, "  \"use_sliding_window\": %s,\n",
+			                mc->sliding_window > 0 ? "true" : "false");
 	}
 	json_buf_printf(b,
-	                "  \"tie_word_embeddings\": %s,\n  \"initializer_range\": %.9g,\n"
-	                "  \"torch_dtype\": \"float32\"\n}\n",
-	                mc->tie_word_embeddings ? "true" : "false",
-	                (double)mc->initializer_range);
+	                "  \"tie_word_embeddings\": %s,\n  \"initializer_range\": %s,\n"
+	                "  \"torch_dtype\": \"%s\"\n}\n",
+	                mc->tie_word_embeddings ? "true" : "false", init,
+	                torch_dtype ? torch_dtype : "float32");
 }

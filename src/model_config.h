@@ -11,37 +11,75 @@ typedef enum {
 	TRL_ARCH_GPT2 = 1 /* LayerNorm, learned positions, GELU-tanh, tied embeddings */
 } TrlArch;
 
+/* The Hugging Face model_type (and architectures entry) a model reads from and
+ * writes to config.json. TRL_HF_AUTO (zero) means the family's own: gpt2 for
+ * TRL_ARCH_GPT2, qwen3 for a llama-family model with qk_norm, llama otherwise.
+ * All but gpt2 are TRL_ARCH_LLAMA; they differ only in which tensors exist:
+ * qwen2 always has q/k/v biases (no o_proj bias), qwen3 has q_norm/k_norm,
+ * llama and qwen3 with attention_bias have q/k/v/o biases, mistral none. So
+ * AUTO resolves to qwen2 when attention_bias is set, keeping the meaning
+ * "Qwen2 = llama + attention_bias" of a model configured by hand. */
+typedef enum {
+	TRL_HF_AUTO = 0,
+	TRL_HF_LLAMA,   /* LlamaForCausalLM */
+	TRL_HF_QWEN2,   /* Qwen2ForCausalLM */
+	TRL_HF_QWEN3,   /* Qwen3ForCausalLM */
+	TRL_HF_MISTRAL, /* MistralForCausalLM */
+	TRL_HF_GPT2     /* GPT2LMHeadModel */
+} TrlHfType;
+
 typedef struct ModelConfig {
 	TrlArch arch;
 	int vocab_size;
 	int hidden_size;             /* C */
 	int num_hidden_layers;       /* L */
-	int num_attention_heads;     /* H; head_dim D = C / H */
+	int num_attention_heads;     /* H */
 	int num_key_value_heads;     /* KV; H % KV == 0 (llama only; gpt2 uses H) */
 	int intermediate_size;       /* I; gpt2 uses 4C when 0 */
 	int max_position_embeddings; /* gpt2: rows of wpe; llama: longest sequence */
 	int tie_word_embeddings;     /* lm_head shares model.embed_tokens.weight */
-	int attention_bias;          /* llama family: q/k/v projections have biases */
-	int qk_norm; /* qwen3: RMSNorm over head_dim of q and k before RoPE (q_norm, k_norm) */
+	int attention_bias;          /* llama family: q/k/v projections have biases; llama
+	                              * and qwen3 (as in Hugging Face) also o_proj, qwen2 not */
+	int qk_norm;  /* qwen3: RMSNorm over head_dim of q and k before RoPE (q_norm,
+	                 k_norm) */
+	int head_dim; /* D; 0 = C / H. llama family may differ from C / H: q is
+	               * (N, H*D), o_proj maps H*D back to C. */
+	int sliding_window; /* mistral/qwen: attention window; 0 = none. A batch
+	                     * longer than it is refused (no windowed kernel). */
+	TrlHfType model_type;
 	float rope_theta;
 	float norm_eps; /* rms_norm_eps (llama) or layer_norm_epsilon (gpt2) */
 	float initializer_range;
 } ModelConfig;
 
-/* Fills the derived fields (num_key_value_heads, intermediate_size for gpt2)
- * and checks divisibility and ranges. Returns 0 or TRL_EINVAL with a message. */
+/* Fills the derived fields (num_key_value_heads, head_dim, model_type,
+ * intermediate_size for gpt2) and checks divisibility, ranges and that the
+ * model_type agrees with the flags. Returns 0 or TRL_EINVAL with a message. */
 struct TrlErr;
 int model_config_check(ModelConfig *mc, struct TrlErr *err);
 
 const char *model_arch_name(TrlArch a);
 
+/* "llama", "qwen2", ... ("auto" for TRL_HF_AUTO), and the architectures entry
+ * ("LlamaForCausalLM", ...). model_hf_type_parse returns -1 for an unknown
+ * name. */
+const char *model_hf_type_name(TrlHfType t);
+const char *model_hf_arch_name(TrlHfType t);
+int model_hf_type_parse(const char *name, TrlHfType *out);
+
+/* Whether a llama-family o_proj has a bias (llama/qwen3 with attention_bias). */
+int model_config_o_bias(const ModelConfig *mc);
+
 /* Parameters in the model, and those not in embeddings (for FLOP counts). */
 size_t model_config_num_params(const ModelConfig *mc);
 size_t model_config_num_nonembedding_params(const ModelConfig *mc);
 
-/* Appends the config as a Hugging Face config.json object (model_type llama
- * with LlamaForCausalLM keys, or gpt2 with GPT2LMHeadModel keys). */
+/* Appends the config as a Hugging Face config.json object with the keys of
+ * its model_type (GPT2LMHeadModel names for gpt2). torch_dtype is written as
+ * given ("float32", "bfloat16"); NULL means "float32". mc must have passed
+ * model_config_check. */
 struct JsonBuf;
-void model_config_hf_json(const ModelConfig *mc, struct JsonBuf *out);
+void model_config_hf_json(const ModelConfig *mc, const char *torch_dtype,
+                          struct JsonBuf *out);
 
 #endif

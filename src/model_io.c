@@ -1,4 +1,6 @@
-/* model_io.c - model folders in and out: config.json and model.safetensors. */
+/* model_io.c - Hugging Face model folders in and out: config.json, model.safetensors
+ * (or shards behind model.safetensors.index.json), generation_config.json and
+ * the tokenizer files. */
 #include "model_io.h"
 
 #include <errno.h>
@@ -6,61 +8,177 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "safetensors.h"
 
-static int write_config_json(const ModelConfig *mc, const char *path, TrlErr *err)
+#define PATH_CAP 4200
+
+static int file_exists(const char *path)
 {
-	JsonBuf b = {0};
-	model_config_hf_json(mc, &b);
-	if (b.oom) {
-		json_buf_free(&b);
-		return trl_errf(err, TRL_ENOMEM, "out of memory writing %s", path);
-	}
-	char tmp[4400];
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Writes len bytes to path through a temporary name and a rename, so a reader
+ * never sees half a file. */
+static int write_file_atomic(const char *path, const char *data, size_t len, TrlErr *err)
+{
+	char tmp[PATH_CAP + 8];
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	FILE *f = fopen(tmp, "wb");
-	int ok = f && fwrite(b.p, 1, b.len, f) == b.len;
+	int ok = f && fwrite(data, 1, len, f) == len;
 	if (f && fclose(f) != 0)
 		ok = 0;
-	json_buf_free(&b);
-	if (!ok || rename(tmp, path) != 0)
-		return trl_errf(err, TRL_EIO, "cannot write %s: %s", path,
-		                strerror(errno));
+	if (!ok || rename(tmp, path) != 0) {
+		int e = errno;
+		unlink(tmp);
+		return trl_errf(err, TRL_EIO, "cannot write %s: %s", path, strerror(e));
+	}
 	return TRL_OK;
 }
 
-int model_save_dir(const Model *m, const char *dir, TrlErr *err)
+static int write_json_buf(JsonBuf *b, const char *path, TrlErr *err)
 {
+	int rc = b->oom ? trl_errf(err, TRL_ENOMEM, "out of memory writing %s", path)
+	                : write_file_atomic(path, b->p, b->len, err);
+	json_buf_free(b);
+	return rc;
+}
+
+/* ---- export ---------------------------------------------------------------- */
+
+static const char *const tokenizer_files[] = {"tokenizer.json", "tokenizer_config.json",
+                                              "special_tokens_map.json"};
+
+static int copy_file(const char *src, const char *dst, TrlErr *err)
+{
+	char *buf;
+	size_t len;
+	int rc = trl_read_file(src, &buf, &len, err);
+	if (rc)
+		return rc;
+	rc = write_file_atomic(dst, buf, len, err);
+	trl_free(buf);
+	return rc;
+}
+
+static void put_id(JsonBuf *b, const char *key, int id, int last)
+{
+	if (id >= 0)
+		json_buf_printf(b, "  \"%s\": %d%s\n", key, id, last ? "" : ",");
+	else
+		json_buf_printf(b, "  \"%s\": null%s\n", key, last ? "" : ",");
+}
+
+/* generation_config.json: the given ids; without any, the source folder's
+ * file when it has one (a fine-tuned model keeps its base's settings). */
+static int write_generation_config(const char *dir, const ModelExportOpts *o, TrlErr *err)
+{
+	char path[PATH_CAP], src[PATH_CAP];
+	snprintf(path, sizeof path, "%s/generation_config.json", dir);
+	if (o->bos_token_id < 0 && o->eos_token_id < 0 && o->tokenizer_dir) {
+		snprintf(src, sizeof src, "%s/generation_config.json", o->tokenizer_dir);
+		if (file_exists(src))
+			return copy_file(src, path, err);
+	}
+	JsonBuf b = {0};
+	json_buf_puts(&b, "{\n  \"_from_model_config\": true,\n");
+	put_id(&b, "bos_token_id", o->bos_token_id, 0);
+	put_id(&b, "eos_token_id", o->eos_token_id, 1);
+	json_buf_puts(&b, "}\n");
+	return write_json_buf(&b, path, err);
+}
+
+int model_export_dir(const Model *m, const char *dir, const ModelExportOpts *opts,
+                     TrlErr *err)
+{
+	ModelExportOpts def = MODEL_EXPORT_DEFAULTS;
+	const ModelExportOpts *o = opts ? opts : &def;
+	if (o->dtype != ST_F32 && o->dtype != ST_BF16)
+		return trl_errf(err, TRL_EUNSUPPORTED,
+		                "model export: dtype %s is not supported (F32 or BF16)",
+		                st_dtype_name(o->dtype));
 	int rc = trl_mkdirs(dir, err);
 	if (rc)
 		return rc;
-	char path[4200];
+	char path[PATH_CAP];
+	JsonBuf b = {0};
+	model_config_hf_json(&m->cfg, o->dtype == ST_BF16 ? "bfloat16" : "float32", &b);
 	snprintf(path, sizeof path, "%s/config.json", dir);
-	rc = write_config_json(&m->cfg, path, err);
+	rc = write_json_buf(&b, path, err);
 	if (rc)
 		return rc;
+
 	const ParamTable *t = &m->table;
 	StTensor *st = calloc((size_t)t->n, sizeof *st);
-	if (!st)
-		return trl_errf(err, TRL_ENOMEM, "out of memory");
+	uint16_t *half = NULL;
+	if (o->dtype == ST_BF16)
+		half = malloc(t->total * sizeof *half);
+	if (!st || (o->dtype == ST_BF16 && !half)) {
+		free(st);
+		free(half);
+		return trl_errf(err, TRL_ENOMEM, "out of memory exporting the model");
+	}
 	for (int i = 0; i < t->n; i++) {
 		const ParamInfo *p = &t->p[i];
+		const float *x = m->params + p->offset;
 		snprintf(st[i].name, sizeof st[i].name, "%s", p->name);
-		st[i].dtype = ST_F32;
 		st[i].ndim = p->ndim;
 		st[i].shape[0] = (int64_t)p->shape[0];
 		st[i].shape[1] = (int64_t)p->shape[1];
-		st[i].data = m->params + p->offset;
-		st[i].nbytes = p->numel * sizeof(float);
+		if (half) {
+			uint16_t *h = half + p->offset;
+			for (size_t j = 0; j < p->numel; j++)
+				h[j] = st_f32_to_bf16(x[j]);
+			st[i].dtype = ST_BF16;
+			st[i].data = h;
+			st[i].nbytes = p->numel * sizeof *h;
+		} else {
+			st[i].dtype = ST_F32;
+			st[i].data = x;
+			st[i].nbytes = p->numel * sizeof(float);
+		}
 	}
 	const char *meta[] = {"format", "pt"};
 	snprintf(path, sizeof path, "%s/model.safetensors", dir);
 	rc = st_write(path, st, t->n, meta, 1, err);
 	free(st);
-	return rc;
+	free(half);
+	if (rc)
+		return rc;
+	/* An index left from an earlier sharded save would point loaders at
+	 * stale shards; the single file replaces it. */
+	snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+	unlink(path);
+
+	rc = write_generation_config(dir, o, err);
+	if (rc)
+		return rc;
+	if (o->tokenizer_dir) {
+		for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files;
+		     i++) {
+			char src[PATH_CAP];
+			snprintf(src, sizeof src, "%s/%s", o->tokenizer_dir,
+			         tokenizer_files[i]);
+			snprintf(path, sizeof path, "%s/%s", dir, tokenizer_files[i]);
+			if (!file_exists(src) || strcmp(src, path) == 0)
+				continue;
+			rc = copy_file(src, path, err);
+			if (rc)
+				return rc;
+		}
+	}
+	return TRL_OK;
 }
+
+int model_save_dir(const Model *m, const char *dir, TrlErr *err)
+{
+	return model_export_dir(m, dir, NULL, err);
+}
+
+/* ---- config.json ------------------------------------------------------------ */
 
 static int get_int(const JsonValue *root, const char *path, const char *key, int *out,
                    int required, TrlErr *err)
@@ -99,13 +217,118 @@ static int get_bool(const JsonValue *root, const char *path, const char *key, in
                     TrlErr *err)
 {
 	const JsonValue *v = json_get(root, key);
-	if (!v)
+	if (!v || v->type == JSON_NULL)
 		return TRL_OK;
 	if (v->type != JSON_BOOL)
 		return trl_errf(err, TRL_EFORMAT, "%s: '%s' must be true or false", path,
 		                key);
 	*out = v->boolean;
 	return TRL_OK;
+}
+
+/* A string key that, when present and not null, must be one of the allowed
+ * values (NULL-terminated list). */
+static int check_str(const JsonValue *root, const char *path, const char *key,
+                     const char *const *allowed, TrlErr *err)
+{
+	const JsonValue *v = json_get(root, key);
+	if (!v || v->type == JSON_NULL)
+		return TRL_OK;
+	const char *s = json_str(v);
+	for (int i = 0; s && allowed[i]; i++)
+		if (strcmp(s, allowed[i]) == 0)
+			return TRL_OK;
+	return trl_errf(
+	    err, TRL_EUNSUPPORTED, "%s: %s = %s%s%s is not supported (only %s)", path,
+	    key, s ? "'" : "", s ? s : json_type_name(v->type), s ? "'" : "", allowed[0]);
+}
+
+static int load_gpt2_keys(ModelConfig *mc, const JsonValue *root, const char *path,
+                          TrlErr *err)
+{
+	static const char *const act[] = {"gelu_new", "gelu_pytorch_tanh", NULL};
+	mc->arch = TRL_ARCH_GPT2;
+	mc->tie_word_embeddings = 1;
+	int rc = get_int(root, path, "vocab_size", &mc->vocab_size, 1, err);
+	if (!rc)
+		rc = get_int(root, path, "n_embd", &mc->hidden_size, 1, err);
+	if (!rc)
+		rc = get_int(root, path, "n_layer", &mc->num_hidden_layers, 1, err);
+	if (!rc)
+		rc = get_int(root, path, "n_head", &mc->num_attention_heads, 1, err);
+	if (!rc)
+		rc = get_int(root, path, "n_inner", &mc->intermediate_size, 0, err);
+	if (!rc)
+		rc = get_int(root, path, "n_positions", &mc->max_position_embeddings, 1,
+		             err);
+	if (!rc)
+		rc = get_float(root, path, "layer_norm_epsilon", &mc->norm_eps, err);
+	if (!rc)
+		rc = check_str(root, path, "activation_function", act, err);
+	return rc;
+}
+
+static int load_llama_keys(ModelConfig *mc, const JsonValue *root, const char *path,
+                           TrlErr *err)
+{
+	static const char *const act[] = {"silu", NULL};
+	TrlHfType t = mc->model_type;
+	mc->arch = TRL_ARCH_LLAMA;
+	mc->tie_word_embeddings = 0;
+	mc->norm_eps = 1e-6f;
+	mc->max_position_embeddings = t == TRL_HF_LLAMA ? 2048 : 32768;
+	int rc = get_int(root, path, "vocab_size", &mc->vocab_size, 1, err);
+	if (!rc)
+		rc = get_int(root, path, "hidden_size", &mc->hidden_size, 1, err);
+	if (!rc)
+		rc = get_int(root, path, "num_hidden_layers", &mc->num_hidden_layers, 1,
+		             err);
+	if (!rc)
+		rc = get_int(root, path, "num_attention_heads", &mc->num_attention_heads,
+		             1, err);
+	if (!rc)
+		rc = get_int(root, path, "num_key_value_heads", &mc->num_key_value_heads,
+		             0, err);
+	if (!rc)
+		rc = get_int(root, path, "head_dim", &mc->head_dim, 0, err);
+	if (!rc)
+		rc = get_int(root, path, "intermediate_size", &mc->intermediate_size, 1,
+		             err);
+	if (!rc)
+		rc = get_int(root, path, "max_position_embeddings",
+		             &mc->max_position_embeddings, 0, err);
+	if (!rc)
+		rc = get_float(root, path, "rms_norm_eps", &mc->norm_eps, err);
+	if (!rc)
+		rc = get_float(root, path, "rope_theta", &mc->rope_theta, err);
+	if (!rc && t != TRL_HF_QWEN2 && t != TRL_HF_MISTRAL)
+		rc = get_bool(root, path, "attention_bias", &mc->attention_bias, err);
+	if (!rc)
+		rc = check_str(root, path, "hidden_act", act, err);
+	if (rc)
+		return rc;
+	const JsonValue *v = json_get(root, "rope_scaling");
+	if (v && v->type != JSON_NULL) {
+		const char *kind = json_str(json_get(v, "rope_type"));
+		if (!kind)
+			kind = json_str(json_get(v, "type"));
+		return trl_errf(err, TRL_EUNSUPPORTED,
+		                "%s: rope_scaling (%s) is not supported; only plain "
+		                "RoPE (rope_scaling: null) is implemented",
+		                path, kind ? kind : "non-null");
+	}
+	int mlp_bias = 0;
+	rc = get_bool(root, path, "mlp_bias", &mlp_bias, err);
+	if (!rc && mlp_bias)
+		return trl_errf(err, TRL_EUNSUPPORTED,
+		                "%s: mlp_bias = true is not supported", path);
+	int window = 0, use_window = t == TRL_HF_MISTRAL;
+	if (!rc && (t == TRL_HF_QWEN2 || t == TRL_HF_QWEN3))
+		rc = get_bool(root, path, "use_sliding_window", &use_window, err);
+	if (!rc && t != TRL_HF_LLAMA)
+		rc = get_int(root, path, "sliding_window", &window, 0, err);
+	mc->sliding_window = use_window ? window : 0;
+	return rc;
 }
 
 int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err)
@@ -118,64 +341,25 @@ int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err)
 	mc->rope_theta = 10000.0f;
 	mc->norm_eps = 1e-5f;
 	mc->initializer_range = 0.02f;
-	mc->tie_word_embeddings = 1;
 	const char *type = json_str(json_get(root, "model_type"));
+	const JsonValue *archs = json_get(root, "architectures");
+	const char *arch = json_str(json_at(archs, 0));
 	if (!type) {
 		rc = trl_errf(err, TRL_EFORMAT, "%s: 'model_type' is missing", path);
-	} else if (strcmp(type, "gpt2") == 0) {
-		mc->arch = TRL_ARCH_GPT2;
-		mc->intermediate_size = 0;
-		rc = get_int(root, path, "vocab_size", &mc->vocab_size, 1, err);
-		if (!rc)
-			rc = get_int(root, path, "n_embd", &mc->hidden_size, 1, err);
-		if (!rc)
-			rc = get_int(root, path, "n_layer", &mc->num_hidden_layers, 1,
-			             err);
-		if (!rc)
-			rc = get_int(root, path, "n_head", &mc->num_attention_heads, 1,
-			             err);
-		if (!rc)
-			rc = get_int(root, path, "n_inner", &mc->intermediate_size, 0,
-			             err);
-		if (!rc)
-			rc = get_int(root, path, "n_positions",
-			             &mc->max_position_embeddings, 1, err);
-		if (!rc)
-			rc = get_float(root, path, "layer_norm_epsilon", &mc->norm_eps,
-			               err);
-	} else if (strcmp(type, "llama") == 0) {
-		mc->arch = TRL_ARCH_LLAMA;
-		mc->tie_word_embeddings = 0;
-		rc = get_int(root, path, "vocab_size", &mc->vocab_size, 1, err);
-		if (!rc)
-			rc = get_int(root, path, "hidden_size", &mc->hidden_size, 1, err);
-		if (!rc)
-			rc = get_int(root, path, "num_hidden_layers",
-			             &mc->num_hidden_layers, 1, err);
-		if (!rc)
-			rc = get_int(root, path, "num_attention_heads",
-			             &mc->num_attention_heads, 1, err);
-		if (!rc)
-			rc = get_int(root, path, "num_key_value_heads",
-			             &mc->num_key_value_heads, 0, err);
-		if (!rc)
-			rc = get_int(root, path, "intermediate_size",
-			             &mc->intermediate_size, 1, err);
-		if (!rc)
-			rc = get_int(root, path, "max_position_embeddings",
-			             &mc->max_position_embeddings, 1, err);
-		if (!rc)
-			rc = get_float(root, path, "rms_norm_eps", &mc->norm_eps, err);
-		if (!rc)
-			rc = get_float(root, path, "rope_theta", &mc->rope_theta, err);
-		if (!rc)
-			rc = get_bool(root, path, "attention_bias", &mc->attention_bias,
-			              err);
+	} else if (model_hf_type_parse(type, &mc->model_type) != 0) {
+		rc = trl_errf(err, TRL_EUNSUPPORTED,
+		              "%s: model_type '%s' is not supported (supported: llama, "
+		              "qwen2, qwen3, mistral, gpt2)",
+		              path, type);
+	} else if (arch && strcmp(arch, model_hf_arch_name(mc->model_type)) != 0) {
+		rc = trl_errf(err, TRL_EUNSUPPORTED,
+		              "%s: architecture '%s' is not supported for model_type "
+		              "'%s' (only %s)",
+		              path, arch, type, model_hf_arch_name(mc->model_type));
+	} else if (mc->model_type == TRL_HF_GPT2) {
+		rc = load_gpt2_keys(mc, root, path, err);
 	} else {
-		rc = trl_errf(
-		    err, TRL_EUNSUPPORTED,
-		    "%s: model_type '%s' is not supported (supported: llama, gpt2)", path,
-		    type);
+		rc = load_llama_keys(mc, root, path, err);
 	}
 	if (!rc)
 		rc = get_bool(root, path, "tie_word_embeddings", &mc->tie_word_embeddings,
@@ -187,10 +371,116 @@ int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err)
 	return rc;
 }
 
+/* ---- weights --------------------------------------------------------------- */
+
+/* The tensor of parameter name in f, also under the name a base-model save
+ * uses (no "model." / "transformer." prefix, as in the gpt2 checkpoints on the
+ * Hub). */
+static const StTensor *find_param(const StFile *f, const char *name)
+{
+	const StTensor *t = st_find(f, name);
+	if (t)
+		return t;
+	if (strncmp(name, "model.", 6) == 0)
+		return st_find(f, name + 6);
+	if (strncmp(name, "transformer.", 12) == 0)
+		return st_find(f, name + 12);
+	return NULL;
+}
+
+static void shape_str(char *buf, size_t cap, const int64_t *shape, int ndim)
+{
+	int n = snprintf(buf, cap, "[");
+	for (int i = 0; i < ndim && n < (int)cap; i++)
+		n += snprintf(buf + n, cap - (size_t)n, "%s%lld", i ? ", " : "",
+		              (long long)shape[i]);
+	if (n < (int)cap)
+		snprintf(buf + n, cap - (size_t)n, "]");
+}
+
+/* Copies every not yet loaded parameter found in the file at path into the
+ * slab, converting to float32, and marks it in loaded[]. */
+static int load_file(Model *m, const char *path, char *loaded, TrlErr *err)
+{
+	StFile f = {0};
+	int rc = st_open(&f, path, err);
+	if (rc)
+		return rc;
+	for (int i = 0; i < m->table.n && !rc; i++) {
+		const ParamInfo *p = &m->table.p[i];
+		if (loaded[i])
+			continue;
+		const StTensor *t = find_param(&f, p->name);
+		if (!t)
+			continue;
+		int64_t want[2] = {(int64_t)p->shape[0], (int64_t)p->shape[1]};
+		int shape_ok = t->ndim == p->ndim && t->shape[0] == want[0] &&
+		               (p->ndim < 2 || t->shape[1] == want[1]);
+		if (!shape_ok) {
+			char got[96], exp[64];
+			shape_str(got, sizeof got, t->shape, t->ndim);
+			shape_str(exp, sizeof exp, want, p->ndim);
+			rc = trl_errf(err, TRL_EFORMAT,
+			              "%s: tensor '%s' has shape %s, but config.json "
+			              "implies %s",
+			              path, t->name, got, exp);
+			break;
+		}
+		rc = st_tensor_to_f32(t, m->params + p->offset, p->numel, err);
+		if (rc) {
+			char msg[sizeof err->msg];
+			snprintf(msg, sizeof msg, "%s", err->msg);
+			rc = trl_errf(err, rc, "%s: %s", path, msg);
+		}
+		loaded[i] = 1;
+	}
+	st_close(&f);
+	return rc;
+}
+
+/* The distinct shard file names of an index's weight_map. *files is one
+ * allocation of pointers into root; free it, not the strings. */
+static int index_files(const JsonValue *root, const char *path, const char ***files,
+                       int *n, TrlErr *err)
+{
+	const JsonValue *map = json_get(root, "weight_map");
+	*files = NULL;
+	*n = 0;
+	if (!map || map->type != JSON_OBJECT)
+		return trl_errf(err, TRL_EFORMAT, "%s: 'weight_map' object is missing",
+		                path);
+	const char **list = calloc(map->len + 1, sizeof *list);
+	if (!list)
+		return trl_errf(err, TRL_ENOMEM, "out of memory reading %s", path);
+	int k = 0;
+	for (size_t i = 0; i < map->len; i++) {
+		const char *file = json_str(&map->members[i].value);
+		if (!file || !*file || strchr(file, '/') || strcmp(file, "..") == 0) {
+			free(list);
+			return trl_errf(err, TRL_EFORMAT,
+			                "%s: weight_map['%s'] must be a file name in the "
+			                "same folder",
+			                path, map->members[i].key);
+		}
+		int seen = 0;
+		for (int j = 0; j < k && !seen; j++)
+			seen = strcmp(list[j], file) == 0;
+		if (!seen)
+			list[k++] = file;
+	}
+	*files = list;
+	*n = k;
+	return TRL_OK;
+}
+
 int model_load_dir(Model *m, const char *dir, TrlErr *err)
 {
-	char path[4200];
+	char path[PATH_CAP], where[PATH_CAP];
 	ModelConfig mc;
+	JsonValue *index = NULL;
+	const char **files = NULL;
+	char *loaded = NULL;
+	int nfiles = 0;
 	snprintf(path, sizeof path, "%s/config.json", dir);
 	int rc = model_config_load_json(&mc, path, err);
 	if (rc)
@@ -198,37 +488,57 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err)
 	rc = model_init(m, &mc, err);
 	if (rc)
 		return rc;
-	StFile f = {0};
+	loaded = calloc((size_t)m->table.n, 1);
+	if (!loaded) {
+		rc = trl_errf(err, TRL_ENOMEM, "out of memory loading %s", dir);
+		goto fail;
+	}
 	snprintf(path, sizeof path, "%s/model.safetensors", dir);
-	rc = st_open(&f, path, err);
+	if (file_exists(path)) {
+		snprintf(where, sizeof where, "%s", path);
+		rc = load_file(m, path, loaded, err);
+	} else {
+		snprintf(where, sizeof where, "%s/model.safetensors.index.json", dir);
+		if (!file_exists(where)) {
+			snprintf(path, sizeof path, "%s/pytorch_model.bin", dir);
+			rc = trl_errf(err, TRL_EIO,
+			              "%s has neither model.safetensors nor "
+			              "model.safetensors.index.json%s",
+			              dir,
+			              file_exists(path) ? " (pytorch_model.bin is not "
+			                                  "supported: convert it to "
+			                                  "safetensors)"
+			                                : "");
+			goto fail;
+		}
+		rc = json_load_file(where, &index, err);
+		if (!rc)
+			rc = index_files(index, where, &files, &nfiles, err);
+		for (int i = 0; i < nfiles && !rc; i++) {
+			snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+			rc = load_file(m, path, loaded, err);
+		}
+	}
 	if (rc)
 		goto fail;
-	for (int i = 0; i < m->table.n; i++) {
-		const ParamInfo *p = &m->table.p[i];
-		const StTensor *t = st_find(&f, p->name);
-		if (!t) {
-			rc = trl_errf(err, TRL_EFORMAT, "%s: tensor '%s' is missing",
-			              path, p->name);
-			goto fail;
-		}
-		int shape_ok = t->ndim == p->ndim &&
-		               t->shape[0] == (int64_t)p->shape[0] &&
-		               (p->ndim < 2 || t->shape[1] == (int64_t)p->shape[1]);
-		if (!shape_ok || t->dtype != ST_F32) {
+	for (int i = 0; i < m->table.n; i++)
+		if (!loaded[i]) {
 			rc = trl_errf(
 			    err, TRL_EFORMAT,
-			    "%s: tensor '%s' has the wrong shape or dtype (expected "
-			    "F32 [%zu%s%zu] from config.json)",
-			    path, p->name, p->shape[0], p->ndim > 1 ? ", " : "",
-			    p->ndim > 1 ? p->shape[1] : (size_t)0);
+			    "%s: tensor '%s' is missing (config.json describes a "
+			    "%s model that has it)",
+			    where, m->table.p[i].name,
+			    model_hf_type_name(m->cfg.model_type));
 			goto fail;
 		}
-		memcpy(m->params + p->offset, t->data, p->numel * sizeof(float));
-	}
-	st_close(&f);
+	free(files);
+	free(loaded);
+	json_free(index);
 	return TRL_OK;
 fail:
-	st_close(&f);
+	free(files);
+	free(loaded);
+	json_free(index);
 	model_free(m);
 	return rc;
 }

@@ -1,21 +1,55 @@
-/* model_io.h - model folders: config.json (Hugging Face keys) and
- * model.safetensors (fp32, Hugging Face tensor names), written and read back.
+/* model_io.h - Hugging Face model folders in and out: config.json,
+ * model.safetensors (or shards), generation_config.json, tokenizer files.
  *
- * model_save_dir writes DIR/config.json and DIR/model.safetensors (each to a
- * temporary name, then renamed). model_load_dir reads them into an
- * uninitialised Model (it calls model_init); on failure the model is freed.
- * Tied models store no lm_head.weight, as Hugging Face does.
+ * Reading (model_load_dir): DIR/config.json with model_type llama, qwen2,
+ * qwen3, mistral or gpt2 (architectures LlamaForCausalLM, Qwen2ForCausalLM,
+ * Qwen3ForCausalLM, MistralForCausalLM, GPT2LMHeadModel), then the weights
+ * from DIR/model.safetensors or, when that is absent, from every shard named
+ * in DIR/model.safetensors.index.json's weight_map. F32, BF16, F16 and F64
+ * tensors are converted to float32. Tensors the model does not use are
+ * ignored; a missing or mis-shaped tensor, an unsupported architecture,
+ * rope_scaling, mlp_bias or activation is an error naming it. The Model must
+ * be uninitialised (model_load_dir calls model_init); on failure it is freed.
+ *
+ * Writing (model_export_dir): DIR/config.json with the model_type the model
+ * was loaded as (ModelConfig.model_type), DIR/model.safetensors in float32 or
+ * bfloat16 (round to nearest even), DIR/generation_config.json, and the
+ * tokenizer files (tokenizer.json, tokenizer_config.json,
+ * special_tokens_map.json) copied from a source folder when they exist there.
+ * Each file is written to a temporary name, then renamed. Tensor names and
+ * shapes are exactly Hugging Face's; tied models store no lm_head.weight.
  */
 #ifndef TRL_MODEL_IO_H
 #define TRL_MODEL_IO_H
 
 #include "model.h"
+#include "safetensors.h"
 #include "trl.h"
 
+typedef struct ModelExportOpts {
+	StDtype dtype;             /* ST_F32 or ST_BF16 */
+	const char *tokenizer_dir; /* copy tokenizer files from here; NULL: none */
+	/* Ids for generation_config.json; < 0 is unknown (null). With both
+	 * unknown, tokenizer_dir's generation_config.json is copied if present. */
+	int bos_token_id, eos_token_id;
+} ModelExportOpts;
+
+#define MODEL_EXPORT_DEFAULTS                                                            \
+	{                                                                                \
+		ST_F32, NULL, -1, -1                                                     \
+	}
+
+/* Writes the folder described above; opts NULL means MODEL_EXPORT_DEFAULTS. */
+int model_export_dir(const Model *m, const char *dir, const ModelExportOpts *opts,
+                     TrlErr *err);
+
+/* model_export_dir with the defaults: float32, no tokenizer, null ids. */
 int model_save_dir(const Model *m, const char *dir, TrlErr *err);
+
 int model_load_dir(Model *m, const char *dir, TrlErr *err);
 
-/* Reads DIR/config.json into mc (architecture from model_type). */
+/* Reads a Hugging Face config.json into mc (architecture from model_type).
+ * mc is not yet checked: model_init (or model_config_check) does that. */
 int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err);
 
 #endif

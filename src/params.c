@@ -49,8 +49,11 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 	Builder bl = {t, 0, 0};
 	size_t V = (size_t)mc->vocab_size, C = (size_t)mc->hidden_size;
 	size_t I = (size_t)mc->intermediate_size, L = (size_t)mc->num_hidden_layers;
-	size_t D = C / (size_t)mc->num_attention_heads;
+	size_t D =
+	    mc->head_dim > 0 ? (size_t)mc->head_dim : C / (size_t)mc->num_attention_heads;
+	size_t QD = D * (size_t)mc->num_attention_heads;
 	size_t KVD = D * (size_t)mc->num_key_value_heads;
+	int o_bias = model_config_o_bias(mc);
 	int rc = 0;
 	t->num_layers = (int)L;
 	t->layer_begin = calloc(L, sizeof *t->layer_begin);
@@ -100,10 +103,10 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 			const char *p = "model.layers";
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
 			          "%s.%d.input_layernorm.weight", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C,
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, QD, C,
 			          "%s.%d.self_attn.q_proj.weight", p, l);
 			if (mc->attention_bias)
-				rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0,
+				rc |= add(&bl, TRL_PARAM_BIAS, l, QD, 0,
 				          "%s.%d.self_attn.q_proj.bias", p, l);
 			rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
 			          "%s.%d.self_attn.k_proj.weight", p, l);
@@ -115,8 +118,17 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 			if (mc->attention_bias)
 				rc |= add(&bl, TRL_PARAM_BIAS, l, KVD, 0,
 				          "%s.%d.self_attn.v_proj.bias", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C,
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, QD,
 			          "%s.%d.self_attn.o_proj.weight", p, l);
+			if (o_bias)
+				rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0,
+				          "%s.%d.self_attn.o_proj.bias", p, l);
+			if (mc->qk_norm) {
+				rc |= add(&bl, TRL_PARAM_NORM, l, D, 0,
+				          "%s.%d.self_attn.q_norm.weight", p, l);
+				rc |= add(&bl, TRL_PARAM_NORM, l, D, 0,
+				          "%s.%d.self_attn.k_norm.weight", p, l);
+			}
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
 			          "%s.%d.post_attention_layernorm.weight", p, l);
 			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,

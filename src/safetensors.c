@@ -463,3 +463,93 @@ const char *st_meta(const StFile *f, const char *key)
 			return f->meta_kv[2 * i + 1];
 	return NULL;
 }
+
+/* ---- float conversions ----------------------------------------------------- */
+
+float st_bf16_to_f32(uint16_t h)
+{
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &u, sizeof f);
+	return f;
+}
+
+uint16_t st_f32_to_bf16(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, sizeof u);
+	/* A NaN keeps its sign and top payload bits and is forced quiet, so the
+	 * rounding below cannot carry it into an infinity. */
+	if ((u & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((u >> 16) | 0x0040u);
+	/* Round to nearest, ties to even: add 0x7fff plus the lowest kept bit.
+	 * A carry out of the mantissa correctly rounds up to the next binade or
+	 * to infinity. */
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+
+float st_f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+	if (exp == 0x1f) {
+		u = sign | 0x7f800000u | (man << 13);
+	} else if (exp != 0) {
+		u = sign | ((exp + 112u) << 23) | (man << 13);
+	} else if (man == 0) {
+		u = sign;
+	} else {
+		/* Subnormal half: value man * 2^-24, exact in float. */
+		float f = (float)man * 5.9604644775390625e-8f;
+		memcpy(&u, &f, sizeof u);
+		u |= sign;
+	}
+	float f;
+	memcpy(&f, &u, sizeof f);
+	return f;
+}
+
+int st_tensor_to_f32(const StTensor *t, float *out, size_t n, TrlErr *err)
+{
+	size_t es = st_dtype_size(t->dtype);
+	if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16 &&
+	    t->dtype != ST_F64)
+		return trl_errf(err, TRL_EUNSUPPORTED,
+		                "tensor '%s' has dtype %s; only F32, BF16, F16 and F64 "
+		                "can be read as float32",
+		                t->name, st_dtype_name(t->dtype));
+	if (es == 0 || t->nbytes != n * es)
+		return trl_errf(err, TRL_EFORMAT,
+		                "tensor '%s' holds %zu bytes, expected %zu values of %s",
+		                t->name, t->nbytes, n, st_dtype_name(t->dtype));
+	const unsigned char *src = t->data;
+	/* The source may be misaligned for its element type: copy each element. */
+	switch (t->dtype) {
+	case ST_F32:
+		memcpy(out, src, n * sizeof(float));
+		break;
+	case ST_BF16:
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h;
+			memcpy(&h, src + 2 * i, 2);
+			out[i] = st_bf16_to_f32(h);
+		}
+		break;
+	case ST_F16:
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h;
+			memcpy(&h, src + 2 * i, 2);
+			out[i] = st_f16_to_f32(h);
+		}
+		break;
+	default:
+		for (size_t i = 0; i < n; i++) {
+			double d;
+			memcpy(&d, src + 8 * i, 8);
+			out[i] = (float)d;
+		}
+		break;
+	}
+	return TRL_OK;
+}

@@ -50,4 +50,17 @@ void st_close(StFile *f);
 const StTensor *st_find(const StFile *f, const char *name);
 const char *st_meta(const StFile *f, const char *key);
 
+/* Half-precision conversions (little-endian bit patterns as uint16_t).
+ * st_f32_to_bf16 rounds to nearest, ties to even; infinities stay infinite,
+ * NaN stays NaN (made quiet), values past the largest bf16 become infinity.
+ * bf16 -> f32 and f16 -> f32 are exact. */
+float st_bf16_to_f32(uint16_t h);
+uint16_t st_f32_to_bf16(float f);
+float st_f16_to_f32(uint16_t h);
+
+/* Converts the n elements of a floating-point tensor (F32, BF16, F16, F64)
+ * to float32 in out (n floats, caller's). Handles misaligned data. Returns 0,
+ * or TRL_EUNSUPPORTED / TRL_EFORMAT naming the tensor. */
+int st_tensor_to_f32(const StTensor *t, float *out, size_t n, TrlErr *err);
+
 #endif

@@ -4,6 +4,9 @@
  * Usage: ref_dump ARCH OUT.safetensors, ARCH one of
  *     llama           RMSNorm, RoPE, SwiGLU, multi-head attention, tied lm_head
  *     llama-gqa-bias  Qwen2-like: grouped-query attention, q/k/v biases, untied lm_head
+ *     llama-bias      Hugging Face llama with attention_bias: q/k/v and o_proj biases
+ *     qwen3           q/k RMSNorm per head before RoPE, head_dim 16 != hidden / heads,
+ *                     grouped-query attention, untied lm_head
  *     gpt2            LayerNorm, learned positions, GELU-tanh, Conv1D layout
  *
  * The batch (B = 3, T = 11) covers the three row shapes training produces: a
@@ -53,6 +56,20 @@ static int config_for(const char *arch, ModelConfig *mc)
 		mc->intermediate_size = 48;
 		mc->num_key_value_heads = 2;
 		mc->attention_bias = 1;
+		mc->tie_word_embeddings = 0;
+	} else if (strcmp(arch, "llama-bias") == 0) {
+		mc->arch = TRL_ARCH_LLAMA;
+		mc->model_type = TRL_HF_LLAMA;
+		mc->intermediate_size = 48;
+		mc->attention_bias = 1;
+		mc->tie_word_embeddings = 1;
+	} else if (strcmp(arch, "qwen3") == 0) {
+		mc->arch = TRL_ARCH_LLAMA;
+		mc->model_type = TRL_HF_QWEN3;
+		mc->qk_norm = 1;
+		mc->head_dim = 16;
+		mc->intermediate_size = 48;
+		mc->num_key_value_heads = 2;
 		mc->tie_word_embeddings = 0;
 	} else if (strcmp(arch, "gpt2") == 0) {
 		mc->arch = TRL_ARCH_GPT2;
@@ -136,7 +153,9 @@ static void set_tensor(StTensor *st, const char *name, StDtype dt, const void *d
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
-		fprintf(stderr, "usage: %s llama|llama-gqa-bias|gpt2 OUT.safetensors\n",
+		fprintf(stderr,
+		        "usage: %s llama|llama-gqa-bias|llama-bias|qwen3|gpt2 "
+		        "OUT.safetensors\n",
 		        argv[0]);
 		return 1;
 	}
@@ -144,7 +163,7 @@ int main(int argc, char **argv)
 	if (config_for(argv[1], &mc)) {
 		fprintf(stderr,
 		        "ref_dump: unknown architecture '%s' (llama, "
-		        "llama-gqa-bias or gpt2)\n",
+		        "llama-gqa-bias, llama-bias, qwen3 or gpt2)\n",
 		        argv[1]);
 		return 1;
 	}
@@ -219,7 +238,7 @@ int main(int argc, char **argv)
 	}
 
 	JsonBuf json = {0};
-	model_config_hf_json(&m.cfg, &json);
+	model_config_hf_json(&m.cfg, "float32", &json);
 	if (json.oom) {
 		fprintf(stderr, "ref_dump: out of memory\n");
 		goto out;

@@ -1,16 +1,19 @@
 """torch_model.py - an independent PyTorch oracle for trl-hpc's forward pass and loss.
 
 Functional implementations of the two architectures trl-hpc trains, written
-from the published semantics of Hugging Face LlamaForCausalLM / Qwen2ForCausalLM
-and GPT2LMHeadModel. Weights are a dict {Hugging Face name: tensor}; the
-config is a dict with the keys
+from the published semantics of Hugging Face LlamaForCausalLM, Qwen2ForCausalLM,
+Qwen3ForCausalLM, MistralForCausalLM and GPT2LMHeadModel. Weights are a dict
+{Hugging Face name: tensor}; the config is a dict with the keys
 
-    architecture ("llama" | "gpt2"), vocab_size, hidden_size,
-    num_hidden_layers, num_attention_heads, num_key_value_heads,
-    intermediate_size, max_position_embeddings, rope_theta, norm_eps,
-    tie_word_embeddings, attention_bias
+    architecture ("llama" | "gpt2"), model_type ("llama", "qwen2", "qwen3",
+    "mistral", "gpt2"), vocab_size, hidden_size, num_hidden_layers,
+    num_attention_heads, num_key_value_heads, head_dim, intermediate_size,
+    max_position_embeddings, rope_theta, norm_eps, tie_word_embeddings,
+    attention_bias (q/k/v biases), o_bias (o_proj bias: llama and qwen3 with
+    attention_bias), qk_norm (qwen3 q_norm/k_norm)
 
-(normalize_config also accepts the Hugging Face config.json spellings).
+(normalize_config also accepts the Hugging Face config.json spellings and
+fills the keys each model_type implies).
 
 The batch carries position ids and document ids (B, T). Attention follows
 trl-hpc's rule: query t attends key s iff (s <= t and doc[s] == doc[t] >= 0)
@@ -34,16 +37,13 @@ def normalize_config(cfg):
             raise KeyError("config has none of the keys %s" % (keys,))
         return default
 
-    arch = pick("architecture", "model_type")
-    if isinstance(arch, (list, tuple)):
-        arch = arch[0]
-    arch = str(arch).lower()
-    if arch.startswith("gpt2"):
+    mtype = str(pick("model_type", "architecture")).lower()
+    if mtype.startswith("gpt2"):
         arch = "gpt2"
-    elif arch.startswith("llama") or arch.startswith("qwen2"):
+    elif mtype in ("llama", "qwen2", "qwen3", "mistral"):
         arch = "llama"
     else:
-        raise ValueError("unknown architecture %r" % arch)
+        raise ValueError("unknown model_type %r" % mtype)
     out = {
         "architecture": arch,
         "vocab_size": int(pick("vocab_size")),
@@ -55,7 +55,16 @@ def normalize_config(cfg):
         "norm_eps": float(pick("norm_eps", "rms_norm_eps", "layer_norm_epsilon")),
         "tie_word_embeddings": bool(pick("tie_word_embeddings", default=arch == "gpt2")),
         "attention_bias": bool(pick("attention_bias", default=False)),
+        "model_type": mtype,
     }
+    if mtype == "qwen2":
+        out["attention_bias"] = True
+    if mtype == "mistral":
+        out["attention_bias"] = False
+    out["o_bias"] = out["attention_bias"] and mtype in ("llama", "qwen3")
+    out["qk_norm"] = mtype == "qwen3"
+    out["head_dim"] = int(pick("head_dim", default=0)) or \
+        out["hidden_size"] // out["num_attention_heads"]
     out["num_key_value_heads"] = int(
         pick("num_key_value_heads", default=out["num_attention_heads"]))
     inter = pick("intermediate_size", "n_inner", default=0)
@@ -80,6 +89,10 @@ def param_names(cfg):
             if cfg["attention_bias"]:
                 for proj in ("q", "k", "v"):
                     names.append(p + "self_attn.%s_proj.bias" % proj)
+            if cfg["o_bias"]:
+                names.append(p + "self_attn.o_proj.bias")
+            if cfg["qk_norm"]:
+                names += [p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"]
             names.append(p + "post_attention_layernorm.weight")
             for proj in ("gate", "up", "down"):
                 names.append(p + "mlp.%s_proj.weight" % proj)
@@ -156,7 +169,7 @@ def llama_forward(w, cfg, ids, pos, doc):
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
     KV = cfg["num_key_value_heads"]
-    D = C // H
+    D = cfg["head_dim"]
     eps = cfg["norm_eps"]
     emb = w["model.embed_tokens.weight"]
     x = emb[ids]
@@ -170,8 +183,14 @@ def llama_forward(w, cfg, ids, pos, doc):
         q = linear(h, w[p + "self_attn.q_proj.weight"], bias("q"))
         k = linear(h, w[p + "self_attn.k_proj.weight"], bias("k"))
         v = linear(h, w[p + "self_attn.v_proj.weight"], bias("v"))
-        q = q.view(B, T, H, D).transpose(1, 2)
-        k = k.view(B, T, KV, D).transpose(1, 2)
+        q = q.view(B, T, H, D)
+        k = k.view(B, T, KV, D)
+        if cfg["qk_norm"]:
+            # Qwen3: RMSNorm over each head's head_dim values, before RoPE.
+            q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
+            k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
+        q = q.transpose(1, 2)
+        k = k.transpose(1, 2)
         v = v.view(B, T, KV, D).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
@@ -179,7 +198,8 @@ def llama_forward(w, cfg, ids, pos, doc):
         k = k.repeat_interleave(H // KV, dim=1)
         v = v.repeat_interleave(H // KV, dim=1)
         y = attend(q, k, v, mask).transpose(1, 2).reshape(B, T, H * D)
-        x = x + linear(y, w[p + "self_attn.o_proj.weight"])
+        x = x + linear(y, w[p + "self_attn.o_proj.weight"],
+                       w[p + "self_attn.o_proj.bias"] if cfg["o_bias"] else None)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
         gate = linear(h, w[p + "mlp.gate_proj.weight"])
         up = linear(h, w[p + "mlp.up_proj.weight"])
