@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "dataset.h"
+#include "json.h"
 #include "layers.h"
 #include "model.h"
 #include "model_io.h"
@@ -121,6 +122,34 @@ static int dataset_paths(const Config *cfg, char *train, char *test, size_t cap,
 	return TRL_OK;
 }
 
+_Static_assert((int)TRL_DATASET_FORMAT_UNPAIRED_PREFERENCE ==
+                       (int)TRL_FMT_UNPAIRED_PREFERENCE &&
+                   (int)TRL_DATASET_FORMAT_PROMPT_ONLY == (int)TRL_FMT_PROMPT_ONLY,
+               "dataset_format values are TrlDataFormat values");
+
+/* The chat template for conversational data: the chat_template key, else the
+ * Jinja source in the model's tokenizer_config.json, else chatml. *root keeps
+ * the parsed file alive while the returned string is in use. */
+static const char *chat_template_source(const Config *cfg, JsonValue **root)
+{
+	*root = NULL;
+	if (cfg->chat_template[0])
+		return cfg->chat_template;
+	if (cfg->model_name_or_path[0]) {
+		char path[TRL_PATH_MAX + 32];
+		snprintf(path, sizeof path, "%s/tokenizer_config.json",
+		         cfg->model_name_or_path);
+		TrlErr ignored;
+		if (access(path, R_OK) == 0 &&
+		    json_load_file(path, root, &ignored) == 0) {
+			const char *s = json_str(json_get(*root, "chat_template"));
+			if (s)
+				return s;
+		}
+	}
+	return "chatml";
+}
+
 static int load_data(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
@@ -128,26 +157,53 @@ static int load_data(Trainer *tr, TrlErr *err)
 	int rc = dataset_paths(cfg, train, test, sizeof train, &tr->has_test, err);
 	if (rc)
 		return rc;
-	DatasetOptions o = {cfg->dataset_text_field, cfg->max_length,
-	                    cfg->truncation_mode == TRL_TRUNC_KEEP_END,
-	                    cfg->completion_only_loss, cfg->skip_invalid_rows};
+	JsonValue *tc = NULL;
+	DatasetOptions o = {.text_field = cfg->dataset_text_field,
+	                    .max_length = cfg->max_length,
+	                    .keep_end = cfg->truncation_mode == TRL_TRUNC_KEEP_END,
+	                    .completion_only_loss = cfg->completion_only_loss,
+	                    .skip_invalid_rows = cfg->skip_invalid_rows,
+	                    .format = (TrlDataFormat)cfg->dataset_format,
+	                    .assistant_only_loss = cfg->assistant_only_loss,
+	                    .chat_template = chat_template_source(cfg, &tc),
+	                    .eos_token = cfg->eos_token};
 	rc = dataset_load_jsonl(&tr->train, train, &o, &tr->tok, err);
+	if (!rc)
+		rc = dataset_check_method(&tr->train, train, tr->method->name,
+		                          tr->method->formats_ok, tr->method->n_formats,
+		                          err);
 	if (!rc && tr->has_test)
 		rc = dataset_load_jsonl(&tr->test, test, &o, &tr->tok, err);
+	if (!rc && tr->has_test)
+		rc = dataset_check_method(&tr->test, test, tr->method->name,
+		                          tr->method->formats_ok, tr->method->n_formats,
+		                          err);
+	json_free(tc);
 	if (rc)
 		return rc;
-	int ok = 0;
-	for (int i = 0; i < tr->method->n_formats; i++)
-		ok |= tr->train.format == tr->method->formats_ok[i];
-	if (!ok)
-		return trl_errf(err, TRL_EINVAL,
-		                "%s: this data format is not usable by %s", train,
-		                tr->method->name);
 	rc = cfg->packing
 	         ? rows_pack_bfd(&tr->train_rows, &tr->train, cfg->max_length, err)
 	         : rows_unpacked(&tr->train_rows, &tr->train, err);
 	if (!rc && tr->has_test)
 		rc = rows_unpacked(&tr->test_rows, &tr->test, err);
+	return rc;
+}
+
+/* The model folder's tokenizer.json when there is one, else the byte tokenizer;
+ * eos_token replaces its EOS. */
+static int load_tokenizer(Trainer *tr, TrlErr *err)
+{
+	const Config *cfg = tr->cfg;
+	int rc = 0;
+	char path[TRL_PATH_MAX + 32];
+	snprintf(path, sizeof path, "%s/tokenizer.json", cfg->model_name_or_path);
+	if (cfg->model_name_or_path[0] && access(path, R_OK) == 0)
+		rc = tokenizer_load_dir(&tr->tok, cfg->model_name_or_path, err);
+	else
+		tokenizer_init_bytes(&tr->tok);
+	int32_t eos;
+	if (!rc && (rc = dataset_eos_id(&tr->tok, cfg->eos_token, &eos, err)) == 0)
+		tr->tok.eos_id = eos;
 	return rc;
 }
 
@@ -576,8 +632,9 @@ static int setup(Trainer *tr, TrlErr *err)
 		rc = trl_mkdirs(cfg->output_dir, err);
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
-	tokenizer_init_bytes(&tr->tok);
-	rc = load_model(tr, err);
+	rc = load_tokenizer(tr, err);
+	if (!rc)
+		rc = load_model(tr, err);
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
 	rc = load_data(tr, err);
@@ -648,8 +705,7 @@ static void print_banner(const Trainer *tr)
 	    "data: %d train rows (%d examples, %s%s), %d test examples; %d skipped, %d "
 	    "truncated\n",
 	    tr->train_rows.n, tr->train.n,
-	    tr->train.format == TRL_FMT_PROMPT_COMPLETION ? "prompt-completion"
-	                                                  : "language modeling",
+	    dataset_format_name(tr->train.format),
 	    cfg->packing ? ", packed" : "", tr->has_test ? tr->test.n : 0,
 	    tr->train.n_skipped + tr->test.n_skipped,
 	    tr->train.n_truncated + tr->test.n_truncated);

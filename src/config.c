@@ -46,6 +46,11 @@ _Static_assert(sizeof(TrlMethod) == sizeof(int), "TrlMethod is int-sized");
 _Static_assert(sizeof(TrlScheduler) == sizeof(int), "TrlScheduler is int-sized");
 _Static_assert(sizeof(TrlTruncation) == sizeof(int), "TrlTruncation is int-sized");
 _Static_assert(sizeof(TrlArch) == sizeof(int), "TrlArch is int-sized");
+_Static_assert(sizeof(TrlDatasetFormat) == sizeof(int), "TrlDatasetFormat is int-sized");
+_Static_assert(TRL_DATASET_FORMAT_AUTO == 0 &&
+                   TRL_DATASET_FORMAT_PROMPT_COMPLETION == 3 &&
+                   TRL_DATASET_FORMAT_UNPAIRED_PREFERENCE == 5,
+               "dataset_format choices follow TrlDatasetFormat");
 _Static_assert(TRL_SCHED_CONSTANT == 0 && TRL_SCHED_CONSTANT_WITH_WARMUP == 1 &&
                    TRL_SCHED_LINEAR == 2 && TRL_SCHED_COSINE == 3,
                "scheduler choices follow TrlScheduler");
@@ -58,6 +63,9 @@ static const char *const sched_choices[] = {"constant", "constant_with_warmup", 
                                             "cosine", NULL};
 static const char *const trunc_choices[] = {"keep_start", "keep_end", NULL};
 static const char *const arch_choices[] = {"llama", "gpt2", NULL};
+static const char *const dataset_format_choices[] = {
+    "auto",       "language_modeling",   "prompt_only", "prompt_completion",
+    "preference", "unpaired_preference", NULL};
 
 #define F(field) offsetof(Config, field), sizeof(((Config *)0)->field)
 #define GE(x) .lo = (x), .bounds = LO
@@ -91,6 +99,20 @@ static const Key keys[] = {
      .help = "Split to evaluate on (the file <dataset_name>/<split>.jsonl)."},
     {"dataset_text_field", K_STRING, F(dataset_text_field), "text",
      .help = "JSON field holding the text of language-modeling rows."},
+    {"dataset_format", K_ENUM, F(dataset_format), "auto",
+     .choices = dataset_format_choices,
+     .help = "Dataset type; auto detects it from the first row's columns, another "
+             "value insists on it (its columns must be there)."},
+    {"chat_template", K_STRING, F(chat_template), "",
+     .help = "Chat template for conversational data, by name (chatml, qwen2.5, "
+             "llama3, ...); empty = the model's tokenizer_config.json template, or "
+             "chatml."},
+    {"eos_token", K_STRING, F(eos_token), "",
+     .help = "Token appended to completions and used as the template's eos_token; "
+             "empty = the tokenizer's own EOS."},
+    {"assistant_only_loss", K_BOOL, F(assistant_only_loss), "false",
+     .help = "Compute the loss on the assistant turns of conversational data only "
+             "(their content and end-of-turn token)."},
     {"max_length", K_INT, F(max_length), "1024", GE(2),
      .help = "Longest tokenized sequence; longer examples are truncated (see "
              "truncation_mode)."},

@@ -32,6 +32,15 @@ typedef enum {
 	TRL_SCHED_COSINE
 } TrlScheduler;
 typedef enum { TRL_TRUNC_KEEP_START = 0, TRL_TRUNC_KEEP_END } TrlTruncation;
+/* dataset_format: the same values as dataset.h's TrlDataFormat. */
+typedef enum {
+	TRL_DATASET_FORMAT_AUTO = 0,
+	TRL_DATASET_FORMAT_LANGUAGE_MODELING,
+	TRL_DATASET_FORMAT_PROMPT_ONLY,
+	TRL_DATASET_FORMAT_PROMPT_COMPLETION,
+	TRL_DATASET_FORMAT_PREFERENCE,
+	TRL_DATASET_FORMAT_UNPAIRED_PREFERENCE
+} TrlDatasetFormat;
 
 typedef struct Config {
 	TrlMethod method;                      /* method: sft */
@@ -41,6 +50,10 @@ typedef struct Config {
 	char dataset_train_split[64];    /* "train" */
 	char dataset_test_split[64];     /* "test" */
 	char dataset_text_field[64];     /* "text" */
+	TrlDatasetFormat dataset_format; /* auto = detect from the first row */
+	char chat_template[256];         /* "" = the model's, else chatml */
+	char eos_token[64];              /* "" = the tokenizer's EOS */
+	int assistant_only_loss;
 	int per_device_train_batch_size;
 	int per_device_eval_batch_size;
 	int gradient_accumulation_steps;

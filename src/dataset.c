@@ -1,4 +1,5 @@
-/* dataset.c - JSONL loading and tokenization, BFD packing, batches, the sampler. */
+/* dataset.c - JSONL loading and tokenization in TRL's formats, BFD packing,
+ * batches, the sampler. */
 #include "dataset.h"
 
 #include <errno.h>
@@ -7,17 +8,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat_template.h"
 #include "json.h"
 #include "rng.h"
 
-/* State while loading: the growing pools and example array, and the format the
- * first valid row fixed. */
+/* Per-token flags kept in the mask pool until the mask is computed. */
+enum { TOK_PROMPT = 1, TOK_ASSISTANT = 2 };
+
+/* A piece of text tokenized on its own, with the flags of its tokens. */
+typedef struct Piece {
+	const char *s;
+	size_t n;
+	uint8_t flags;
+} Piece;
+
+/* State while loading: the growing pools and example array, the format the
+ * first valid row fixed, and scratch space for messages and renderings. */
 typedef struct Loader {
 	Dataset *d;
 	const char *path;
 	const DatasetOptions *opt;
 	const Tokenizer *tok;
 	int have_format;
+	const char *lm_field; /* language modeling: the column read */
+	int completion_only;  /* mask prompt tokens out */
+	int32_t eos_id;
+	char eos_text[64], bos_text[64];
+	int have_template;
+	ChatTemplate ct;
+	ChatMessage *msgs;
+	int msg_cap;
+	Piece *pieces;
+	int piece_cap;
+	JsonBuf extra;
 	size_t ntok, tokcap; /* tokens used / allocated in both pools */
 	int excap;
 } Loader;
@@ -25,6 +48,72 @@ typedef struct Loader {
 /* Row outcomes besides 0: a bad row that skip_invalid_rows may skip, or
  * (negative) an error that stops loading whatever the options. */
 enum { ROW_BAD = 1 };
+
+static const char *const FORMAT_NAMES[TRL_FMT_COUNT] = {
+    "auto",       "language modeling",  "prompt-only", "prompt-completion",
+    "preference", "unpaired preference"};
+
+const char *dataset_format_name(TrlDataFormat f)
+{
+	return f >= 0 && f < TRL_FMT_COUNT ? FORMAT_NAMES[f] : "unknown";
+}
+
+/* The columns a format needs, for messages. */
+static const char *format_columns(TrlDataFormat f, const char *text_field)
+{
+	switch (f) {
+	case TRL_FMT_LANGUAGE_MODELING:
+		return strcmp(text_field, "text") == 0 ? "text or messages" : text_field;
+	case TRL_FMT_PROMPT_ONLY:
+		return "prompt";
+	case TRL_FMT_PROMPT_COMPLETION:
+		return "prompt, completion";
+	case TRL_FMT_PREFERENCE:
+		return "chosen, rejected, and optionally prompt";
+	case TRL_FMT_UNPAIRED_PREFERENCE:
+		return "prompt, completion, label";
+	default:
+		return "";
+	}
+}
+
+int dataset_check_method(const Dataset *d, const char *path, const char *method,
+                         const TrlDataFormat *ok, int n_ok, TrlErr *err)
+{
+	for (int i = 0; i < n_ok; i++)
+		if (d->format == ok[i])
+			return 0;
+	char needs[256] = "";
+	size_t used = 0;
+	for (int i = 0; i < n_ok && used < sizeof needs; i++) {
+		const char *sep = i == 0 ? "" : i == n_ok - 1 ? " or " : ", ";
+		int w = snprintf(needs + used, sizeof needs - used, "%s%s", sep,
+		                 dataset_format_name(ok[i]));
+		if (w < 0)
+			break;
+		used += (size_t)w;
+	}
+	return trl_errf(err, TRL_EINVAL,
+	                "%s: %s%s data (%s) cannot train method %s: it needs %s data",
+	                path, d->conversational ? "conversational " : "",
+	                dataset_format_name(d->format), d->columns, method, needs);
+}
+
+int dataset_eos_id(const Tokenizer *t, const char *eos_token, int32_t *id, TrlErr *err)
+{
+	if (!eos_token || !eos_token[0]) {
+		*id = t->eos_id;
+		return 0;
+	}
+	*id = tokenizer_token_to_id(t, eos_token, strlen(eos_token));
+	if (*id < 0)
+		return trl_errf(err, TRL_EINVAL,
+		                "eos_token: '%s' is not a token of the tokenizer; give "
+		                "the text of one of its tokens (or leave it empty for "
+		                "the tokenizer's own EOS)",
+		                eos_token);
+	return 0;
+}
 
 static int grow_pools(Loader *L, size_t need)
 {
@@ -45,8 +134,9 @@ static int grow_pools(Loader *L, size_t need)
 	return 0;
 }
 
-/* Appends the tokens of text to the id pool; *n is their count. */
-static int encode_append(Loader *L, const char *text, size_t len, int *n, TrlErr *err)
+/* Appends the tokens of text to the id pool and their flags to the mask pool. */
+static int encode_append(Loader *L, const char *text, size_t len, uint8_t flags,
+                         TrlErr *err)
 {
 	for (;;) {
 		size_t room = L->tokcap - L->ntok;
@@ -56,8 +146,8 @@ static int encode_append(Loader *L, const char *text, size_t len, int *n, TrlErr
 		if (got < 0)
 			return got;
 		if (got <= cap) {
+			memset(L->d->mask_pool + L->ntok, flags, (size_t)got);
 			L->ntok += (size_t)got;
-			*n = got;
 			return 0;
 		}
 		if (grow_pools(L, L->ntok + (size_t)got) < 0)
@@ -66,63 +156,56 @@ static int encode_append(Loader *L, const char *text, size_t len, int *n, TrlErr
 	}
 }
 
-/* Tokenizes one example (prompt may be NULL for language modeling), appends EOS,
- * truncates and writes its mask. */
-static int add_example(Loader *L, const JsonValue *prompt, const JsonValue *text,
-                       int line, TrlErr *err)
+/* Tokenizes one sequence from its pieces (prompt pieces first), appends EOS when
+ * add_eos, truncates it to max_length and turns the flags into its mask. */
+static int add_sequence(Loader *L, const Piece *p, int np, int add_eos, int line,
+                        size_t *off, int *len_out, int *prompt_len_out, TrlErr *err)
 {
 	Dataset *d = L->d;
 	const DatasetOptions *o = L->opt;
-	if (d->n == L->excap) {
-		int cap = L->excap ? 2 * L->excap : 1024;
-		Example *ex = realloc(d->ex, (size_t)cap * sizeof *ex);
-		if (!ex)
-			return trl_errf(err, TRL_ENOMEM, "out of memory loading %s",
-			                L->path);
-		d->ex = ex;
-		L->excap = cap;
-	}
 	size_t start = L->ntok;
-	int np = 0, nt = 0, rc;
-	if (prompt && (rc = encode_append(L, prompt->str, prompt->len, &np, err)) < 0)
-		return rc;
-	if ((rc = encode_append(L, text->str, text->len, &nt, err)) < 0)
-		return rc;
-	if (grow_pools(L, L->ntok + 1) < 0)
-		return trl_errf(err, TRL_ENOMEM, "out of memory tokenizing %s", L->path);
-	d->id_pool[L->ntok++] = L->tok->eos_id;
+	int rc;
+	for (int i = 0; i < np; i++)
+		if ((rc = encode_append(L, p[i].s, p[i].n, p[i].flags, err)) < 0)
+			return rc;
+	if (add_eos) {
+		if (grow_pools(L, L->ntok + 1) < 0)
+			return trl_errf(err, TRL_ENOMEM, "out of memory tokenizing %s",
+			                L->path);
+		d->id_pool[L->ntok] = L->eos_id;
+		d->mask_pool[L->ntok++] = TOK_ASSISTANT;
+	}
 	size_t len = L->ntok - start;
 	if (len > (size_t)INT_MAX)
 		return trl_errf(err, TRL_EINVAL,
 		                "%s:%d: the example has %zu tokens, too many", L->path,
 		                line, len);
 	int32_t *ids = d->id_pool + start;
-	int prompt_len = np;
+	uint8_t *mask = d->mask_pool + start;
 	if (o->max_length > 0 && len > (size_t)o->max_length) {
 		size_t keep = (size_t)o->max_length;
 		if (o->keep_end) {
 			size_t drop = len - keep;
 			memmove(ids, ids + drop, keep * sizeof *ids);
-			prompt_len =
-			    (size_t)prompt_len > drop ? prompt_len - (int)drop : 0;
-		} else if (prompt_len > o->max_length) {
-			prompt_len = o->max_length;
+			memmove(mask, mask + drop, keep);
 		}
 		len = keep;
 		L->ntok = start + keep;
 		d->n_truncated++;
 	}
-	/* Token 0 has nothing before it to be predicted from, so it is never a target. */
-	int completion_only = prompt && o->completion_only_loss != 0;
-	uint8_t *mask = d->mask_pool + start;
-	for (size_t t = 0; t < len; t++)
-		mask[t] = t > 0 && (!completion_only || t >= (size_t)prompt_len);
-	Example *e = &d->ex[d->n++];
-	e->ids = NULL; /* set once the pools stop moving */
-	e->mask = NULL;
-	e->len = (int)len;
-	e->prompt_len = prompt_len;
-	e->line = line;
+	int prompt_len = 0;
+	while ((size_t)prompt_len < len && (mask[prompt_len] & TOK_PROMPT))
+		prompt_len++;
+	/* Token 0 has nothing before it to be predicted from, so it is never a
+	 * target. */
+	for (size_t t = 0; t < len; t++) {
+		uint8_t f = mask[t];
+		mask[t] = t > 0 && (!L->completion_only || !(f & TOK_PROMPT)) &&
+		          (!o->assistant_only_loss || (f & TOK_ASSISTANT));
+	}
+	*off = start;
+	*len_out = (int)len;
+	*prompt_len_out = prompt_len;
 	d->n_tokens += (long)len;
 	return 0;
 }
@@ -149,43 +232,119 @@ static int is_list(const JsonValue *v)
 	return v && v->type == JSON_ARRAY;
 }
 
-/* Fixes the format from the first valid row, or explains why the data is not SFT
- * data in a supported form. */
+/* The format whose columns row has, TRL's order of precedence; AUTO if none. */
+static TrlDataFormat columns_format(const Loader *L, const JsonValue *row)
+{
+	int prompt = json_get(row, "prompt") != NULL;
+	int completion = json_get(row, "completion") != NULL;
+	if (json_get(row, "chosen") && json_get(row, "rejected"))
+		return TRL_FMT_PREFERENCE;
+	if (prompt && completion && json_get(row, "label"))
+		return TRL_FMT_UNPAIRED_PREFERENCE;
+	if (prompt && completion)
+		return TRL_FMT_PROMPT_COMPLETION;
+	if (prompt)
+		return TRL_FMT_PROMPT_ONLY;
+	if (json_get(row, L->opt->text_field) || json_get(row, "messages"))
+		return TRL_FMT_LANGUAGE_MODELING;
+	return TRL_FMT_AUTO;
+}
+
+/* Whether row has the columns format f needs. */
+static int has_columns(const Loader *L, const JsonValue *row, TrlDataFormat f)
+{
+	int prompt = json_get(row, "prompt") != NULL;
+	int completion = json_get(row, "completion") != NULL;
+	switch (f) {
+	case TRL_FMT_LANGUAGE_MODELING:
+		return json_get(row, L->opt->text_field) || json_get(row, "messages");
+	case TRL_FMT_PROMPT_ONLY:
+		return prompt;
+	case TRL_FMT_PROMPT_COMPLETION:
+		return prompt && completion;
+	case TRL_FMT_PREFERENCE:
+		return json_get(row, "chosen") && json_get(row, "rejected");
+	case TRL_FMT_UNPAIRED_PREFERENCE:
+		return prompt && completion && json_get(row, "label");
+	default:
+		return 0;
+	}
+}
+
+/* Fixes the format and form from the first valid row. */
 static int detect_format(Loader *L, const JsonValue *row, int line, TrlErr *err)
 {
-	const char *path = L->path;
-	if (json_get(row, "messages") || json_get(row, "conversations") ||
-	    is_list(json_get(row, "prompt")) || is_list(json_get(row, "completion")))
-		return trl_errf(
-		    err, TRL_EUNSUPPORTED,
-		    "%s:%d: conversational data (a 'messages' or 'conversations' "
-		    "column, or prompt/completion given as lists of messages) needs "
-		    "the chat-template support of a later version of trl-hpc; give "
-		    "plain strings in '%s', or 'prompt' and 'completion'",
-		    path, line, L->opt->text_field);
-	if (json_get(row, "chosen") || json_get(row, "rejected"))
-		return trl_errf(
-		    err, TRL_EUNSUPPORTED,
-		    "%s:%d: this is preference data ('chosen'/'rejected' columns), "
-		    "which is for DPO or reward training, not SFT",
-		    path, line);
-	if (json_get(row, "prompt")) {
-		if (!json_get(row, "completion"))
-			return trl_errf(err, ROW_BAD,
-			                "%s:%d: the row has 'prompt' but no 'completion' "
-			                "(prompt-only data is not for SFT)",
-			                path, line);
-		L->d->format = TRL_FMT_PROMPT_COMPLETION;
-	} else if (json_get(row, L->opt->text_field)) {
-		L->d->format = TRL_FMT_LANGUAGE_MODELING;
-	} else {
-		char cols[256];
+	Dataset *d = L->d;
+	const DatasetOptions *o = L->opt;
+	char cols[256];
+	TrlDataFormat seen = columns_format(L, row);
+	TrlDataFormat f = o->format != TRL_FMT_AUTO ? o->format : seen;
+	if (o->format != TRL_FMT_AUTO && !has_columns(L, row, f)) {
+		char looks[128] = "";
+		if (seen != TRL_FMT_AUTO)
+			snprintf(looks, sizeof looks, ", which is %s data",
+			         dataset_format_name(seen));
+		return trl_errf(err, TRL_EINVAL,
+		                "%s:%d: dataset_format is %s, which needs the columns "
+		                "%s, but the row has %s%s; set dataset_format to auto "
+		                "or fix the data",
+		                L->path, line, dataset_format_name(f),
+		                format_columns(f, o->text_field),
+		                list_columns(row, cols, sizeof cols), looks);
+	}
+	if (f == TRL_FMT_AUTO)
 		return trl_errf(
 		    err, ROW_BAD,
 		    "%s:%d: cannot tell the dataset format from the columns (%s): "
-		    "expected '%s' (language modeling) or 'prompt' and 'completion' "
-		    "(prompt-completion)",
-		    path, line, list_columns(row, cols, sizeof cols), L->opt->text_field);
+		    "expected '%s' or 'messages' (language modeling), 'prompt' "
+		    "(prompt-only), 'prompt' and 'completion' (prompt-completion), "
+		    "'chosen' and 'rejected' (preference), or 'prompt', 'completion' "
+		    "and 'label' (unpaired preference)",
+		    L->path, line, list_columns(row, cols, sizeof cols), o->text_field);
+	d->format = f;
+	const JsonValue *key = NULL;
+	switch (f) {
+	case TRL_FMT_LANGUAGE_MODELING:
+		L->lm_field = json_get(row, o->text_field) ? o->text_field : "messages";
+		key = json_get(row, L->lm_field);
+		snprintf(d->columns, sizeof d->columns, "%s", L->lm_field);
+		break;
+	case TRL_FMT_PREFERENCE:
+		d->implicit_prompt = !json_get(row, "prompt");
+		key = json_get(row, "chosen");
+		snprintf(d->columns, sizeof d->columns, "%s",
+		         d->implicit_prompt ? "chosen, rejected"
+		                            : "prompt, chosen, rejected");
+		break;
+	default:
+		key = json_get(row, "prompt");
+		snprintf(d->columns, sizeof d->columns, "%s",
+		         f == TRL_FMT_PROMPT_ONLY         ? "prompt"
+		         : f == TRL_FMT_PROMPT_COMPLETION ? "prompt, completion"
+		                                          : "prompt, completion, label");
+	}
+	d->conversational = is_list(key);
+	L->completion_only =
+	    f == TRL_FMT_PROMPT_ONLY || f == TRL_FMT_PREFERENCE ||
+	    f == TRL_FMT_UNPAIRED_PREFERENCE ||
+	    (f == TRL_FMT_PROMPT_COMPLETION && o->completion_only_loss != 0);
+	if (o->assistant_only_loss && !d->conversational)
+		return trl_errf(err, TRL_EINVAL,
+		                "%s:%d: assistant_only_loss needs conversational data "
+		                "(columns holding lists of {\"role\", \"content\"} "
+		                "messages), but '%s' holds %s data; set "
+		                "assistant_only_loss to false",
+		                L->path, line, d->columns, dataset_format_name(f));
+	if (d->conversational && !L->have_template) {
+		const char *name =
+		    o->chat_template && o->chat_template[0] ? o->chat_template : "chatml";
+		TrlErr cerr;
+		if (chat_template_find(&L->ct, name, &cerr) < 0)
+			return trl_errf(err, TRL_EUNSUPPORTED,
+			                "%s: conversational data needs a chat template: "
+			                "%s",
+			                L->path, cerr.msg);
+		L->have_template = 1;
 	}
 	return 0;
 }
@@ -196,31 +355,430 @@ static const JsonValue *string_column(Loader *L, const JsonValue *row, const cha
 {
 	const JsonValue *v = json_get(row, name);
 	if (!v) {
-		if (L->d->format == TRL_FMT_PROMPT_COMPLETION)
-			trl_errf(err, ROW_BAD,
-			         "%s:%d: column '%s' is missing (the first row is "
-			         "prompt-completion: prompt, completion)",
-			         L->path, line, name);
-		else
-			trl_errf(
-			    err, ROW_BAD,
-			    "%s:%d: column '%s' is missing (the first row is language "
-			    "modeling: %s)",
-			    L->path, line, name, L->opt->text_field);
+		trl_errf(err, ROW_BAD,
+		         "%s:%d: column '%s' is missing (the first row is %s: %s)",
+		         L->path, line, name, dataset_format_name(L->d->format),
+		         L->d->columns);
 		return NULL;
 	}
 	if (v->type != JSON_STRING) {
-		trl_errf(err, ROW_BAD, "%s:%d: column '%s' must be a string, got %s",
-		         L->path, line, name, json_type_name(v->type));
+		trl_errf(err, ROW_BAD, "%s:%d: column '%s' must be a string%s, got %s",
+		         L->path, line, name,
+		         L->d->conversational ? " (the first row is conversational)" : "",
+		         json_type_name(v->type));
 		return NULL;
 	}
 	return v;
+}
+
+/* Appends the messages of column name to L->msgs from index *n on; ROW_BAD with
+ * file:line and the message index when one is malformed. */
+static int read_messages(Loader *L, const JsonValue *row, const char *name, int line,
+                         int *n, TrlErr *err)
+{
+	const JsonValue *v = json_get(row, name);
+	if (!v)
+		return trl_errf(err, ROW_BAD,
+		                "%s:%d: column '%s' is missing (the first row is "
+		                "conversational %s: %s)",
+		                L->path, line, name, dataset_format_name(L->d->format),
+		                L->d->columns);
+	if (v->type != JSON_ARRAY)
+		return trl_errf(
+		    err, ROW_BAD,
+		    "%s:%d: column '%s' must be a list of messages (the first "
+		    "row is conversational), got %s",
+		    L->path, line, name, json_type_name(v->type));
+	if (*n + (int)v->len > L->msg_cap) {
+		int cap = 2 * (*n + (int)v->len) + 8;
+		ChatMessage *m = realloc(L->msgs, (size_t)cap * sizeof *m);
+		if (!m)
+			return trl_errf(err, TRL_ENOMEM, "out of memory loading %s",
+			                L->path);
+		L->msgs = m;
+		L->msg_cap = cap;
+	}
+	for (size_t i = 0; i < v->len; i++) {
+		const JsonValue *m = &v->items[i];
+		if (m->type != JSON_OBJECT)
+			return trl_errf(
+			    err, ROW_BAD,
+			    "%s:%d: %s[%zu] must be an object with 'role' and "
+			    "'content', got %s",
+			    L->path, line, name, i, json_type_name(m->type));
+		const char *role = json_str(json_get(m, "role"));
+		const char *content = json_str(json_get(m, "content"));
+		const JsonValue *rc = json_get(m, "reasoning_content");
+		if (!role)
+			return trl_errf(err, ROW_BAD,
+			                "%s:%d: %s[%zu].role must be a string", L->path,
+			                line, name, i);
+		if (!content)
+			return trl_errf(err, ROW_BAD,
+			                "%s:%d: %s[%zu].content must be a string",
+			                L->path, line, name, i);
+		if (rc && rc->type != JSON_NULL && rc->type != JSON_STRING)
+			return trl_errf(
+			    err, ROW_BAD,
+			    "%s:%d: %s[%zu].reasoning_content must be a string "
+			    "or null",
+			    L->path, line, name, i);
+		L->msgs[(*n)++] = (ChatMessage){role, content, json_str(rc)};
+	}
+	return 0;
+}
+
+static int message_equal(const ChatMessage *a, const ChatMessage *b)
+{
+	return strcmp(a->role, b->role) == 0 && strcmp(a->content, b->content) == 0 &&
+	       (a->reasoning_content
+	            ? b->reasoning_content &&
+	                  strcmp(a->reasoning_content, b->reasoning_content) == 0
+	            : !b->reasoning_content);
+}
+
+static int render(Loader *L, const ChatMessage *m, int n, int gen, ChatRender *r,
+                  int line, TrlErr *err)
+{
+	ChatRenderOptions ro = {.add_generation_prompt = gen,
+	                        .bos_token = L->bos_text,
+	                        .eos_token = L->eos_text};
+	TrlErr cerr;
+	int rc = chat_render(&L->ct, m, n, &ro, r, &cerr);
+	if (rc == TRL_ENOMEM)
+		return trl_errf(err, rc, "%s:%d: out of memory", L->path, line);
+	if (rc < 0)
+		return trl_errf(err, ROW_BAD, "%s:%d: chat template %s: %s", L->path,
+		                line, L->ct.name, cerr.msg);
+	return 0;
+}
+
+/* Cuts r's text into pieces at prompt_end and at the assistant spans' bounds. */
+static int rendered_pieces(Loader *L, const ChatRender *r, size_t prompt_end, int *np,
+                           TrlErr *err)
+{
+	int need = 2 * r->n_spans + 3;
+	if (need > L->piece_cap) {
+		Piece *p = realloc(L->pieces, (size_t)need * sizeof *p);
+		if (!p)
+			return trl_errf(err, TRL_ENOMEM, "out of memory loading %s",
+			                L->path);
+		L->pieces = p;
+		L->piece_cap = need;
+	}
+	size_t cut[2 * 64 + 3], *cuts = cut;
+	size_t *heap = NULL;
+	if (need > (int)(sizeof cut / sizeof cut[0])) {
+		heap = malloc((size_t)need * sizeof *heap);
+		if (!heap)
+			return trl_errf(err, TRL_ENOMEM, "out of memory loading %s",
+			                L->path);
+		cuts = heap;
+	}
+	int nc = 0;
+	cuts[nc++] = 0;
+	for (int i = 0; i < r->n_spans; i++) {
+		cuts[nc++] = r->spans[i].begin;
+		cuts[nc++] = r->spans[i].end;
+	}
+	cuts[nc++] = prompt_end;
+	cuts[nc++] = r->len;
+	/* Insertion sort: the spans are already ordered, so this is nearly linear. */
+	for (int i = 1; i < nc; i++)
+		for (int j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+			size_t t = cuts[j];
+			cuts[j] = cuts[j - 1];
+			cuts[j - 1] = t;
+		}
+	*np = 0;
+	for (int i = 0; i + 1 < nc; i++) {
+		size_t a = cuts[i], b = cuts[i + 1];
+		if (a == b)
+			continue;
+		uint8_t f = b <= prompt_end ? TOK_PROMPT : 0;
+		for (int k = 0; k < r->n_spans; k++)
+			if (r->spans[k].begin <= a && b <= r->spans[k].end)
+				f |= TOK_ASSISTANT;
+		L->pieces[(*np)++] = (Piece){r->text + a, b - a, f};
+	}
+	free(heap);
+	return 0;
+}
+
+/* Renders prompt msgs[0..n_prompt) + completion msgs[n_prompt..n) and tokenizes it
+ * as one sequence whose prompt is the prompt's rendering with the generation
+ * prompt. n_prompt = 0 (language modeling) renders the whole conversation
+ * without a prompt; n_prompt = n (prompt-only) renders just the prompt. */
+static int add_conversation(Loader *L, const ChatMessage *m, int n_prompt, int n,
+                            int add_eos, int line, size_t *off, int *len, int *prompt_len,
+                            TrlErr *err)
+{
+	ChatRender pr = {0}, full = {0};
+	int rc = 0, np = 0;
+	size_t prompt_end = 0;
+	if (n_prompt > 0) {
+		if ((rc = render(L, m, n_prompt, 1, &pr, line, err)) != 0)
+			goto done;
+		prompt_end = pr.len;
+	}
+	if (n_prompt == n) {
+		/* Prompt-only: the prompt with its generation prompt is the sequence. */
+		if ((rc = rendered_pieces(L, &pr, prompt_end, &np, err)) != 0)
+			goto done;
+	} else {
+		if ((rc = render(L, m, n, 0, &full, line, err)) != 0)
+			goto done;
+		if (full.len < prompt_end ||
+		    (prompt_end > 0 && memcmp(full.text, pr.text, prompt_end) != 0)) {
+			rc = trl_errf(err, ROW_BAD,
+			              "%s:%d: chat template %s renders the conversation "
+			              "with a different start than the prompt with its "
+			              "generation prompt, so the completion cannot be "
+			              "split off",
+			              L->path, line, L->ct.name);
+			goto done;
+		}
+		if ((rc = rendered_pieces(L, &full, prompt_end, &np, err)) != 0)
+			goto done;
+	}
+	rc = add_sequence(L, L->pieces, np, add_eos, line, off, len, prompt_len, err);
+done:
+	chat_render_free(&pr);
+	chat_render_free(&full);
+	return rc;
+}
+
+/* Writes a JSON value back as text. */
+static void write_json(JsonBuf *b, const JsonValue *v)
+{
+	switch (v->type) {
+	case JSON_NULL:
+		json_buf_puts(b, "null");
+		break;
+	case JSON_BOOL:
+		json_buf_puts(b, v->boolean ? "true" : "false");
+		break;
+	case JSON_NUMBER:
+		if (v->is_int)
+			json_buf_printf(b, "%lld", (long long)v->inum);
+		else
+			json_buf_printf(b, "%.17g", v->num);
+		break;
+	case JSON_STRING:
+		json_buf_string(b, v->str, v->len);
+		break;
+	case JSON_ARRAY:
+		json_buf_puts(b, "[");
+		for (size_t i = 0; i < v->len; i++) {
+			if (i)
+				json_buf_puts(b, ", ");
+			write_json(b, &v->items[i]);
+		}
+		json_buf_puts(b, "]");
+		break;
+	case JSON_OBJECT:
+		json_buf_puts(b, "{");
+		for (size_t i = 0; i < v->len; i++) {
+			if (i)
+				json_buf_puts(b, ", ");
+			json_buf_string(b, v->members[i].key, v->members[i].key_len);
+			json_buf_puts(b, ": ");
+			write_json(b, &v->members[i].value);
+		}
+		json_buf_puts(b, "}");
+		break;
+	}
+}
+
+/* Whether column key is one the format reads. */
+static int used_column(const Loader *L, const char *key)
+{
+	switch (L->d->format) {
+	case TRL_FMT_LANGUAGE_MODELING:
+		return strcmp(key, L->lm_field) == 0;
+	case TRL_FMT_PROMPT_ONLY:
+		return strcmp(key, "prompt") == 0;
+	case TRL_FMT_PROMPT_COMPLETION:
+		return strcmp(key, "prompt") == 0 || strcmp(key, "completion") == 0;
+	case TRL_FMT_PREFERENCE:
+		return strcmp(key, "chosen") == 0 || strcmp(key, "rejected") == 0 ||
+		       (!L->d->implicit_prompt && strcmp(key, "prompt") == 0);
+	case TRL_FMT_UNPAIRED_PREFERENCE:
+		return strcmp(key, "prompt") == 0 || strcmp(key, "completion") == 0 ||
+		       strcmp(key, "label") == 0;
+	default:
+		return 0;
+	}
+}
+
+/* Appends the unused columns of row as a JSON object to the extra pool. */
+static int keep_extra(Loader *L, const JsonValue *row, size_t *off, TrlErr *err)
+{
+	JsonBuf *b = &L->extra;
+	*off = b->len;
+	json_buf_puts(b, "{");
+	int k = 0;
+	for (size_t i = 0; i < row->len; i++) {
+		const JsonMember *m = &row->members[i];
+		if (used_column(L, m->key))
+			continue;
+		if (k++)
+			json_buf_puts(b, ", ");
+		json_buf_string(b, m->key, m->key_len);
+		json_buf_puts(b, ": ");
+		write_json(b, &m->value);
+	}
+	json_buf_puts(b, "}");
+	json_buf_put(b, "", 1);
+	if (b->oom)
+		return trl_errf(err, TRL_ENOMEM, "out of memory loading %s", L->path);
+	return 0;
+}
+
+/* The length of the shared start of chosen and rejected as TRL's extract_prompt
+ * finds it: up to the first difference, minus a space that precedes it (the
+ * space starts the answer); when one is a prefix of the other, one unit short of
+ * the shorter. Here the unit is a byte, moved back to a UTF-8 boundary. */
+static size_t shared_prefix(const char *a, size_t na, const char *b, size_t nb)
+{
+	size_t n = na < nb ? na : nb, i = 0;
+	while (i < n && a[i] == b[i])
+		i++;
+	if (i == n)
+		i = n > 0 ? n - 1 : 0;
+	else if (i > 0 && a[i - 1] == ' ')
+		i--;
+	while (i > 0 && ((unsigned char)a[i] & 0xC0) == 0x80)
+		i--;
+	return i;
+}
+
+/* Standard rows: the pieces prompt (may be NULL) and completion. */
+static int add_standard(Loader *L, const char *p, size_t pn, const char *c, size_t cn,
+                        int add_eos, int line, size_t *off, int *len, int *prompt_len,
+                        TrlErr *err)
+{
+	Piece pc[2];
+	int np = 0;
+	if (p)
+		pc[np++] = (Piece){p, pn, TOK_PROMPT};
+	if (c)
+		pc[np++] = (Piece){c, cn, TOK_ASSISTANT};
+	return add_sequence(L, pc, np, add_eos, line, off, len, prompt_len, err);
+}
+
+static int row_conversational(Loader *L, const JsonValue *row, Example *e, int line,
+                              TrlErr *err)
+{
+	TrlDataFormat f = L->d->format;
+	int n = 0, np = 0, rc;
+	switch (f) {
+	case TRL_FMT_LANGUAGE_MODELING:
+		if ((rc = read_messages(L, row, L->lm_field, line, &n, err)) != 0)
+			return rc;
+		return add_conversation(L, L->msgs, 0, n, 0, line, &e->off, &e->len,
+		                        &e->prompt_len, err);
+	case TRL_FMT_PROMPT_ONLY:
+		if ((rc = read_messages(L, row, "prompt", line, &n, err)) != 0)
+			return rc;
+		return add_conversation(L, L->msgs, n, n, 0, line, &e->off, &e->len,
+		                        &e->prompt_len, err);
+	case TRL_FMT_PROMPT_COMPLETION:
+	case TRL_FMT_UNPAIRED_PREFERENCE:
+		if ((rc = read_messages(L, row, "prompt", line, &n, err)) != 0)
+			return rc;
+		np = n;
+		if ((rc = read_messages(L, row, "completion", line, &n, err)) != 0)
+			return rc;
+		return add_conversation(L, L->msgs, np, n,
+		                        f == TRL_FMT_UNPAIRED_PREFERENCE, line, &e->off,
+		                        &e->len, &e->prompt_len, err);
+	default:
+		break;
+	}
+	/* Preference: msgs = prompt, chosen, then rejected (read after the others
+	 * so that the chosen conversation is contiguous). */
+	if (!L->d->implicit_prompt &&
+	    (rc = read_messages(L, row, "prompt", line, &n, err)) != 0)
+		return rc;
+	np = n;
+	if ((rc = read_messages(L, row, "chosen", line, &n, err)) != 0)
+		return rc;
+	int nc = n;
+	if ((rc = read_messages(L, row, "rejected", line, &n, err)) != 0)
+		return rc;
+	int nr = n - nc;
+	if (L->d->implicit_prompt) {
+		int k = 0, lim = nc < nr ? nc : nr;
+		while (k < lim && message_equal(&L->msgs[k], &L->msgs[nc + k]))
+			k++;
+		if (k == lim && k > 0)
+			k--;
+		np = k;
+	}
+	/* The rejected conversation is the prompt followed by its own messages; a
+	 * copy keeps each conversation contiguous for chat_render. */
+	ChatMessage *rej = malloc((size_t)(np + nr + 1) * sizeof *rej);
+	if (!rej)
+		return trl_errf(err, TRL_ENOMEM, "out of memory loading %s", L->path);
+	int nrej = 0;
+	if (!L->d->implicit_prompt)
+		for (int i = 0; i < np; i++)
+			rej[nrej++] = L->msgs[i];
+	for (int i = nc; i < n; i++)
+		rej[nrej++] = L->msgs[i];
+	rc = add_conversation(L, L->msgs, np, nc, 1, line, &e->off, &e->len,
+	                      &e->prompt_len, err);
+	if (!rc)
+		rc = add_conversation(L, rej, np, nrej, 1, line, &e->rejected_off,
+		                      &e->rejected_len, &e->rejected_prompt_len, err);
+	free(rej);
+	return rc;
+}
+
+static int row_standard(Loader *L, const JsonValue *row, Example *e, int line,
+                        TrlErr *err)
+{
+	TrlDataFormat f = L->d->format;
+	const JsonValue *p = NULL, *c = NULL, *r = NULL;
+	if (f == TRL_FMT_LANGUAGE_MODELING) {
+		if (!(c = string_column(L, row, L->lm_field, line, err)))
+			return ROW_BAD;
+		return add_standard(L, NULL, 0, c->str, c->len, 1, line, &e->off, &e->len,
+		                    &e->prompt_len, err);
+	}
+	if (f != TRL_FMT_PREFERENCE || !L->d->implicit_prompt)
+		if (!(p = string_column(L, row, "prompt", line, err)))
+			return ROW_BAD;
+	if (f == TRL_FMT_PROMPT_ONLY)
+		return add_standard(L, p->str, p->len, NULL, 0, 0, line, &e->off, &e->len,
+		                    &e->prompt_len, err);
+	if (f != TRL_FMT_PREFERENCE) {
+		if (!(c = string_column(L, row, "completion", line, err)))
+			return ROW_BAD;
+		return add_standard(L, p->str, p->len, c->str, c->len, 1, line, &e->off,
+		                    &e->len, &e->prompt_len, err);
+	}
+	if (!(c = string_column(L, row, "chosen", line, err)) ||
+	    !(r = string_column(L, row, "rejected", line, err)))
+		return ROW_BAD;
+	const char *ps = p ? p->str : c->str;
+	size_t pn = p ? p->len : shared_prefix(c->str, c->len, r->str, r->len);
+	size_t skip = p ? 0 : pn;
+	int rc = add_standard(L, ps, pn, c->str + skip, c->len - skip, 1, line, &e->off,
+	                      &e->len, &e->prompt_len, err);
+	if (!rc)
+		rc = add_standard(L, ps, pn, r->str + skip, r->len - skip, 1, line,
+		                  &e->rejected_off, &e->rejected_len,
+		                  &e->rejected_prompt_len, err);
+	return rc;
 }
 
 /* Loads one non-blank line: 0, ROW_BAD (message in err) or a negative code. */
 static int load_row(Loader *L, const char *text, size_t len, int line, int col_shift,
                     TrlErr *err)
 {
+	Dataset *d = L->d;
 	JsonValue *row = NULL;
 	JsonError je;
 	int rc = json_parse(text, len, &row, &je);
@@ -239,18 +797,45 @@ static int load_row(Loader *L, const char *text, size_t len, int line, int col_s
 			goto done;
 		L->have_format = 1;
 	}
-	const JsonValue *prompt = NULL, *text_v = NULL;
-	if (L->d->format == TRL_FMT_PROMPT_COMPLETION) {
-		if (!(prompt = string_column(L, row, "prompt", line, err)) ||
-		    !(text_v = string_column(L, row, "completion", line, err))) {
-			rc = ROW_BAD;
+	if (d->n == L->excap) {
+		int cap = L->excap ? 2 * L->excap : 1024;
+		Example *ex = realloc(d->ex, (size_t)cap * sizeof *ex);
+		if (!ex) {
+			rc = trl_errf(err, TRL_ENOMEM, "out of memory loading %s",
+			              L->path);
 			goto done;
 		}
-	} else if (!(text_v = string_column(L, row, L->opt->text_field, line, err))) {
-		rc = ROW_BAD;
+		d->ex = ex;
+		L->excap = cap;
+	}
+	Example *e = &d->ex[d->n];
+	*e = (Example){.line = line, .label = -1};
+	if (d->format == TRL_FMT_UNPAIRED_PREFERENCE) {
+		const JsonValue *lab = json_get(row, "label");
+		if (!lab || lab->type != JSON_BOOL) {
+			rc = trl_errf(
+			    err, ROW_BAD,
+			    "%s:%d: column 'label' must be true or false, got %s",
+			    L->path, line, lab ? json_type_name(lab->type) : "nothing");
+			goto done;
+		}
+		e->label = lab->boolean;
+	}
+	/* A bad row may have added tokens before failing: roll them back. */
+	size_t ntok0 = L->ntok;
+	long ntokens0 = d->n_tokens;
+	int ntrunc0 = d->n_truncated;
+	rc = d->conversational ? row_conversational(L, row, e, line, err)
+	                       : row_standard(L, row, e, line, err);
+	if (!rc)
+		rc = keep_extra(L, row, &e->extra_off, err);
+	if (rc) {
+		L->ntok = ntok0;
+		d->n_tokens = ntokens0;
+		d->n_truncated = ntrunc0;
 		goto done;
 	}
-	rc = add_example(L, prompt, text_v, line, err);
+	d->n++;
 done:
 	json_free(row);
 	return rc;
@@ -264,16 +849,32 @@ static int is_blank(const char *s, size_t n)
 	return 1;
 }
 
+/* The text of token id for the chat template's bos/eos variables. */
+static void token_text(const Tokenizer *t, int32_t id, char *buf, size_t cap)
+{
+	buf[0] = 0;
+	if (id >= 0 && tokenizer_decode(t, &id, 1, 0, buf, cap) >= cap)
+		buf[0] = 0;
+}
+
 int dataset_load_jsonl(Dataset *d, const char *path, const DatasetOptions *opt,
                        const Tokenizer *tok, TrlErr *err)
 {
 	memset(d, 0, sizeof *d);
 	char *buf = NULL;
 	size_t size = 0;
-	int rc = trl_read_file(path, &buf, &size, err);
+	Loader L = {.d = d, .path = path, .opt = opt, .tok = tok};
+	int rc = dataset_eos_id(tok, opt->eos_token, &L.eos_id, err);
 	if (rc < 0)
 		return rc;
-	Loader L = {.d = d, .path = path, .opt = opt, .tok = tok};
+	if (opt->eos_token && opt->eos_token[0])
+		snprintf(L.eos_text, sizeof L.eos_text, "%s", opt->eos_token);
+	else
+		token_text(tok, L.eos_id, L.eos_text, sizeof L.eos_text);
+	token_text(tok, tok->bos_id, L.bos_text, sizeof L.bos_text);
+	rc = trl_read_file(path, &buf, &size, err);
+	if (rc < 0)
+		return rc;
 	if (grow_pools(&L, 1) < 0) {
 		rc = trl_errf(err, TRL_ENOMEM, "out of memory loading %s", path);
 		goto fail;
@@ -322,17 +923,27 @@ int dataset_load_jsonl(Dataset *d, const char *path, const DatasetOptions *opt,
 			rc = trl_errf(err, TRL_EINVAL, "%s: no rows", path);
 		goto fail;
 	}
-	size_t off = 0;
+	d->extra_pool = L.extra.p;
+	L.extra.p = NULL;
 	for (int i = 0; i < d->n; i++) {
-		d->ex[i].ids = d->id_pool + off;
-		d->ex[i].mask = d->mask_pool + off;
-		off += (size_t)d->ex[i].len;
+		Example *e = &d->ex[i];
+		e->ids = d->id_pool + e->off;
+		e->mask = d->mask_pool + e->off;
+		if (d->format == TRL_FMT_PREFERENCE) {
+			e->rejected_ids = d->id_pool + e->rejected_off;
+			e->rejected_mask = d->mask_pool + e->rejected_off;
+		}
+		e->extra = d->extra_pool + e->extra_off;
 	}
-	trl_free(buf);
-	return 0;
+	rc = 0;
+	goto done;
 fail:
-	trl_free(buf);
 	dataset_free(d);
+done:
+	trl_free(buf);
+	free(L.msgs);
+	free(L.pieces);
+	json_buf_free(&L.extra);
 	return rc;
 }
 
@@ -341,6 +952,7 @@ void dataset_free(Dataset *d)
 	free(d->ex);
 	free(d->id_pool);
 	free(d->mask_pool);
+	free(d->extra_pool);
 	memset(d, 0, sizeof *d);
 }
 

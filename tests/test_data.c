@@ -681,47 +681,432 @@ Test(dataset, unknown_columns)
 	expect_load_error(
 	    "{\"question\": \"a\", \"answer\": \"b\"}\n", opts(), TRL_EINVAL,
 	    ":1: cannot tell the dataset format from the columns ('question', "
-	    "'answer'): expected 'text' (language modeling) or 'prompt' and "
-	    "'completion' (prompt-completion)");
-	expect_load_error(
-	    "{\"prompt\": \"a\"}\n", opts(), TRL_EINVAL,
-	    ":1: the row has 'prompt' but no 'completion' (prompt-only data is "
-	    "not for SFT)");
+	    "'answer'): expected 'text' or 'messages' (language modeling), 'prompt' "
+	    "(prompt-only), 'prompt' and 'completion' (prompt-completion), 'chosen' "
+	    "and 'rejected' (preference), or 'prompt', 'completion' and 'label' "
+	    "(unpaired preference)");
 }
 
-static void expect_load_error_containing(const char *content, DatasetOptions o, int code,
-                                         const char *line_part, const char *part)
+/* ---- every TRL format, standard and conversational ---- */
+
+/* A stretch of expected text and whether its tokens are loss targets. */
+typedef struct Seg {
+	const char *text;
+	int loss;
+} Seg;
+
+/* Checks a byte-tokenized sequence against segments (NULL-terminated): the ids
+ * are the bytes of the texts, then EOS (256) when eos_loss >= 0 with that mask;
+ * token 0 is never a target. */
+static void expect_segs(const int32_t *ids, const uint8_t *mask, int len, int eos_loss,
+                        const Seg *segs)
+{
+	int t = 0;
+	for (const Seg *s = segs; s->text; s++)
+		for (const char *c = s->text; *c; c++, t++) {
+			cr_assert_lt(t, len, "sequence shorter than expected (%d)", len);
+			cr_assert_eq(ids[t], (unsigned char)*c, "ids[%d] = %d, want '%c'",
+			             t, ids[t], *c);
+			cr_assert_eq(mask[t], t > 0 && s->loss,
+			             "mask[%d] ('%c' in \"%s\")", t, *c, s->text);
+		}
+	if (eos_loss >= 0) {
+		cr_assert_lt(t, len, "EOS missing");
+		cr_assert_eq(ids[t], 256, "EOS appended");
+		cr_assert_eq(mask[t], eos_loss, "EOS mask");
+		t++;
+	}
+	cr_assert_eq(len, t, "len %d, want %d", len, t);
+}
+
+static int seg_len(const Seg *segs, int n)
+{
+	int len = 0;
+	for (int i = 0; i < n && segs[i].text; i++)
+		len += (int)strlen(segs[i].text);
+	return len;
+}
+
+#define USER_HI "<|im_start|>user\nhi<|im_end|>\n"
+#define GEN "<|im_start|>assistant\n"
+#define MSG_HI "{\"role\": \"user\", \"content\": \"hi\"}"
+#define MSG_YO "{\"role\": \"assistant\", \"content\": \"yo\"}"
+#define MSG_NO "{\"role\": \"assistant\", \"content\": \"no\"}"
+
+static void load_ok(Dataset *d, const char *content, const DatasetOptions *o)
+{
+	TrlErr err = {0};
+	cr_assert_eq(load(d, content, o, &err, NULL), 0, "%s", err.msg);
+}
+
+Test(dataset, conversational_language_modeling)
 {
 	Dataset d;
-	TrlErr err = {0};
-	const char *path;
-	cr_assert_eq(load(&d, content, &o, &err, &path), code, "%s", err.msg);
-	char want[256];
-	snprintf(want, sizeof want, "%s%s", path, line_part);
-	cr_assert_eq(strncmp(err.msg, want, strlen(want)), 0, "%s", err.msg);
-	cr_assert(strstr(err.msg, part), "'%s' lacks '%s'", err.msg, part);
+	DatasetOptions o = opts();
+	load_ok(&d,
+	        "{\"messages\": [" MSG_HI ", " MSG_YO "], \"id\": 3}\n"
+	        "{\"messages\": [" MSG_HI "]}\n",
+	        &o);
+	cr_assert_eq(d.format, TRL_FMT_LANGUAGE_MODELING);
+	cr_assert(d.conversational);
+	cr_assert_str_eq(d.columns, "messages");
+	/* No EOS: SFT relies on the template's end of turn for conversations. */
+	Seg all[] = {{USER_HI GEN "yo<|im_end|>\n", 1}, {NULL, 0}};
+	expect_segs(d.ex[0].ids, d.ex[0].mask, d.ex[0].len, -1, all);
+	cr_assert_eq(d.ex[0].prompt_len, 0);
+	cr_assert_str_eq(d.ex[0].extra, "{\"id\": 3}");
+	cr_assert_str_eq(d.ex[1].extra, "{}");
+	cr_assert_eq(d.ex[0].label, -1);
+	cr_assert_null(d.ex[0].rejected_ids);
+	dataset_free(&d);
 }
 
-Test(dataset, conversational_and_preference_data_are_refused)
+Test(dataset, assistant_only_loss_masks_exactly_the_assistant_turns)
 {
+	Dataset d;
 	DatasetOptions o = opts();
-	const char *conv =
-	    "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n";
-	expect_load_error_containing(conv, o, TRL_EUNSUPPORTED, ":1: conversational data",
-	                             "chat-template support of a later version");
-	expect_load_error_containing(
-	    "{\"prompt\": [{\"role\": \"user\", \"content\": \"hi\"}], "
-	    "\"completion\": [{\"role\": \"assistant\", \"content\": "
-	    "\"yo\"}]}\n",
-	    o, TRL_EUNSUPPORTED, ":1: conversational data", "chat-template");
-	expect_load_error_containing(
-	    "{\"prompt\": \"q\", \"chosen\": \"a\", \"rejected\": "
-	    "\"b\"}\n",
-	    o, TRL_EUNSUPPORTED, ":1: this is preference data", "not SFT");
-	/* Skipping invalid rows does not hide that the whole file is the wrong kind. */
+	o.assistant_only_loss = 1;
+	load_ok(
+	    &d,
+	    "{\"messages\": [{\"role\": \"system\", \"content\": \"be brief\"}, " MSG_HI
+	    ", " MSG_YO ", " MSG_HI ", " MSG_NO "]}\n",
+	    &o);
+	Seg s[] = {{"<|im_start|>system\nbe brief<|im_end|>\n" USER_HI GEN, 0},
+	           {"yo<|im_end|>", 1},
+	           {"\n" USER_HI GEN, 0},
+	           {"no<|im_end|>", 1},
+	           {"\n", 0},
+	           {NULL, 0}};
+	expect_segs(d.ex[0].ids, d.ex[0].mask, d.ex[0].len, -1, s);
+	dataset_free(&d);
+}
+
+Test(dataset, conversational_prompt_completion_masks_after_the_generation_prompt)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	load_ok(&d, "{\"prompt\": [" MSG_HI "], \"completion\": [" MSG_YO "]}\n", &o);
+	cr_assert_eq(d.format, TRL_FMT_PROMPT_COMPLETION);
+	cr_assert(d.conversational);
+	Seg s[] = {{USER_HI GEN, 0}, {"yo<|im_end|>\n", 1}, {NULL, 0}};
+	expect_segs(d.ex[0].ids, d.ex[0].mask, d.ex[0].len, -1, s);
+	cr_assert_eq(d.ex[0].prompt_len, seg_len(s, 1));
+	dataset_free(&d);
+
+	/* With assistant_only_loss the "\n" after <|im_end|> is not learned. */
+	o.assistant_only_loss = 1;
+	load_ok(&d, "{\"prompt\": [" MSG_HI "], \"completion\": [" MSG_YO "]}\n", &o);
+	Seg a[] = {{USER_HI GEN, 0}, {"yo<|im_end|>", 1}, {"\n", 0}, {NULL, 0}};
+	expect_segs(d.ex[0].ids, d.ex[0].mask, d.ex[0].len, -1, a);
+	cr_assert_eq(d.ex[0].prompt_len, seg_len(a, 1));
+	dataset_free(&d);
+
+	/* completion_only_loss false: the prompt is learned too. */
+	o.assistant_only_loss = 0;
+	o.completion_only_loss = 0;
+	load_ok(&d, "{\"prompt\": [" MSG_HI "], \"completion\": [" MSG_YO "]}\n", &o);
+	Seg f[] = {{USER_HI GEN "yo<|im_end|>\n", 1}, {NULL, 0}};
+	expect_segs(d.ex[0].ids, d.ex[0].mask, d.ex[0].len, -1, f);
+	dataset_free(&d);
+}
+
+Test(dataset, prompt_only_standard_and_conversational)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	load_ok(&d, "{\"prompt\": \"2+2=\", \"answer\": \"4\"}\n", &o);
+	cr_assert_eq(d.format, TRL_FMT_PROMPT_ONLY);
+	cr_assert_not(d.conversational);
+	Seg s[] = {{"2+2=", 0}, {NULL, 0}};
+	expect_segs(d.ex[0].ids, d.ex[0].mask, d.ex[0].len, -1, s);
+	cr_assert_eq(d.ex[0].prompt_len, 4);
+	cr_assert_str_eq(d.ex[0].extra, "{\"answer\": \"4\"}");
+	dataset_free(&d);
+
+	load_ok(&d, "{\"prompt\": [" MSG_HI "]}\n", &o);
+	cr_assert(d.conversational);
+	Seg c[] = {{USER_HI GEN, 0}, {NULL, 0}};
+	expect_segs(d.ex[0].ids, d.ex[0].mask, d.ex[0].len, -1, c);
+	cr_assert_eq(d.ex[0].prompt_len, seg_len(c, 1));
+	dataset_free(&d);
+}
+
+Test(dataset, preference_with_explicit_prompt)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	load_ok(&d, "{\"prompt\": \"q\", \"chosen\": \"ab\", \"rejected\": \"c\"}\n", &o);
+	cr_assert_eq(d.format, TRL_FMT_PREFERENCE);
+	cr_assert_not(d.implicit_prompt);
+	cr_assert_str_eq(d.columns, "prompt, chosen, rejected");
+	const Example *e = &d.ex[0];
+	Seg ch[] = {{"q", 0}, {"ab", 1}, {NULL, 0}};
+	Seg rj[] = {{"q", 0}, {"c", 1}, {NULL, 0}};
+	expect_segs(e->ids, e->mask, e->len, 1, ch);
+	expect_segs(e->rejected_ids, e->rejected_mask, e->rejected_len, 1, rj);
+	cr_assert_eq(e->prompt_len, 1);
+	cr_assert_eq(e->rejected_prompt_len, 1);
+	cr_assert_eq(d.n_tokens, 4 + 3);
+	dataset_free(&d);
+
+	load_ok(&d,
+	        "{\"prompt\": [" MSG_HI "], \"chosen\": [" MSG_YO
+	        "], \"rejected\": [" MSG_NO "]}\n",
+	        &o);
+	cr_assert(d.conversational);
+	e = &d.ex[0];
+	Seg cc[] = {{USER_HI GEN, 0}, {"yo<|im_end|>\n", 1}, {NULL, 0}};
+	Seg cr[] = {{USER_HI GEN, 0}, {"no<|im_end|>\n", 1}, {NULL, 0}};
+	expect_segs(e->ids, e->mask, e->len, 1, cc);
+	expect_segs(e->rejected_ids, e->rejected_mask, e->rejected_len, 1, cr);
+	cr_assert_eq(e->prompt_len, seg_len(cc, 1));
+	cr_assert_eq(e->rejected_prompt_len, seg_len(cc, 1));
+	dataset_free(&d);
+}
+
+Test(dataset, preference_with_implicit_prompt)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	/* TRL's extract_prompt: the shared start, less the space before the
+	 * difference, which begins the answers. */
+	load_ok(&d,
+	        "{\"chosen\": \"The sky is blue.\", \"rejected\": \"The sky is "
+	        "green.\"}\n",
+	        &o);
+	cr_assert_eq(d.format, TRL_FMT_PREFERENCE);
+	cr_assert(d.implicit_prompt);
+	cr_assert_str_eq(d.columns, "chosen, rejected");
+	const Example *e = &d.ex[0];
+	Seg ch[] = {{"The sky is", 0}, {" blue.", 1}, {NULL, 0}};
+	Seg rj[] = {{"The sky is", 0}, {" green.", 1}, {NULL, 0}};
+	expect_segs(e->ids, e->mask, e->len, 1, ch);
+	expect_segs(e->rejected_ids, e->rejected_mask, e->rejected_len, 1, rj);
+	cr_assert_eq(e->prompt_len, 10);
+	dataset_free(&d);
+
+	/* Conversations: the shared leading messages are the prompt. */
+	load_ok(&d,
+	        "{\"chosen\": [" MSG_HI ", " MSG_YO "], \"rejected\": [" MSG_HI
+	        ", " MSG_NO "]}\n",
+	        &o);
+	cr_assert(d.conversational);
+	cr_assert(d.implicit_prompt);
+	e = &d.ex[0];
+	Seg cc[] = {{USER_HI GEN, 0}, {"yo<|im_end|>\n", 1}, {NULL, 0}};
+	Seg cr[] = {{USER_HI GEN, 0}, {"no<|im_end|>\n", 1}, {NULL, 0}};
+	expect_segs(e->ids, e->mask, e->len, 1, cc);
+	expect_segs(e->rejected_ids, e->rejected_mask, e->rejected_len, 1, cr);
+	dataset_free(&d);
+}
+
+Test(dataset, unpaired_preference_labels)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	load_ok(&d,
+	        "{\"prompt\": \"q\", \"completion\": \"a\", \"label\": true}\n"
+	        "{\"prompt\": \"q\", \"completion\": \"b\", \"label\": false}\n",
+	        &o);
+	cr_assert_eq(d.format, TRL_FMT_UNPAIRED_PREFERENCE);
+	cr_assert_eq(d.ex[0].label, 1);
+	cr_assert_eq(d.ex[1].label, 0);
+	Seg s[] = {{"q", 0}, {"b", 1}, {NULL, 0}};
+	expect_segs(d.ex[1].ids, d.ex[1].mask, d.ex[1].len, 1, s);
+	cr_assert_eq(d.ex[1].prompt_len, 1);
+	dataset_free(&d);
+
+	load_ok(&d,
+	        "{\"prompt\": [" MSG_HI "], \"completion\": [" MSG_YO "], \"label\": "
+	        "false}\n",
+	        &o);
+	cr_assert(d.conversational);
+	cr_assert_eq(d.ex[0].label, 0);
+	Seg c[] = {{USER_HI GEN, 0}, {"yo<|im_end|>\n", 1}, {NULL, 0}};
+	expect_segs(d.ex[0].ids, d.ex[0].mask, d.ex[0].len, 1, c);
+	dataset_free(&d);
+
+	expect_load_error("{\"prompt\": \"q\", \"completion\": \"a\", \"label\": true}\n"
+	                  "{\"prompt\": \"q\", \"completion\": \"a\", \"label\": 1}\n",
+	                  opts(), TRL_EINVAL,
+	                  ":2: column 'label' must be true or false, got number");
+}
+
+Test(dataset, forced_format)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	o.format = TRL_FMT_PROMPT_ONLY;
+	load_ok(&d, "{\"prompt\": \"ab\", \"completion\": \"c\"}\n", &o);
+	cr_assert_eq(d.format, TRL_FMT_PROMPT_ONLY);
+	cr_assert_eq(d.ex[0].len, 2);
+	cr_assert_str_eq(d.ex[0].extra, "{\"completion\": \"c\"}");
+	dataset_free(&d);
+
+	o.format = TRL_FMT_PREFERENCE;
+	expect_load_error("{\"prompt\": \"a\", \"completion\": \"b\"}\n", o, TRL_EINVAL,
+	                  ":1: dataset_format is preference, which needs the columns "
+	                  "chosen, rejected, and optionally prompt, but the row has "
+	                  "'prompt', 'completion', which is prompt-completion data; set "
+	                  "dataset_format to auto or fix the data");
+	/* A forced format that does not fit is not a bad row to skip. */
 	o.skip_invalid_rows = 1;
-	expect_load_error_containing(conv, o, TRL_EUNSUPPORTED, ":1: conversational data",
-	                             "chat-template");
+	o.format = TRL_FMT_UNPAIRED_PREFERENCE;
+	expect_load_error("{\"text\": \"a\"}\n", o, TRL_EINVAL,
+	                  ":1: dataset_format is unpaired preference, which needs the "
+	                  "columns prompt, completion, label, but the row has 'text', "
+	                  "which is language modeling data; set dataset_format to auto "
+	                  "or fix the data");
+}
+
+Test(dataset, extra_columns_are_kept_as_json)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	load_ok(
+	    &d,
+	    "{\"id\": -7, \"prompt\": \"a\", \"completion\": \"b\", \"meta\": {\"x\": "
+	    "[1, 2.5, null, true], \"s\": \"t\\\"\\n\"}}\n",
+	    &o);
+	cr_assert_str_eq(d.ex[0].extra,
+	                 "{\"id\": -7, \"meta\": {\"x\": [1, 2.5, null, true], \"s\": "
+	                 "\"t\\\"\\n\"}}");
+	JsonValue *v = parse_ok(d.ex[0].extra);
+	json_free(v);
+	dataset_free(&d);
+}
+
+Test(dataset, method_and_format_mismatch_names_both)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	TrlErr err;
+	load_ok(&d, "{\"prompt\": \"q\", \"chosen\": \"a\", \"rejected\": \"b\"}\n", &o);
+	const TrlDataFormat sft[] = {TRL_FMT_LANGUAGE_MODELING,
+	                             TRL_FMT_PROMPT_COMPLETION};
+	cr_assert_eq(dataset_check_method(&d, "inputs/pref.jsonl", "sft", sft, 2, &err),
+	             TRL_EINVAL);
+	cr_assert_str_eq(err.msg, "inputs/pref.jsonl: preference data (prompt, chosen, "
+	                          "rejected) cannot train method sft: it needs language "
+	                          "modeling or prompt-completion data");
+	dataset_free(&d);
+	load_ok(&d, "{\"messages\": [" MSG_HI "]}\n", &o);
+	cr_assert_eq(dataset_check_method(&d, "x.jsonl", "sft", sft, 2, &err), 0);
+	const TrlDataFormat dpo[] = {TRL_FMT_PREFERENCE};
+	cr_assert_eq(dataset_check_method(&d, "x.jsonl", "dpo", dpo, 1, &err),
+	             TRL_EINVAL);
+	cr_assert_str_eq(err.msg, "x.jsonl: conversational language modeling data "
+	                          "(messages) cannot train method dpo: it needs "
+	                          "preference data");
+	dataset_free(&d);
+}
+
+Test(dataset, bad_messages_name_file_line_and_index)
+{
+	const char *ok = "{\"messages\": [" MSG_HI "]}\n";
+	char buf[512];
+	snprintf(buf, sizeof buf,
+	         "%s%s{\"messages\": [" MSG_HI ", " MSG_YO ", {\"role\": 1, \"content\": "
+	         "\"x\"}]}\n",
+	         ok, ok);
+	expect_load_error(buf, opts(), TRL_EINVAL,
+	                  ":3: messages[2].role must be a string");
+	expect_load_error("{\"messages\": [{\"role\": \"user\", \"content\": null}]}\n",
+	                  opts(), TRL_EINVAL, ":1: messages[0].content must be a string");
+	expect_load_error("{\"messages\": [" MSG_HI ", 5]}\n", opts(), TRL_EINVAL,
+	                  ":1: messages[1] must be an object with 'role' and "
+	                  "'content', got number");
+	snprintf(buf, sizeof buf, "%s{\"messages\": \"hi\"}\n", ok);
+	expect_load_error(buf, opts(), TRL_EINVAL,
+	                  ":2: column 'messages' must be a list of messages (the first "
+	                  "row is conversational), got string");
+	expect_load_error("{\"prompt\": [" MSG_HI "], \"completion\": \"yo\"}\n", opts(),
+	                  TRL_EINVAL,
+	                  ":1: column 'completion' must be a list of messages (the "
+	                  "first row is conversational), got string");
+	/* A role the template does not know is the template's error, at file:line. */
+	Dataset d;
+	TrlErr err;
+	const char *path;
+	DatasetOptions o = opts();
+	cr_assert_eq(load(&d,
+	                  "{\"messages\": [{\"role\": \"tool\", \"content\": \"x\"}]}\n",
+	                  &o, &err, &path),
+	             TRL_EINVAL);
+	snprintf(buf, sizeof buf, "%s:1: chat template chatml: ", path);
+	cr_assert_eq(strncmp(err.msg, buf, strlen(buf)), 0, "%s", err.msg);
+
+	/* skip_invalid_rows skips and counts bad conversations. */
+	o.skip_invalid_rows = 1;
+	snprintf(buf, sizeof buf,
+	         "%s{\"messages\": [{\"role\": \"user\"}]}\n{\"messages\": 3}\n%s", ok,
+	         ok);
+	cr_assert_eq(load(&d, buf, &o, &err, NULL), 0, "%s", err.msg);
+	cr_assert_eq(d.n, 2);
+	cr_assert_eq(d.n_skipped, 2);
+	cr_assert_eq(d.ex[1].line, 4);
+	dataset_free(&d);
+}
+
+Test(dataset, chat_template_and_eos_token_options)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	o.chat_template = "no-such-template";
+	TrlErr err;
+	const char *path;
+	cr_assert_eq(load(&d, "{\"messages\": [" MSG_HI "]}\n", &o, &err, &path),
+	             TRL_EUNSUPPORTED);
+	cr_assert(strstr(err.msg, "conversational data needs a chat template"), "%s",
+	          err.msg);
+	cr_assert(strstr(err.msg, "chatml"), "the message lists the names: %s", err.msg);
+	/* Standard data never needs the template. */
+	load_ok(&d, "{\"text\": \"a\"}\n", &o);
+	dataset_free(&d);
+
+	o = opts();
+	o.eos_token = "<|pad|>";
+	load_ok(&d, "{\"text\": \"ab\"}\n", &o);
+	cr_assert_eq(d.ex[0].len, 3);
+	cr_assert_eq(d.ex[0].ids[2], 257);
+	dataset_free(&d);
+	o.eos_token = "<|nope|>";
+	cr_assert_eq(load(&d, "{\"text\": \"ab\"}\n", &o, &err, NULL), TRL_EINVAL);
+	cr_assert(strstr(err.msg, "eos_token: '<|nope|>' is not a token"), "%s", err.msg);
+
+	/* assistant_only_loss needs conversations to find the assistant turns in. */
+	o = opts();
+	o.assistant_only_loss = 1;
+	cr_assert_eq(
+	    load(&d, "{\"prompt\": \"a\", \"completion\": \"b\"}\n", &o, &err, &path),
+	    TRL_EINVAL);
+	cr_assert(strstr(err.msg, ":1: assistant_only_loss needs conversational data"),
+	          "%s", err.msg);
+}
+
+Test(dataset, preference_truncation_cuts_each_sequence)
+{
+	Dataset d;
+	DatasetOptions o = opts();
+	o.max_length = 3;
+	load_ok(&d, "{\"prompt\": \"pq\", \"chosen\": \"abc\", \"rejected\": \"d\"}\n",
+	        &o);
+	const Example *e = &d.ex[0];
+	Seg ch[] = {{"pq", 0}, {"a", 1}, {NULL, 0}};
+	Seg rj[] = {{"pq", 0}, {"d", 1}, {NULL, 0}};
+	expect_segs(e->ids, e->mask, e->len, -1, ch);
+	expect_segs(e->rejected_ids, e->rejected_mask, e->rejected_len, -1, rj);
+	cr_assert_eq(d.n_truncated, 2);
+	dataset_free(&d);
+	o.keep_end = 1;
+	load_ok(&d, "{\"prompt\": \"pq\", \"chosen\": \"abc\", \"rejected\": \"d\"}\n",
+	        &o);
+	e = &d.ex[0];
+	cr_assert_eq(e->prompt_len, 0);
+	cr_assert_eq(e->rejected_prompt_len, 1);
+	cr_assert_eq(e->rejected_len, 3);
+	cr_assert_eq(e->rejected_ids[0], 'q');
+	dataset_free(&d);
 }
 
 Test(dataset, skip_invalid_rows_counts_them)

@@ -1,0 +1,102 @@
+#!/bin/bash
+# formats_e2e.sh - dataset formats end to end: SFT on conversational `messages`
+# data with assistant_only_loss learns (the loss falls); data of a format SFT
+# cannot read stops every rank with a message naming the format and the method.
+. "$(dirname "$0")/common.sh"
+
+mkdir -p "$WORK/chat"
+py "$WORK/chat" <<'PY'
+import json, random, sys
+random.seed(11)
+d = sys.argv[1]
+def row():
+    a, b = random.randint(0, 49), random.randint(0, 49)
+    return {"messages": [
+        {"role": "user", "content": f"{a}+{b}"},
+        {"role": "assistant", "content": str(a + b)},
+    ], "id": random.randint(0, 10**6)}
+with open(f"{d}/train.jsonl", "w") as f:
+    for _ in range(200):
+        f.write(json.dumps(row()) + "\n")
+with open(f"{d}/test.jsonl", "w") as f:
+    for _ in range(16):
+        f.write(json.dumps(row()) + "\n")
+with open(f"{d}/pref.jsonl", "w") as f:
+    for _ in range(8):
+        f.write(json.dumps({"prompt": "1+1=", "chosen": "2", "rejected": "3"}) + "\n")
+PY
+
+cat >"$WORK/base.yaml" <<YAML
+method: sft
+dataset_name: $WORK/chat
+max_length: 64
+learning_rate: 3.0e-3
+warmup_steps: 2
+max_steps: 25
+logging_steps: 1
+per_device_train_batch_size: 4
+assistant_only_loss: true
+seed: 5
+disable_tqdm: true
+model:
+  architecture: llama
+  hidden_size: 32
+  num_hidden_layers: 2
+  num_attention_heads: 4
+  num_key_value_heads: 2
+  intermediate_size: 64
+YAML
+
+run_limited 300 $MPIRUN -np 2 "$TRL" "$WORK/base.yaml" --output_dir "$WORK/conv" \
+    >"$WORK/conv.out" 2>&1 || { cat "$WORK/conv.out"; fail "conversational SFT run failed"; }
+py "$WORK/conv/metrics.jsonl" <<'PY' || { cat "$WORK/conv.out"; fail "loss did not fall"; }
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+first, last = rows[0]["loss"], rows[-1]["loss"]
+print(f"  loss {first:.3f} -> {last:.3f}")
+assert len(rows) == 25, len(rows)
+assert last < 0.75 * first, (first, last)
+PY
+echo "ok: SFT on conversational messages with assistant_only_loss learns"
+
+# The option reaches the loss: with the same weights, the loss over the
+# assistant turns alone differs from the loss over whole conversations (the
+# exact masks are checked by tests/test_data).
+run_limited 300 $MPIRUN -np 1 "$TRL" "$WORK/base.yaml" --output_dir "$WORK/full" \
+    --assistant_only_loss false --max_steps 1 >"$WORK/full.out" 2>&1 ||
+    { cat "$WORK/full.out"; fail "run without assistant_only_loss failed"; }
+run_limited 300 $MPIRUN -np 1 "$TRL" "$WORK/base.yaml" --output_dir "$WORK/asst" \
+    --max_steps 1 >"$WORK/asst.out" 2>&1 ||
+    { cat "$WORK/asst.out"; fail "run with assistant_only_loss failed"; }
+py "$WORK/full/metrics.jsonl" "$WORK/asst/metrics.jsonl" <<'PY' ||
+import json, sys
+def first_eval(p):
+    return [json.loads(l) for l in open(p) if '"eval_loss"' in l][0]
+full, asst = first_eval(sys.argv[1]), first_eval(sys.argv[2])
+print(f"  eval_loss before training: whole {full['eval_loss']}, assistant-only {asst['eval_loss']}")
+assert full["eval_loss"] != asst["eval_loss"]
+PY
+    fail "assistant_only_loss changes nothing"
+echo "ok: assistant_only_loss changes the loss"
+
+# Preference data cannot train SFT: every rank stops with one clear message.
+out=$WORK/pref.out
+rc=0
+run_limited 60 $MPIRUN -np 2 "$TRL" "$WORK/base.yaml" --output_dir "$WORK/pref" \
+    --dataset_name "$WORK/chat/pref.jsonl" --assistant_only_loss false >"$out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || { cat "$out"; fail "preference data trained sft"; }
+[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || { cat "$out"; fail "preference data: hang"; }
+n=$(grep -c "trl-hpc: error:" "$out")
+[ "$n" -eq 1 ] || { cat "$out"; fail "preference data: error printed $n times"; }
+grep -qF "$WORK/chat/pref.jsonl: preference data (prompt, chosen, rejected) cannot train method sft: it needs language modeling or prompt-completion data" "$out" ||
+    { cat "$out"; fail "message does not name the format and the method"; }
+echo "ok: preference data given to sft stops every rank with the format and method"
+
+# A forced dataset_format that does not match the columns names both.
+rc=0
+run_limited 60 $MPIRUN -np 2 "$TRL" "$WORK/base.yaml" --output_dir "$WORK/forced" \
+    --dataset_format prompt_completion >"$WORK/forced.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { cat "$WORK/forced.out"; fail "forced format: rc $rc"; }
+grep -qF "train.jsonl:1: dataset_format is prompt-completion, which needs the columns prompt, completion, but the row has 'messages', 'id', which is language modeling data" "$WORK/forced.out" ||
+    { cat "$WORK/forced.out"; fail "forced format message"; }
+echo "ok: a forced dataset_format that does not fit names both formats"
