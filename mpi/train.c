@@ -734,7 +734,13 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 	run_eval(&tr, tr.total_steps, "after");
 	if (comm->rank == 0) {
 		printf("trained %ld steps in %.1f s\n", tr.total_steps, elapsed);
-		rc = model_save_dir(&tr.model, cfg->output_dir, err);
+		/* A Hugging Face folder: the tokenizer files of the model we started
+		 * from travel with it, so the output loads as it came in. */
+		ModelExportOpts xo = MODEL_EXPORT_DEFAULTS;
+		xo.tokenizer_dir = cfg->model_name_or_path[0] ? cfg->model_name_or_path : NULL;
+		xo.bos_token_id = tr.tok.bos_id;
+		xo.eos_token_id = tr.tok.eos_id;
+		rc = model_export_dir(&tr.model, cfg->output_dir, &xo, err);
 		if (!rc) {
 			char path[TRL_PATH_MAX + 32];
 			snprintf(path, sizeof path, "%s/trl_config.yaml",

@@ -100,3 +100,49 @@ run_limited 60 $MPIRUN -np 2 "$TRL" "$WORK/base.yaml" --output_dir "$WORK/forced
 grep -qF "train.jsonl:1: dataset_format is prompt-completion, which needs the columns prompt, completion, but the row has 'messages', 'id', which is language modeling data" "$WORK/forced.out" ||
     { cat "$WORK/forced.out"; fail "forced format message"; }
 echo "ok: a forced dataset_format that does not fit names both formats"
+
+# A model folder with a real Hugging Face tokenizer (Qwen3: byte-level BPE and
+# its chat template) trains on conversational data, and the folder written at
+# the end carries the tokenizer, so it loads and tokenizes as it came in.
+mkdir -p "$WORK/qwen"
+cat >"$WORK/qwen.yaml" <<YAML
+method: sft
+dataset_name: $WORK/chat/train.jsonl
+max_length: 64
+per_device_train_batch_size: 4
+learning_rate: 1.0e-3
+max_steps: 3
+disable_tqdm: true
+model:
+  architecture: llama
+  vocab_size: 151669
+  hidden_size: 32
+  num_hidden_layers: 1
+  num_attention_heads: 2
+  intermediate_size: 64
+  max_position_embeddings: 128
+YAML
+mkdir -p "$WORK/chat"
+py "$WORK/chat/train.jsonl" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for a in range(24):
+        f.write(json.dumps({"messages": [
+            {"role": "user", "content": f"What is {a}+1?"},
+            {"role": "assistant", "content": str(a + 1)}]}) + "\n")
+PY
+run_limited 120 $MPIRUN -np 1 "$TRL" "$WORK/qwen.yaml" --output_dir "$WORK/qwen/init" --max_steps 1 \
+    >"$WORK/qinit.out" 2>&1 || { cat "$WORK/qinit.out"; fail "initial qwen-shaped model"; }
+xz -dc "$top_srcdir/tests/data/tokenizers/qwen3/tokenizer.json.xz" >"$WORK/qwen/init/tokenizer.json"
+cp "$top_srcdir/tests/data/tokenizers/qwen3/tokenizer_config.json" "$WORK/qwen/init/"
+run_limited 300 $MPIRUN -np 2 "$TRL" "$WORK/qwen.yaml" --model_name_or_path "$WORK/qwen/init" \
+    --output_dir "$WORK/qwen/out" --assistant_only_loss true >"$WORK/qwen.out" 2>&1 ||
+    { cat "$WORK/qwen.out"; fail "SFT with the Qwen3 tokenizer failed"; }
+for f in config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json; do
+    [ -s "$WORK/qwen/out/$f" ] || fail "output folder lacks $f"
+done
+ids=$(echo '{"text": "<|im_start|>user"}' | "$TRL" tokenize "$WORK/qwen/out")
+[ "$ids" = '{"ids": [151644, 872]}' ] || fail "tokenizer of the output folder gives $ids"
+grep -q '"eos_token_id": 151645' "$WORK/qwen/out/generation_config.json" ||
+    fail "generation_config.json lacks Qwen3's eos id"
+echo "ok: Hugging Face tokenizer folder in and out (Qwen3 template, 2 ranks)"
