@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "dataset.h"
+#include "dataset_cache.h"
 #include "json.h"
 #include "layers.h"
 #include "model.h"
@@ -47,6 +48,7 @@ typedef struct Trainer {
 	int *perm[2];
 	long perm_epoch[2];
 	int *idx;
+	int cache_hits[2]; /* train, test came from the tokenized-dataset cache */
 	int *gen_len, *gen_done, *gen_match, *gen_ex; /* (per_device_eval_batch_size) */
 	FILE *metrics;
 	double t_start;
@@ -150,6 +152,22 @@ static const char *chat_template_source(const Config *cfg, JsonValue **root)
 	return "chatml";
 }
 
+/* Where tokenized datasets are kept: dataset_cache_dir, else the user's cache
+ * folder; "none" (or no usable home) turns the cache off. */
+static void cache_dir_of(const Config *cfg, char *buf, size_t cap)
+{
+	const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	buf[0] = 0;
+	if (strcmp(cfg->dataset_cache_dir, "none") == 0)
+		return;
+	if (cfg->dataset_cache_dir[0])
+		snprintf(buf, cap, "%s", cfg->dataset_cache_dir);
+	else if (xdg && xdg[0])
+		snprintf(buf, cap, "%s/trl-hpc/datasets", xdg);
+	else if (home && home[0])
+		snprintf(buf, cap, "%s/.cache/trl-hpc/datasets", home);
+}
+
 static int load_data(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
@@ -167,13 +185,18 @@ static int load_data(Trainer *tr, TrlErr *err)
 	                    .assistant_only_loss = cfg->assistant_only_loss,
 	                    .chat_template = chat_template_source(cfg, &tc),
 	                    .eos_token = cfg->eos_token};
-	rc = dataset_load_jsonl(&tr->train, train, &o, &tr->tok, err);
+	char cache[TRL_PATH_MAX + 32] = "";
+	cache_dir_of(cfg, cache, sizeof cache);
+	int write = tr->comm->rank == 0; /* one writer; the rename makes it atomic */
+	rc = dataset_load_cached(&tr->train, train, &o, &tr->tok, cache, write,
+	                         &tr->cache_hits[0], err);
 	if (!rc)
 		rc = dataset_check_method(&tr->train, train, tr->method->name,
 		                          tr->method->formats_ok, tr->method->n_formats,
 		                          err);
 	if (!rc && tr->has_test)
-		rc = dataset_load_jsonl(&tr->test, test, &o, &tr->tok, err);
+		rc = dataset_load_cached(&tr->test, test, &o, &tr->tok, cache, write,
+		                         &tr->cache_hits[1], err);
 	if (!rc && tr->has_test)
 		rc = dataset_check_method(&tr->test, test, tr->method->name,
 		                          tr->method->formats_ok, tr->method->n_formats,
@@ -703,12 +726,12 @@ static void print_banner(const Trainer *tr)
 	    m->cfg.num_key_value_heads, m->cfg.vocab_size);
 	printf(
 	    "data: %d train rows (%d examples, %s%s), %d test examples; %d skipped, %d "
-	    "truncated\n",
-	    tr->train_rows.n, tr->train.n,
-	    dataset_format_name(tr->train.format),
+	    "truncated%s\n",
+	    tr->train_rows.n, tr->train.n, dataset_format_name(tr->train.format),
 	    cfg->packing ? ", packed" : "", tr->has_test ? tr->test.n : 0,
 	    tr->train.n_skipped + tr->test.n_skipped,
-	    tr->train.n_truncated + tr->test.n_truncated);
+	    tr->train.n_truncated + tr->test.n_truncated,
+	    tr->cache_hits[0] ? "; tokenized data from the cache" : "");
 	printf("steps: %ld (global batch %ld rows = %d per device x %d accumulation x %d "
 	       "ranks)\n",
 	       tr->total_steps, tr->rows_per_step, cfg->per_device_train_batch_size,
@@ -737,7 +760,8 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 		/* A Hugging Face folder: the tokenizer files of the model we started
 		 * from travel with it, so the output loads as it came in. */
 		ModelExportOpts xo = MODEL_EXPORT_DEFAULTS;
-		xo.tokenizer_dir = cfg->model_name_or_path[0] ? cfg->model_name_or_path : NULL;
+		xo.tokenizer_dir =
+		    cfg->model_name_or_path[0] ? cfg->model_name_or_path : NULL;
 		xo.bos_token_id = tr.tok.bos_id;
 		xo.eos_token_id = tr.tok.eos_id;
 		rc = model_export_dir(&tr.model, cfg->output_dir, &xo, err);

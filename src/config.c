@@ -99,6 +99,10 @@ static const Key keys[] = {
      .help = "Split to evaluate on (the file <dataset_name>/<split>.jsonl)."},
     {"dataset_text_field", K_STRING, F(dataset_text_field), "text",
      .help = "JSON field holding the text of language-modeling rows."},
+    {"dataset_cache_dir", K_STRING, F(dataset_cache_dir), "",
+     .help = "Folder for tokenized datasets, keyed by file, tokenizer and settings so "
+             "a rerun skips tokenization; empty: $XDG_CACHE_HOME/trl-hpc (or "
+             "~/.cache/trl-hpc); none: no cache."},
     {"dataset_format", K_ENUM, F(dataset_format), "auto",
      .choices = dataset_format_choices,
      .help = "Dataset type; auto detects it from the first row's columns, another "

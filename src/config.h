@@ -50,9 +50,10 @@ typedef struct Config {
 	char dataset_train_split[64];    /* "train" */
 	char dataset_test_split[64];     /* "test" */
 	char dataset_text_field[64];     /* "text" */
-	TrlDatasetFormat dataset_format; /* auto = detect from the first row */
-	char chat_template[256];         /* "" = the model's, else chatml */
-	char eos_token[64];              /* "" = the tokenizer's EOS */
+	char dataset_cache_dir[TRL_PATH_MAX]; /* "" default location, "none" off */
+	TrlDatasetFormat dataset_format;      /* auto = detect from the first row */
+	char chat_template[256];              /* "" = the model's, else chatml */
+	char eos_token[64];                   /* "" = the tokenizer's EOS */
 	int assistant_only_loss;
 	int per_device_train_batch_size;
 	int per_device_eval_batch_size;

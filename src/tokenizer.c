@@ -17,6 +17,7 @@ void tokenizer_init_bytes(Tokenizer *t)
 	t->eos_id = 256;
 	t->pad_id = 257;
 	t->bos_id = -1;
+	t->fingerprint = 0x4259544553ULL + 1; /* "BYTES", layout version 1 */
 }
 
 void tokenizer_free(Tokenizer *t)

@@ -32,6 +32,7 @@ typedef struct Tokenizer {
 	int add_bos;                           /* TRL_TOK_ADD_SPECIAL prepends bos_id */
 	int add_eos;                           /* TRL_TOK_ADD_SPECIAL appends eos_id */
 	struct TokHF *hf;                      /* TRL_TOK_HF: the loaded model, owned */
+	uint64_t fingerprint; /* hash of what defines the encoding (the files read) */
 } Tokenizer;
 
 /* Flags for tokenizer_encode_ex. TRL_TOK_ADD_SPECIAL adds what the model adds

@@ -882,6 +882,18 @@ int tokenizer_load_files(Tokenizer *t, const char *json_path, const char *config
 	int rc = json_load_file(json_path, &root, err);
 	if (rc < 0)
 		goto fail;
+	/* The encoding is defined by the two files' bytes: their hash keys the
+	 * tokenized-dataset cache. */
+	const char *paths[2] = {json_path, config_path};
+	t->fingerprint = 0x544f4b4846ULL; /* "TOKHF" */
+	for (int i = 0; i < 2 && paths[i]; i++) {
+		char *bytes;
+		size_t n;
+		if ((rc = trl_read_file(paths[i], &bytes, &n, err)) < 0)
+			goto fail;
+		t->fingerprint = trl_hash64(bytes, n, t->fingerprint);
+		trl_free(bytes);
+	}
 	if ((rc = norm_load(t->hf, json_get(root, "normalizer"), err)) < 0 ||
 	    (rc = pre_load(t->hf, json_get(root, "pre_tokenizer"), err)) < 0 ||
 	    (rc = model_load(t->hf, root, err)) < 0 ||

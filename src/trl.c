@@ -108,3 +108,14 @@ int trl_mkdirs(const char *dir, TrlErr *err)
 	}
 	return TRL_OK;
 }
+
+uint64_t trl_hash64(const void *bytes, size_t n, uint64_t seed)
+{
+	const unsigned char *p = bytes;
+	uint64_t h = 0xcbf29ce484222325ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
+	for (size_t i = 0; i < n; i++) {
+		h ^= p[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}

@@ -41,6 +41,10 @@ void trl_free(void *p);
  * growing chunks. Errors name the path and the system's reason. */
 int trl_read_file(const char *path, char **buf, size_t *len, TrlErr *err);
 
+/* 64-bit FNV-1a of bytes, continuing from seed (a previous hash or any
+ * constant): for cache keys and fingerprints, not for security. */
+uint64_t trl_hash64(const void *bytes, size_t n, uint64_t seed);
+
 /* Creates dir and its missing parents (mkdir -p). */
 int trl_mkdirs(const char *dir, TrlErr *err);
 

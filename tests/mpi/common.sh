@@ -16,6 +16,8 @@ mpirun_threads() { # mpirun_threads N: the launcher with N threads per rank
 }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/trl-test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+# Tokenized-dataset caches go inside the test's own folder.
+export XDG_CACHE_HOME="$WORK/cache"
 
 fail() {
     echo "FAIL: $*" >&2
