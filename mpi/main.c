@@ -11,10 +11,14 @@
 
 static int usage(FILE *f)
 {
-	fprintf(f, "usage: trl-hpc [train|validate] INPUT.yaml [--key value ...]\n"
-	           "       trl-hpc tokenize MODEL_DIR [--decode] [--add-special] "
-	           "[--skip-special]\n"
-	           "       trl-hpc --help | --version | config-reference\n");
+	fprintf(
+	    f,
+	    "usage: trl-hpc [train|validate] INPUT.yaml [--key value ...]\n"
+	    "       trl-hpc tokenize MODEL_DIR [--decode] [--add-special] "
+	    "[--skip-special]\n"
+	    "       trl-hpc generate MODEL_DIR --prompt TEXT [--chat] [--temperature T "
+	    "...]\n"
+	    "       trl-hpc --help | --version | config-reference\n");
 	return 2;
 }
 
@@ -47,12 +51,18 @@ int main(int argc, char **argv)
 		comm_finalize(&comm);
 		return 0;
 	}
-	if (strcmp(argv[1], "tokenize") == 0) {
-		/* A one-process tool: every rank would read the same stdin. */
-		int status = comm.size == 1 ? cmd_tokenize(argc, argv) : 2;
+	if (strcmp(argv[1], "tokenize") == 0 || strcmp(argv[1], "generate") == 0) {
+		/* One-process tools: under mpirun every rank would do the same work
+		 * and print the same output. */
+		int gen = argv[1][0] == 'g';
+		int status = comm.size != 1 ? 2
+		             : gen          ? cmd_generate(argc, argv)
+		                            : cmd_tokenize(argc, argv);
 		if (comm.size != 1 && comm.rank == 0)
-			fprintf(stderr, "trl-hpc tokenize runs on one process, not under mpirun -np %d\n",
-				comm.size);
+			fprintf(
+			    stderr,
+			    "trl-hpc %s runs on one process, not under mpirun -np %d\n",
+			    argv[1], comm.size);
 		comm_finalize(&comm);
 		return status;
 	}

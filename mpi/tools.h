@@ -8,4 +8,9 @@
  * JSON lines {"text": ...} on stdin -> {"ids": [...]} on stdout (or back). */
 int cmd_tokenize(int argc, char **argv);
 
+/* trl-hpc generate MODEL_DIR --prompt TEXT [--max_new_tokens N --temperature T
+ * --top_p P --top_k K --min_p P --repetition_penalty R --seed S --stop TEXT
+ * --logprobs --chat]: prints a completion. */
+int cmd_generate(int argc, char **argv);
+
 #endif

@@ -146,3 +146,22 @@ ids=$(echo '{"text": "<|im_start|>user"}' | "$TRL" tokenize "$WORK/qwen/out")
 grep -q '"eos_token_id": 151645' "$WORK/qwen/out/generation_config.json" ||
     fail "generation_config.json lacks Qwen3's eos id"
 echo "ok: Hugging Face tokenizer folder in and out (Qwen3 template, 2 ranks)"
+
+# trl-hpc generate on the output folder: plain and --chat (Qwen3 template),
+# reproducible with a seed, and clear usage errors.
+a=$("$TRL" generate "$WORK/qwen/out" --prompt "What is 3+1?" --chat --max_new_tokens 5 \
+    --temperature 0.8 --seed 11) || fail "generate --chat failed"
+b=$("$TRL" generate "$WORK/qwen/out" --prompt "What is 3+1?" --chat --max_new_tokens 5 \
+    --temperature 0.8 --seed 11) || fail "generate --chat failed"
+[ -n "$a" ] && [ "$a" = "$b" ] || fail "seeded generation is not reproducible: '$a' vs '$b'"
+"$TRL" generate "$WORK/qwen/out" --prompt "2+2=" --max_new_tokens 3 --logprobs \
+    >/dev/null 2>"$WORK/lp.err" || fail "generate failed"
+grep -q "finish_reason=" "$WORK/lp.err" || fail "--logprobs printed no finish reason"
+rc=0
+"$TRL" generate "$WORK/qwen/out" >/dev/null 2>&1 || rc=$?
+[ "$rc" -eq 2 ] || fail "generate without --prompt: exit $rc, expected 2"
+rc=0
+run_limited 60 $MPIRUN -np 2 "$TRL" generate "$WORK/qwen/out" --prompt x >"$WORK/np2.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "runs on one process" "$WORK/np2.out" ||
+    { cat "$WORK/np2.out"; fail "generate under mpirun -np 2 was not refused"; }
+echo "ok: trl-hpc generate (chat template, seeded sampling, usage errors)"
