@@ -524,7 +524,34 @@ typedef struct LogWindow {
 	long targets, correct, tokens;
 } LogWindow;
 
-static void train_loop(Trainer *tr)
+/* Writes the model as a Hugging Face folder (rank 0 only): the tokenizer
+ * files of the model we started from travel with it, so the output loads as
+ * it came in; save_dtype picks fp32 or bf16 weights. */
+static int export_model(const Trainer *tr, const char *dir, TrlErr *err)
+{
+	const Config *cfg = tr->cfg;
+	ModelExportOpts xo = MODEL_EXPORT_DEFAULTS;
+	xo.dtype = cfg->save_dtype == 1 ? ST_BF16 : ST_F32;
+	xo.tokenizer_dir = cfg->model_name_or_path[0] ? cfg->model_name_or_path : NULL;
+	xo.bos_token_id = tr->tok.bos_id;
+	xo.eos_token_id = tr->tok.eos_id;
+	int rc = model_export_dir(&tr->model, dir, &xo, err);
+	if (rc)
+		return rc;
+	char path[TRL_PATH_MAX + 64];
+	snprintf(path, sizeof path, "%s/trl_config.yaml", dir);
+	FILE *f = fopen(path, "w");
+	if (f) {
+		config_write_yaml(cfg, f);
+		if (fclose(f) != 0)
+			f = NULL;
+	}
+	return f ? TRL_OK : trl_errf(err, TRL_EIO, "cannot write %s", path);
+}
+
+/* Runs every optimizer step; returns the agreed status of the intermediate
+ * exports (every rank takes part in the agreement at the same steps). */
+static int train_loop(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
 	const Comm *c = tr->comm;
@@ -640,7 +667,18 @@ static void train_loop(Trainer *tr)
 			run_eval(tr, done, "");
 			w.t0 = trl_now();
 		}
+		if (cfg->export_steps > 0 && done % cfg->export_steps == 0 && !last) {
+			char dir[TRL_PATH_MAX + 32];
+			snprintf(dir, sizeof dir, "%s/checkpoint-%ld", cfg->output_dir,
+			         done);
+			int rc = c->rank == 0 ? export_model(tr, dir, err) : TRL_OK;
+			if ((rc = comm_agree(c, rc, err)))
+				return rc;
+			if (c->rank == 0 && !tty)
+				printf("exported %s\n", dir);
+		}
 	}
+	return TRL_OK;
 }
 
 static int setup(Trainer *tr, TrlErr *err)
@@ -752,36 +790,19 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 		print_banner(&tr);
 	run_eval(&tr, 0, "before");
 	tr.t_start = trl_now();
-	train_loop(&tr);
+	rc = train_loop(&tr, err);
+	if (rc)
+		goto out;
 	double elapsed = trl_now() - tr.t_start;
 	run_eval(&tr, tr.total_steps, "after");
 	if (comm->rank == 0) {
 		printf("trained %ld steps in %.1f s\n", tr.total_steps, elapsed);
-		/* A Hugging Face folder: the tokenizer files of the model we started
-		 * from travel with it, so the output loads as it came in. */
-		ModelExportOpts xo = MODEL_EXPORT_DEFAULTS;
-		xo.tokenizer_dir =
-		    cfg->model_name_or_path[0] ? cfg->model_name_or_path : NULL;
-		xo.bos_token_id = tr.tok.bos_id;
-		xo.eos_token_id = tr.tok.eos_id;
-		rc = model_export_dir(&tr.model, cfg->output_dir, &xo, err);
-		if (!rc) {
-			char path[TRL_PATH_MAX + 32];
-			snprintf(path, sizeof path, "%s/trl_config.yaml",
-			         cfg->output_dir);
-			FILE *f = fopen(path, "w");
-			if (f) {
-				config_write_yaml(cfg, f);
-				if (fclose(f) != 0)
-					f = NULL;
-			}
-			if (!f)
-				rc = trl_errf(err, TRL_EIO, "cannot write %s", path);
-			else
-				printf("saved %s: model.safetensors, config.json, "
-				       "trl_config.yaml, metrics.jsonl\n",
-				       cfg->output_dir);
-		}
+		rc = export_model(&tr, cfg->output_dir, err);
+		if (!rc)
+			printf("saved %s: model.safetensors (%s), config.json, "
+			       "trl_config.yaml, metrics.jsonl\n",
+			       cfg->output_dir,
+			       cfg->save_dtype == 1 ? "bfloat16" : "float32");
 	}
 	rc = comm_agree(comm, rc, err);
 out:

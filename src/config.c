@@ -62,6 +62,7 @@ static const char *const method_choices[] = {"sft", NULL};
 static const char *const sched_choices[] = {"constant", "constant_with_warmup", "linear",
                                             "cosine", NULL};
 static const char *const trunc_choices[] = {"keep_start", "keep_end", NULL};
+static const char *const save_dtype_choices[] = {"float32", "bfloat16", NULL};
 static const char *const arch_choices[] = {"llama", "gpt2", NULL};
 static const char *const dataset_format_choices[] = {
     "auto",       "language_modeling",   "prompt_only", "prompt_completion",
@@ -170,6 +171,15 @@ static const Key keys[] = {
      .help = "Total optimizer steps when > 0, overriding num_train_epochs; -1 = from "
              "num_train_epochs."},
 
+    {"save_dtype", K_ENUM, F(save_dtype), "float32", .choices = save_dtype_choices,
+     .group = "Logging and evaluation",
+     .help = "Dtype of the exported model.safetensors: float32, or bfloat16 (rounded "
+             "to nearest even) for half the size."},
+    {"export_steps", K_INT, F(export_steps), "0", GE(0),
+     .group = "Logging and evaluation",
+     .help = "Also export the model as a Hugging Face folder "
+             "<output_dir>/checkpoint-<step> every this many steps; 0: only at the "
+             "end."},
     {"logging_steps", K_INT, F(logging_steps), "10", GE(1),
      .group = "Logging and evaluation",
      .help = "Log loss, learning rate and throughput every this many optimizer steps."},

@@ -67,7 +67,10 @@ typedef struct Config {
 	double adam_beta1, adam_beta2, adam_epsilon;
 	double max_grad_norm; /* 0 = no clipping */
 	double num_train_epochs;
-	int max_steps; /* -1 = from num_train_epochs */
+	int max_steps;    /* -1 = from num_train_epochs */
+	int save_dtype;   /* 0 float32, 1 bfloat16: the exported model.safetensors */
+	int export_steps; /* Hugging Face folder checkpoint-<step> every N steps; 0: off
+	                   */
 	int logging_steps;
 	int eval_steps;          /* 0 = only before and after training */
 	int eval_max_new_tokens; /* greedy answers for exact-match accuracy; 0 = off */

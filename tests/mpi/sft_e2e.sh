@@ -123,3 +123,21 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
 assert rows[-1]["loss"] < 0.75 * rows[0]["loss"], (rows[0]["loss"], rows[-1]["loss"])
 PY
 echo "ok: packing trains"
+
+# Intermediate Hugging Face exports in bfloat16: checkpoint-10 appears during
+# a 20-step run, holds BF16 tensors, and loads back as a starting point.
+run bf16 2 --per_device_train_batch_size 3 --export_steps 10 --save_dtype bfloat16
+for d in "$WORK/bf16/checkpoint-10" "$WORK/bf16"; do
+    py "$d/model.safetensors" <<'PY' || fail "$d: not a bfloat16 safetensors file"
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    header = json.loads(f.read(n))
+dtypes = {v["dtype"] for k, v in header.items() if k != "__metadata__"}
+assert dtypes == {"BF16"}, dtypes
+PY
+done
+[ ! -e "$WORK/bf16/checkpoint-20" ] || fail "the last step is the final export, not a checkpoint"
+run bf16reload 1 --per_device_train_batch_size 6 --model_name_or_path "$WORK/bf16/checkpoint-10" \
+    --max_steps 2
+echo "ok: export_steps writes bfloat16 Hugging Face folders that load back"
