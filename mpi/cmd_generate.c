@@ -255,7 +255,6 @@ int cmd_generate(int argc, char **argv)
 		if (n <= cap)
 			break;
 		free(ids);
-		free(rendered);
 		cap = n;
 	}
 	if (n == 0) {

@@ -227,7 +227,37 @@ static int load_tokenizer(Trainer *tr, TrlErr *err)
 	int32_t eos;
 	if (!rc && (rc = dataset_eos_id(&tr->tok, cfg->eos_token, &eos, err)) == 0)
 		tr->tok.eos_id = eos;
+	/* EOS ends every completion and pads the batches: a tokenizer that names
+	 * none would put id -1 into the embedding. */
+	if (!rc && tr->tok.eos_id < 0)
+		rc = trl_errf(err, TRL_EINVAL,
+		              "%s: the tokenizer names no EOS token (eos_token in "
+		              "tokenizer_config.json): set eos_token in the config",
+		              cfg->model_name_or_path);
+	if (!rc && tr->tok.pad_id < 0)
+		tr->tok.pad_id = tr->tok.eos_id;
 	return rc;
+}
+
+/* Every token id of the data must have a row in the embedding (a tokenizer
+ * with more added tokens than the model's vocab_size would index past it). */
+static int check_ids(const Dataset *d, int V, const char *split, TrlErr *err)
+{
+	for (int i = 0; i < d->n; i++) {
+		const Example *e = &d->ex[i];
+		for (int pass = 0; pass < 2; pass++) {
+			const int32_t *ids = pass ? e->rejected_ids : e->ids;
+			int n = pass ? e->rejected_len : e->len;
+			for (int t = 0; ids && t < n; t++)
+				if (ids[t] < 0 || ids[t] >= V)
+					return trl_errf(
+					    err, TRL_EINVAL,
+					    "%s split, line %d: token id %d is outside "
+					    "the model's vocabulary (vocab_size %d)",
+					    split, e->line, (int)ids[t], V);
+		}
+	}
+	return TRL_OK;
 }
 
 static int load_model(Trainer *tr, TrlErr *err)
@@ -713,6 +743,10 @@ static int setup(Trainer *tr, TrlErr *err)
 		              "train rows, %ld-%ld test examples): it must be the same "
 		              "file on every node",
 		              cfg->dataset_name, lo[1], hi[1], lo[2], hi[2]);
+	if (!rc)
+		rc = check_ids(&tr->train, tr->model.cfg.vocab_size, "train", err);
+	if (!rc && tr->has_test)
+		rc = check_ids(&tr->test, tr->model.cfg.vocab_size, "test", err);
 	long targets = 0;
 	for (int i = 0; i < tr->train.n && !rc; i++)
 		for (int t = 1; t < tr->train.ex[i].len; t++)

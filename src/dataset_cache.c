@@ -163,8 +163,10 @@ static int load(Dataset *d, const char *dir, uint64_t key)
 	for (int i = 0; !bad && i < h.n; i++) {
 		Rec r;
 		memcpy(&r, buf + sizeof h + (size_t)i * sizeof r, sizeof r);
-		bad = r.len < 0 || r.rejected_len < 0 ||
-		      r.off + (uint64_t)r.len > h.n_ids ||
+		bad = r.len < 0 || r.rejected_len < 0 || r.prompt_len < 0 ||
+		      r.prompt_len > r.len || r.rejected_prompt_len < 0 ||
+		      r.rejected_prompt_len > r.rejected_len || r.label < -1 ||
+		      r.label > 1 || r.off + (uint64_t)r.len > h.n_ids ||
 		      r.rejected_off + (uint64_t)r.rejected_len > h.n_ids ||
 		      r.extra_off >= h.n_extra;
 		if (!bad)

@@ -767,9 +767,15 @@ static int buf_reserve(JsonBuf *b, size_t extra)
 
 void json_buf_put(JsonBuf *b, const char *s, size_t n)
 {
+	/* s may point into b itself (a piece of the buffer appended again):
+	 * growing the buffer would free it, so keep its offset and re-derive. */
+	int inside = b->p && s >= b->p && s < b->p + b->cap;
+	size_t off = inside ? (size_t)(s - b->p) : 0;
 	if (buf_reserve(b, n) < 0)
 		return;
-	memcpy(b->p + b->len, s, n);
+	if (inside)
+		s = b->p + off;
+	memmove(b->p + b->len, s, n);
 	b->len += n;
 	b->p[b->len] = 0;
 }

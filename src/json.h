@@ -113,6 +113,7 @@ typedef struct JsonBuf {
 	int oom;
 } JsonBuf;
 
+/* Appends s[0..n); s may point into b's own buffer. */
 void json_buf_put(JsonBuf *b, const char *s, size_t n);
 void json_buf_puts(JsonBuf *b, const char *s);
 void json_buf_printf(JsonBuf *b, const char *fmt, ...)

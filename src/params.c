@@ -10,7 +10,12 @@ typedef struct Builder {
 	ParamTable *t;
 	int cap;
 	size_t off;
+	int too_big; /* a size overflowed or passed TRL_PARAMS_MAX */
 } Builder;
+
+/* More floats than any model trl-hpc can hold (16 TiB): shapes from a
+ * config.json past this are rejected before anything is allocated. */
+#define TRL_PARAMS_MAX ((size_t)1 << 42)
 
 /* Appends one tensor; offsets are rounded up to 16 floats (64 bytes) so every
  * tensor starts on a cache line. */
@@ -35,7 +40,11 @@ static int add(Builder *bl, TrlParamKind kind, int layer, size_t d0, size_t d1,
 	pi->ndim = d1 ? 2 : 1;
 	pi->shape[0] = d0;
 	pi->shape[1] = d1;
-	pi->numel = d1 ? d0 * d1 : d0;
+	if (__builtin_mul_overflow(d0, d1 ? d1 : 1, &pi->numel) ||
+	    pi->numel > TRL_PARAMS_MAX || bl->off > TRL_PARAMS_MAX) {
+		bl->too_big = 1;
+		pi->numel = 0;
+	}
 	pi->kind = kind;
 	pi->layer = layer;
 	pi->offset = bl->off;
@@ -46,7 +55,7 @@ static int add(Builder *bl, TrlParamKind kind, int layer, size_t d0, size_t d1,
 int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 {
 	memset(t, 0, sizeof *t);
-	Builder bl = {t, 0, 0};
+	Builder bl = {t, 0, 0, 0};
 	size_t V = (size_t)mc->vocab_size, C = (size_t)mc->hidden_size;
 	size_t I = (size_t)mc->intermediate_size, L = (size_t)mc->num_hidden_layers;
 	size_t D =
@@ -145,6 +154,15 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 	}
 	if (rc)
 		goto nomem;
+	if (bl.too_big || bl.off > TRL_PARAMS_MAX) {
+		params_free(t);
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "model shape too large (vocab_size %d, hidden_size %d, "
+		    "intermediate_size %d, %d layers): more than 2^42 parameters",
+		    mc->vocab_size, mc->hidden_size, mc->intermediate_size,
+		    mc->num_hidden_layers);
+	}
 	t->total = bl.off;
 	return TRL_OK;
 nomem:

@@ -698,6 +698,15 @@ static int model_load(TokHF *h, const JsonValue *root, TrlErr *err)
 			    "tokenizer.json: added_tokens[%zu] has no valid id", i);
 		max_id = id > max_id ? id : max_id;
 	}
+	/* Ids index tables sized by the largest one: a sparse id far beyond the
+	 * number of tokens would make those tables huge, so it is an error. */
+	size_t n_tokens = vocab->len + (added ? added->len : 0);
+	if (max_id >= (int64_t)(4 * n_tokens + 1024))
+		return trl_errf(
+		    err, TRL_EFORMAT,
+		    "tokenizer.json: token id %lld is far beyond the %zu tokens "
+		    "defined (ids must be dense)",
+		    (long long)max_id, n_tokens);
 	int rc = bpe_init(&h->bpe, (int32_t)(max_id + 1), err);
 	if (rc < 0)
 		return rc;

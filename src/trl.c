@@ -12,10 +12,14 @@
 int trl_errf(TrlErr *err, int code, const char *fmt, ...)
 {
 	if (err) {
+		/* Formatted into a copy first: callers often prefix the message
+		 * already in err ("%s: %s", where, err->msg). */
+		char tmp[sizeof err->msg];
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+		vsnprintf(tmp, sizeof tmp, fmt, ap);
 		va_end(ap);
+		memcpy(err->msg, tmp, sizeof tmp);
 		err->code = code;
 	}
 	return code;

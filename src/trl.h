@@ -28,7 +28,8 @@ typedef struct TrlErr {
 } TrlErr;
 
 /* Formats a message into err (if err is not NULL) and returns code, so that
- * `return trl_errf(err, TRL_EINVAL, "...")` reads naturally. */
+ * `return trl_errf(err, TRL_EINVAL, "...")` reads naturally. The arguments
+ * may include err->msg itself, to prefix the message already there. */
 int trl_errf(TrlErr *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

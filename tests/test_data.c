@@ -1529,3 +1529,19 @@ Test(sampler, positions_are_roughly_uniform)
 		cr_assert(count[i] > EPOCHS / N * 0.85 && count[i] < EPOCHS / N * 1.15,
 		          "element %d first %d times", i, count[i]);
 }
+
+/* Appending a piece of a JsonBuf to itself while it grows: the source must be
+ * re-derived after the buffer moves (the tokenizer's pre-tokenizers do this). */
+Test(json, buf_append_from_itself_survives_growth)
+{
+	JsonBuf b = {0};
+	json_buf_puts(&b, "0123456789abcdefghijklmnopqrstuv");
+	for (int i = 0; i < 12; i++)
+		json_buf_put(&b, b.p, b.len); /* doubles: forces reallocations */
+	cr_assert_eq(b.oom, 0);
+	cr_assert_eq(b.len, (size_t)32 << 12);
+	for (size_t i = 0; i < b.len; i++)
+		cr_assert_eq(b.p[i], "0123456789abcdefghijklmnopqrstuv"[i % 32],
+		             "byte %zu is wrong after self-append", i);
+	json_buf_free(&b);
+}

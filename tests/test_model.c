@@ -288,3 +288,19 @@ Test(model, missing_tensor_is_an_error_naming_it)
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	cr_assert_eq(system(cmd), 0);
 }
+
+Test(model, absurd_shapes_are_an_error_not_a_wrapped_allocation)
+{
+	/* As a hostile or mistyped config.json could ask: the parameter count
+	 * overflows size_t, which must not wrap into a small slab. */
+	ModelConfig mc = tiny(TRL_ARCH_LLAMA, 4, 0, 1);
+	mc.vocab_size = 1 << 30;
+	mc.hidden_size = 1 << 30;
+	mc.num_attention_heads = 1 << 20;
+	mc.num_key_value_heads = 1 << 20;
+	mc.intermediate_size = 1 << 30;
+	Model m;
+	TrlErr err;
+	cr_assert_neq(model_init(&m, &mc, &err), 0);
+	cr_assert(strstr(err.msg, "too large") != NULL, "%s", err.msg);
+}

@@ -147,6 +147,17 @@ grep -q '"eos_token_id": 151645' "$WORK/qwen/out/generation_config.json" ||
     fail "generation_config.json lacks Qwen3's eos id"
 echo "ok: Hugging Face tokenizer folder in and out (Qwen3 template, 2 ranks)"
 
+# tokenizer.json without tokenizer_config.json names no EOS: a clear error on
+# every rank, not id -1 in the embedding.
+mkdir -p "$WORK/noeos"
+cp "$WORK/qwen/init/config.json" "$WORK/qwen/init/model.safetensors" "$WORK/qwen/init/tokenizer.json" "$WORK/noeos/"
+rc=0
+run_limited 120 $MPIRUN -np 2 "$TRL" "$WORK/qwen.yaml" --model_name_or_path "$WORK/noeos" \
+    --output_dir "$WORK/noeos-out" >"$WORK/noeos.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "names no EOS token" "$WORK/noeos.out" ||
+    { cat "$WORK/noeos.out"; fail "a tokenizer without EOS was not refused"; }
+echo "ok: a tokenizer without EOS is refused with a message"
+
 # trl-hpc generate on the output folder: plain and --chat (Qwen3 template),
 # reproducible with a seed, and clear usage errors.
 a=$("$TRL" generate "$WORK/qwen/out" --prompt "What is 3+1?" --chat --max_new_tokens 5 \
