@@ -41,6 +41,7 @@ typedef struct Loader {
 	Piece *pieces;
 	int piece_cap;
 	JsonBuf extra;
+	JsonBuf joint;       /* the pieces of one sequence joined, for joint encoding */
 	size_t ntok, tokcap; /* tokens used / allocated in both pools */
 	int excap;
 } Loader;
@@ -134,15 +135,18 @@ static int grow_pools(Loader *L, size_t need)
 	return 0;
 }
 
-/* Appends the tokens of text to the id pool and their flags to the mask pool. */
+/* Appends the tokens of text to the id pool and their flags to the mask pool;
+ * special adds the tokenizer's own BOS/EOS around the text (TRL_TOK_ADD_SPECIAL),
+ * as tokenizer(text) does in Python. */
 static int encode_append(Loader *L, const char *text, size_t len, uint8_t flags,
-                         TrlErr *err)
+                         int special, TrlErr *err)
 {
 	for (;;) {
 		size_t room = L->tokcap - L->ntok;
 		int cap = room > (size_t)INT_MAX ? INT_MAX : (int)room;
-		int got = tokenizer_encode(L->tok, text, len, L->d->id_pool + L->ntok,
-		                           cap, err);
+		int got = tokenizer_encode_ex(L->tok, text, len,
+		                              special ? TRL_TOK_ADD_SPECIAL : 0,
+		                              L->d->id_pool + L->ntok, cap, err);
 		if (got < 0)
 			return got;
 		if (got <= cap) {
@@ -156,19 +160,63 @@ static int encode_append(Loader *L, const char *text, size_t len, uint8_t flags,
 	}
 }
 
+/* Joins the pieces whose flags match want (all when want is 0) into L->joint. */
+static const char *join_pieces(Loader *L, const Piece *p, int np, uint8_t want, size_t *n)
+{
+	L->joint.len = 0;
+	json_buf_put(&L->joint, "", 0);
+	for (int i = 0; i < np; i++)
+		if (!want || (p[i].flags & want))
+			json_buf_put(&L->joint, p[i].s, p[i].n);
+	*n = L->joint.len;
+	return L->joint.oom ? NULL : L->joint.p;
+}
+
 /* Tokenizes one sequence from its pieces (prompt pieces first), appends EOS when
- * add_eos, truncates it to max_length and turns the flags into its mask. */
+ * add_eos and the sequence does not already end with it, truncates it to
+ * max_length and turns the flags into its mask.
+ *
+ * As TRL does, the sequence is tokenized as one text: prompt + completion
+ * together (so tokens may merge across the boundary), and the prompt is the
+ * first len(tokenize(prompt)) tokens. Standard rows get the tokenizer's own
+ * special tokens (BOS for Llama-style tokenizers); rendered conversations
+ * already hold them as text. Only assistant_only_loss tokenizes piece by piece,
+ * so that token boundaries fall exactly on the assistant spans. */
 static int add_sequence(Loader *L, const Piece *p, int np, int add_eos, int line,
                         size_t *off, int *len_out, int *prompt_len_out, TrlErr *err)
 {
 	Dataset *d = L->d;
 	const DatasetOptions *o = L->opt;
 	size_t start = L->ntok;
-	int rc;
-	for (int i = 0; i < np; i++)
-		if ((rc = encode_append(L, p[i].s, p[i].n, p[i].flags, err)) < 0)
+	int rc, special = !d->conversational;
+	if (o->assistant_only_loss) {
+		for (int i = 0; i < np; i++)
+			if ((rc = encode_append(L, p[i].s, p[i].n, p[i].flags,
+			                        special && i == 0, err)) < 0)
+				return rc;
+	} else {
+		size_t n;
+		const char *text = join_pieces(L, p, np, TOK_PROMPT, &n);
+		if (!text)
+			return trl_errf(err, TRL_ENOMEM, "out of memory tokenizing %s",
+			                L->path);
+		size_t n_prompt = 0;
+		if (n > 0) {
+			if ((rc = encode_append(L, text, n, TOK_PROMPT, special, err)) <
+			    0)
+				return rc;
+			n_prompt = L->ntok - start;
+			L->ntok = start;
+		}
+		if (!(text = join_pieces(L, p, np, 0, &n)))
+			return trl_errf(err, TRL_ENOMEM, "out of memory tokenizing %s",
+			                L->path);
+		if ((rc = encode_append(L, text, n, TOK_ASSISTANT, special, err)) < 0)
 			return rc;
-	if (add_eos) {
+		for (size_t t = start; t < L->ntok && t < start + n_prompt; t++)
+			d->mask_pool[t] = TOK_PROMPT;
+	}
+	if (add_eos && (L->ntok == start || d->id_pool[L->ntok - 1] != L->eos_id)) {
 		if (grow_pools(L, L->ntok + 1) < 0)
 			return trl_errf(err, TRL_ENOMEM, "out of memory tokenizing %s",
 			                L->path);
@@ -644,11 +692,15 @@ static size_t shared_prefix(const char *a, size_t na, const char *b, size_t nb)
 	size_t n = na < nb ? na : nb, i = 0;
 	while (i < n && a[i] == b[i])
 		i++;
-	if (i == n)
+	int differ = i < n;
+	if (!differ)
 		i = n > 0 ? n - 1 : 0;
-	else if (i > 0 && a[i - 1] == ' ')
-		i--;
+	/* TRL compares characters, not bytes: back up to the start of the
+	 * character holding the first difference, then apply its rule that a
+	 * space just before it belongs to the answers. */
 	while (i > 0 && ((unsigned char)a[i] & 0xC0) == 0x80)
+		i--;
+	if (differ && i > 0 && a[i - 1] == ' ')
 		i--;
 	return i;
 }
@@ -944,6 +996,7 @@ done:
 	free(L.msgs);
 	free(L.pieces);
 	json_buf_free(&L.extra);
+	json_buf_free(&L.joint);
 	return rc;
 }
 

@@ -1545,3 +1545,62 @@ Test(json, buf_append_from_itself_survives_growth)
 		             "byte %zu is wrong after self-append", i);
 	json_buf_free(&b);
 }
+
+/* With a real SentencePiece-style tokenizer, a prompt-completion row is
+ * tokenized as TRL tokenizes it: tokenizer(prompt + completion) with the
+ * tokenizer's BOS, the prompt being the first len(tokenizer(prompt)) tokens,
+ * EOS appended. Tokenizing the completion on its own would prepend a lone
+ * "▁" (id 28705) that the model would learn to emit after every prompt. */
+Test(dataset, prompt_completion_is_tokenized_jointly_like_trl, .fini = tmp_cleanup)
+{
+	const char *top = getenv("top_srcdir");
+	char dir[] = "/tmp/trl-spm-XXXXXX", cmd[8192];
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(cmd, sizeof cmd,
+	         "xz -dc %s/tests/data/tokenizers/sentencepiece-bpe/tokenizer.json.xz > "
+	         "%s/tokenizer.json && cp %s/tests/data/tokenizers/sentencepiece-bpe/"
+	         "tokenizer_config.json %s/",
+	         top ? top : ".", dir, top ? top : ".", dir);
+	cr_assert_eq(system(cmd), 0,
+	             "cannot unpack the test tokenizer (is top_srcdir set?)");
+	Tokenizer t;
+	TrlErr err;
+	cr_assert_eq(tokenizer_load_dir(&t, dir, &err), 0, "%s", err.msg);
+	const char *path =
+	    write_tmp("{\"prompt\": \"Hello\", \"completion\": \" world\"}\n");
+	DatasetOptions o = opts();
+	Dataset d;
+	cr_assert_eq(dataset_load_jsonl(&d, path, &o, &t, &err), 0, "%s", err.msg);
+	const Example *e = &d.ex[0];
+	int32_t want[] = {t.bos_id, 22557, 1526, t.eos_id};
+	cr_assert_eq(e->len, 4, "ids: %d tokens", e->len);
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(e->ids[i], want[i], "token %d: %d, want %d", i, e->ids[i],
+		             want[i]);
+	cr_assert_eq(e->prompt_len, 2, "BOS + 'Hello'");
+	cr_assert_eq(e->mask[1], 0);
+	cr_assert_eq(e->mask[2], 1);
+	cr_assert_eq(e->mask[3], 1, "EOS is a target");
+	dataset_free(&d);
+	tokenizer_free(&t);
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* TRL's extract_prompt works on characters: chosen "x é" and rejected "x è"
+ * first differ inside a two-byte character, whose start follows a space, so
+ * the prompt is "x" and the answers keep " é" / " è". */
+Test(dataset, implicit_prompt_splits_on_characters, .fini = tmp_cleanup)
+{
+	const char *path =
+	    write_tmp("{\"chosen\": \"x \\u00e9\", \"rejected\": \"x \\u00e8\"}\n");
+	DatasetOptions o = opts();
+	Tokenizer t;
+	tokenizer_init_bytes(&t);
+	Dataset d;
+	TrlErr err;
+	cr_assert_eq(dataset_load_jsonl(&d, path, &o, &t, &err), 0, "%s", err.msg);
+	cr_assert_eq(d.ex[0].prompt_len, 1, "prompt is \"x\" (1 byte token)");
+	cr_assert_eq(d.ex[0].ids[1], ' ');
+	dataset_free(&d);
+}
