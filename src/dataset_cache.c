@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #define CACHE_MAGIC "TRLDSET\1"
-#define CACHE_VERSION 1u
+/* Bump whenever tokenization or the Example layout changes: the old entries
+ * then simply stop matching. 2: joint prompt + completion tokenization. */
+#define CACHE_VERSION 2u
 
 static uint64_t hash_str(uint64_t h, const char *s)
 {
