@@ -6,21 +6,11 @@
 # exits 77 (skip) without Python torch/numpy.
 set -u
 
-here=$(cd "$(dirname "$0")" && pwd)
-top_srcdir=${top_srcdir:-$(cd "$here/../.." && pwd)}
-top_builddir=${top_builddir:-$top_srcdir}
-python=${PYTHON3:-/usr/bin/python3}
+. "$(dirname "$0")/oracle_env.sh"
 hf_logits=$top_builddir/tests/hf_logits
 oracle=$top_srcdir/tests/reference/hf_oracle.py
-
-if ! "$python" -c 'import torch, numpy' 2>/dev/null; then
-	echo "SKIP: $python cannot import torch and numpy (Debian: apt-get install python3-torch python3-numpy)"
-	exit 77
-fi
-if [ ! -x "$hf_logits" ]; then
-	echo "FAIL: $hf_logits is missing; build it with 'make tests/hf_logits'"
-	exit 1
-fi
+need_torch
+need_program "$hf_logits"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/trl-hf.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT

@@ -5,21 +5,11 @@
 # in float64. Run by `make check`; exits 77 (skip) without Python torch/numpy.
 set -u
 
-here=$(cd "$(dirname "$0")" && pwd)
-top_srcdir=${top_srcdir:-$(cd "$here/../.." && pwd)}
-top_builddir=${top_builddir:-$top_srcdir}
-python=${PYTHON3:-/usr/bin/python3}
+. "$(dirname "$0")/oracle_env.sh"
 ref_dump=$top_builddir/tests/ref_dump
 check=$top_srcdir/tests/reference/check_parity.py
-
-if ! "$python" -c 'import torch, numpy' 2>/dev/null; then
-	echo "SKIP: $python cannot import torch and numpy (Debian: apt-get install python3-torch python3-numpy)"
-	exit 77
-fi
-if [ ! -x "$ref_dump" ]; then
-	echo "FAIL: $ref_dump is missing; build it with 'make tests/ref_dump'"
-	exit 1
-fi
+need_torch
+need_program "$ref_dump"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/trl-parity.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
