@@ -404,24 +404,31 @@ void attention_forward(float *out, float *att, const float *q, const float *k,
                        const float *v, const int32_t *doc, int B, int T, int H, int KV,
                        int D)
 {
-	int HD = H * D, KD = KV * D, group = H / KV;
+	attention_forward_strided(out, att, q, k, v, H * D, KV * D, doc, B, T, H, KV, D);
+}
+
+void attention_forward_strided(float *out, float *att, const float *q, const float *k,
+                               const float *v, int ldq, int ldkv, const int32_t *doc,
+                               int B, int T, int H, int KV, int D)
+{
+	int HD = H * D, group = H / KV;
 	float scale = 1.0f / sqrtf((float)D);
 #pragma omp parallel for schedule(dynamic, 1)
 	for (int bh = 0; bh < B * H; bh++) {
 		int b = bh / H, h = bh % H, kh = h / group;
-		const float *qh = q + (size_t)b * T * HD + (size_t)h * D;
-		const float *kh_ = k + (size_t)b * T * KD + (size_t)kh * D;
-		const float *vh = v + (size_t)b * T * KD + (size_t)kh * D;
+		const float *qh = q + (size_t)b * T * ldq + (size_t)h * D;
+		const float *kh_ = k + (size_t)b * T * ldkv + (size_t)kh * D;
+		const float *vh = v + (size_t)b * T * ldkv + (size_t)kh * D;
 		float *a = att + (size_t)bh * T * T;
 		const int32_t *db = doc + (size_t)b * T;
 		/* scores (T, T) = scale * Q K^T; inside a parallel region OpenBLAS
 		 * runs single-threaded. */
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, qh,
-		            HD, kh_, KD, 0.0f, a, T);
+		            ldq, kh_, ldkv, 0.0f, a, T);
 		for (int t = 0; t < T; t++)
 			masked_softmax_row(a + (size_t)t * T, db, t, T);
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, a,
-		            T, vh, KD, 0.0f, out + (size_t)b * T * HD + (size_t)h * D,
+		            T, vh, ldkv, 0.0f, out + (size_t)b * T * HD + (size_t)h * D,
 		            HD);
 	}
 }
@@ -435,7 +442,16 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, int n_s
                         const float *dout, const float *q, const float *k, const float *v,
                         const float *att, int B, int T, int H, int KV, int D)
 {
-	int HD = H * D, KD = KV * D, group = H / KV;
+	attention_backward_strided(dq, dk, dv, scratch, n_scratch, dout, q, k, v, H * D,
+	                           KV * D, att, B, T, H, KV, D);
+}
+
+void attention_backward_strided(float *dq, float *dk, float *dv, float *scratch,
+                                int n_scratch, const float *dout, const float *q,
+                                const float *k, const float *v, int ldq, int ldkv,
+                                const float *att, int B, int T, int H, int KV, int D)
+{
+	int HD = H * D, group = H / KV;
 	float scale = 1.0f / sqrtf((float)D);
 	/* One task per (batch row, key/value head): the query heads that share a
 	 * key/value head all add into the same dK, dV, so they stay in one task. */
@@ -443,21 +459,21 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, int n_s
 	for (int bk = 0; bk < B * KV; bk++) {
 		int b = bk / KV, kh = bk % KV;
 		float *dp = scratch + (size_t)omp_get_thread_num() * T * T;
-		const float *kb = k + (size_t)b * T * KD + (size_t)kh * D;
-		const float *vb = v + (size_t)b * T * KD + (size_t)kh * D;
-		float *dkb = dk + (size_t)b * T * KD + (size_t)kh * D;
-		float *dvb = dv + (size_t)b * T * KD + (size_t)kh * D;
+		const float *kb = k + (size_t)b * T * ldkv + (size_t)kh * D;
+		const float *vb = v + (size_t)b * T * ldkv + (size_t)kh * D;
+		float *dkb = dk + (size_t)b * T * ldkv + (size_t)kh * D;
+		float *dvb = dv + (size_t)b * T * ldkv + (size_t)kh * D;
 		for (int h = kh * group; h < (kh + 1) * group; h++) {
 			const float *a = att + ((size_t)b * H + h) * T * T;
-			const float *qh = q + (size_t)b * T * HD + (size_t)h * D;
+			const float *qh = q + (size_t)b * T * ldq + (size_t)h * D;
 			const float *doh = dout + (size_t)b * T * HD + (size_t)h * D;
-			float *dqh = dq + (size_t)b * T * HD + (size_t)h * D;
+			float *dqh = dq + (size_t)b * T * ldq + (size_t)h * D;
 			/* dV += P^T dO */
 			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T,
-			            1.0f, a, T, doh, HD, 1.0f, dvb, KD);
+			            1.0f, a, T, doh, HD, 1.0f, dvb, ldkv);
 			/* dP = dO V^T */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D,
-			            1.0f, doh, HD, vb, KD, 0.0f, dp, T);
+			            1.0f, doh, HD, vb, ldkv, 0.0f, dp, T);
 			/* dS = P * (dP - rowsum(P * dP)) * scale; masked entries have P =
 			 * 0. */
 			for (int t = 0; t < T; t++) {
@@ -474,9 +490,9 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, int n_s
 			}
 			/* dQ += dS K; dK += dS^T Q */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T,
-			            1.0f, dp, T, kb, KD, 1.0f, dqh, HD);
+			            1.0f, dp, T, kb, ldkv, 1.0f, dqh, ldq);
 			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T,
-			            1.0f, dp, T, qh, HD, 1.0f, dkb, KD);
+			            1.0f, dp, T, qh, ldq, 1.0f, dkb, ldkv);
 		}
 	}
 }

@@ -71,6 +71,16 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 void attention_forward(float *out, float *att, const float *q, const float *k,
                        const float *v, const int32_t *doc, int B, int T, int H, int KV,
                        int D);
+/* The same with explicit row strides (in floats): q and dq rows are ldq
+ * apart, k, v, dk, dv rows ldkv apart, so q, k and v can be column blocks of
+ * one fused (N, 3C) projection output (gpt2's c_attn) without copies. */
+void attention_forward_strided(float *out, float *att, const float *q, const float *k,
+                               const float *v, int ldq, int ldkv, const int32_t *doc,
+                               int B, int T, int H, int KV, int D);
+void attention_backward_strided(float *dq, float *dk, float *dv, float *scratch,
+                                int n_scratch, const float *dout, const float *q,
+                                const float *k, const float *v, int ldq, int ldkv,
+                                const float *att, int B, int T, int H, int KV, int D);
 /* scratch: n_scratch blocks of attention_scratch_floats(T) floats; the
  * backward runs on at most n_scratch threads, one block each. */
 size_t attention_scratch_floats(int T);

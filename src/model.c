@@ -232,9 +232,17 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 		a->ln1 = take(&cv, N * C);
 		a->ln1_mean = take(&cv, N);
 		a->ln1_rstd = take(&cv, N);
-		a->q = take(&cv, N * QD);
-		a->k = take(&cv, N * s->KVD);
-		a->v = take(&cv, N * s->KVD);
+		if (gpt2) {
+			/* c_attn's (N, 3C) output as it is: q, k, v are its column
+			 * blocks, read by attention with a row stride of 3C. */
+			a->q = take(&cv, 3 * N * C);
+			a->k = a->q + C;
+			a->v = a->q + 2 * C;
+		} else {
+			a->q = take(&cv, N * QD);
+			a->k = take(&cv, N * s->KVD);
+			a->v = take(&cv, N * s->KVD);
+		}
 		a->q_raw = qkn ? take(&cv, N * QD) : NULL;
 		a->k_raw = qkn ? take(&cv, N * s->KVD) : NULL;
 		a->q_rstd = qkn ? take(&cv, N * H) : NULL;
@@ -257,12 +265,12 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 	m->dres = take(&cv, N * C);
 	m->dtmp = take(&cv, N * CQ);
 	/* dbig holds dhact, dh1, dh2 (3 x (N, I)) in the MLP, the gpt2 c_attn
-	 * output (N, 3C) in forward and its gradient in backward, and the qwen3
-	 * gradients before q/k norm ((N, H*D) + (N, KV*D)) in backward. */
+	 * gradient (N, 3C) in backward, and the qwen3 gradients before q/k norm
+	 * ((N, H*D) + (N, KV*D)) in backward. */
 	m->dbig = take(&cv, 3 * N * wide);
-	m->dq = take(&cv, N * QD);
-	m->dk = take(&cv, N * s->KVD);
-	m->dv = take(&cv, N * s->KVD);
+	m->dq = gpt2 ? NULL : take(&cv, N * QD);
+	m->dk = gpt2 ? NULL : take(&cv, N * s->KVD);
+	m->dv = gpt2 ? NULL : take(&cv, N * s->KVD);
 	m->att_scratch =
 	    take(&cv, (size_t)m->threads * attention_scratch_floats(m->maxT));
 	return cv.off;
@@ -341,31 +349,6 @@ static void norm_backward(const Model *m, float *din, float *dw, float *db,
 		rmsnorm_backward(din, dw, dout, in, w, rstd, N, C);
 }
 
-/* Splits the gpt2 c_attn output (N, 3C) into q, k, v (N, C) each, or joins
- * three gradients back. */
-static void split_qkv(float *q, float *k, float *v, const float *qkv, int N, int C)
-{
-#pragma omp parallel for schedule(static)
-	for (int n = 0; n < N; n++) {
-		const float *r = qkv + (size_t)n * 3 * C;
-		memcpy(q + (size_t)n * C, r, (size_t)C * sizeof(float));
-		memcpy(k + (size_t)n * C, r + C, (size_t)C * sizeof(float));
-		memcpy(v + (size_t)n * C, r + 2 * C, (size_t)C * sizeof(float));
-	}
-}
-
-static void join_qkv(float *qkv, const float *q, const float *k, const float *v, int N,
-                     int C)
-{
-#pragma omp parallel for schedule(static)
-	for (int n = 0; n < N; n++) {
-		float *r = qkv + (size_t)n * 3 * C;
-		memcpy(r, q + (size_t)n * C, (size_t)C * sizeof(float));
-		memcpy(r + C, k + (size_t)n * C, (size_t)C * sizeof(float));
-		memcpy(r + 2 * C, v + (size_t)n * C, (size_t)C * sizeof(float));
-	}
-}
-
 static void copy_floats(float *dst, const float *src, size_t n)
 {
 #pragma omp parallel for schedule(static)
@@ -401,10 +384,8 @@ void model_forward(Model *m, const Batch *b)
 		norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->x_in, p->ln1_w,
 		             p->ln1_b, N);
 		if (gpt2) {
-			float *qkv = m->dbig; /* scratch: (N, 3C) */
-			matmul_forward(qkv, a->ln1, p->qkv_w, p->qkv_b, N, C, 3 * C,
+			matmul_forward(a->q, a->ln1, p->qkv_w, p->qkv_b, N, C, 3 * C,
 			               TRL_W_IN_OUT);
-			split_qkv(a->q, a->k, a->v, qkv, N, C);
 		} else {
 			float *q = mc->qk_norm ? a->q_raw : a->q;
 			float *k = mc->qk_norm ? a->k_raw : a->k;
@@ -424,8 +405,9 @@ void model_forward(Model *m, const Batch *b)
 			rope_forward(a->q, b->pos, N, H, D, mc->rope_theta);
 			rope_forward(a->k, b->pos, N, KV, D, mc->rope_theta);
 		}
-		attention_forward(a->atty, a->att, a->q, a->k, a->v, b->doc, B, T, H, KV,
-		                  D);
+		attention_forward_strided(a->atty, a->att, a->q, a->k, a->v,
+		                          gpt2 ? 3 * C : QD, gpt2 ? 3 * C : KVD, b->doc,
+		                          B, T, H, KV, D);
 		copy_floats(a->x_mid, a->x_in, (size_t)N * C);
 		matmul_forward_add(a->x_mid, a->atty, p->o_w, p->o_b, N, QD, C,
 		                   gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
@@ -509,16 +491,26 @@ void model_backward(Model *m, const Batch *b)
 		zero_floats(datty, (size_t)N * QD);
 		matmul_backward(datty, gp->o_w, gp->o_b, dres, a->atty, p->o_w, N, QD, C,
 		                gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
-		zero_floats(m->dq, (size_t)N * QD);
-		zero_floats(m->dk, (size_t)N * KVD);
-		zero_floats(m->dv, (size_t)N * KVD);
-		attention_backward(m->dq, m->dk, m->dv, m->att_scratch, m->threads, datty,
-		                   a->q, a->k, a->v, a->att, B, T, H, KV, D);
+		/* gpt2: the gradients of q, k, v land as column blocks of one (N, 3C)
+		 * buffer, which is c_attn's output gradient as it is. */
+		float *dqkv = m->dbig;
+		if (gpt2) {
+			zero_floats(dqkv, (size_t)N * 3 * C);
+			attention_backward_strided(dqkv, dqkv + C, dqkv + 2 * C,
+			                           m->att_scratch, m->threads, datty,
+			                           a->q, a->k, a->v, 3 * C, 3 * C, a->att,
+			                           B, T, H, KV, D);
+		} else {
+			zero_floats(m->dq, (size_t)N * QD);
+			zero_floats(m->dk, (size_t)N * KVD);
+			zero_floats(m->dv, (size_t)N * KVD);
+			attention_backward(m->dq, m->dk, m->dv, m->att_scratch,
+			                   m->threads, datty, a->q, a->k, a->v, a->att, B,
+			                   T, H, KV, D);
+		}
 		float *dln1 = dtmp; /* datty is no longer needed */
 		zero_floats(dln1, NC);
 		if (gpt2) {
-			float *dqkv = m->dbig;
-			join_qkv(dqkv, m->dq, m->dk, m->dv, N, C);
 			matmul_backward(dln1, gp->qkv_w, gp->qkv_b, dqkv, a->ln1,
 			                p->qkv_w, N, C, 3 * C, TRL_W_IN_OUT);
 		} else {

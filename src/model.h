@@ -60,7 +60,8 @@ typedef struct ModelPtrs {
 typedef struct LayerActs {
 	float *x_in; /* (N, C) residual stream entering the layer */
 	float *ln1, *ln1_mean, *ln1_rstd;
-	float *q, *k, *v;     /* (N, H*D), (N, KV*D), (N, KV*D); q, k after RoPE */
+	float *q, *k, *v; /* (N, H*D), (N, KV*D), (N, KV*D), q and k after RoPE; gpt2:
+	                   * column blocks of one (N, 3C) c_attn output, rows 3C apart */
 	float *q_raw, *k_raw; /* qwen3: (N, H*D), (N, KV*D) projections before q/k norm */
 	float *q_rstd, *k_rstd; /* qwen3: (N*H), (N*KV) per-head RMSNorm statistics */
 	float *att;             /* (B, H, T, T) */
