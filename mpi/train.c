@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "dataset.h"
@@ -18,6 +19,7 @@
 #include "model_io.h"
 #include "optim.h"
 #include "tokenizer.h"
+#include "zero.h"
 
 /* What a method declares to the loop: its name and the data formats it reads.
  * SFT's loss, next-token cross-entropy on the masked targets, is the loop's
@@ -40,7 +42,8 @@ typedef struct Trainer {
 	RowSet train_rows, test_rows;
 	int has_test;
 	Model model;
-	AdamW opt;
+	Zero zero;
+	int sync_forwards; /* stage 3 on several ranks: every rank runs each forward */
 	Batch *mb; /* (gradient_accumulation_steps) micro-batches of this rank */
 	Batch eval;
 	int maxT;
@@ -52,6 +55,8 @@ typedef struct Trainer {
 	int *gen_len, *gen_done, *gen_match, *gen_ex; /* (per_device_eval_batch_size) */
 	FILE *metrics;
 	double t_start;
+	double step_s; /* seconds in optimizer steps (compute and communication) */
+	long steps_run; /* optimizer steps that updated the weights */
 } Trainer;
 
 /* ---- threads ----------------------------------------------------------------- */
@@ -260,17 +265,38 @@ static int check_ids(const Dataset *d, int V, const char *split, TrlErr *err)
 	return TRL_OK;
 }
 
+/* The model, sharded as zero_stage says. Stages 0 and 1 keep full slabs;
+ * stage 2 has no full gradient and stage 3 no full parameters either, so a
+ * pretrained model is read whole once, handed over and freed (every rank
+ * reads the folder itself). */
 static int load_model(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
+	unsigned flags = zero_model_flags(cfg->zero_stage);
+	Model full;
+	memset(&full, 0, sizeof full);
 	int rc;
 	if (cfg->model_name_or_path[0]) {
-		rc = model_load_dir(&tr->model, cfg->model_name_or_path, err);
+		Model *dst = flags ? &full : &tr->model;
+		rc = model_load_dir(dst, cfg->model_name_or_path, err);
+		if (!rc && flags)
+			rc = model_init_flags(&tr->model, &full.cfg, flags, err);
+		if (!rc && tr->model.params)
+			memcpy(tr->model.params, full.params,
+			       full.table.total * sizeof(float));
 	} else {
-		rc = model_init(&tr->model, &cfg->model, err);
-		if (!rc)
+		rc = model_init_flags(&tr->model, &cfg->model, flags, err);
+		if (!rc && tr->model.params)
 			model_init_weights(&tr->model, (uint64_t)cfg->seed);
 	}
+	if (!rc)
+		rc = zero_init(&tr->zero, &tr->model, tr->comm->world, cfg->zero_stage,
+		               cfg->stage3_param_persistence_threshold, cfg->overlap_comm,
+		               full.params, (unsigned long long)cfg->seed, cfg->adam_beta1,
+		               cfg->adam_beta2, cfg->adam_epsilon, cfg->weight_decay,
+		               cfg->weight_decay_embeddings, err);
+	model_free(&full);
+	tr->sync_forwards = cfg->zero_stage == 3 && tr->comm->size > 1;
 	if (rc)
 		return rc;
 	if (tr->model.cfg.vocab_size < tr->tok.vocab_size)
@@ -319,10 +345,6 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 		rc = batch_alloc(&tr->mb[j], B, T, err);
 	if (!rc)
 		rc = batch_alloc(&tr->eval, Be, T, err);
-	if (!rc)
-		rc = adamw_init(&tr->opt, &tr->model.table, 0, tr->model.table.total,
-		                cfg->adam_beta1, cfg->adam_beta2, cfg->adam_epsilon,
-		                cfg->weight_decay, cfg->weight_decay_embeddings, err);
 	long n = tr->train_rows.n;
 	for (int k = 0; k < 2 && !rc; k++) {
 		tr->perm[k] = malloc((size_t)n * sizeof(int));
@@ -346,7 +368,7 @@ static void trainer_free(Trainer *tr)
 	free(tr->gen_ex);
 	free(tr->perm[0]);
 	free(tr->perm[1]);
-	adamw_free(&tr->opt);
+	zero_free(&tr->zero);
 	model_free(&tr->model);
 	rows_free(&tr->train_rows);
 	rows_free(&tr->test_rows);
@@ -380,6 +402,19 @@ typedef struct EvalResult {
 	long tokens, n_exact;
 } EvalResult;
 
+/* A forward on one padding token. Under stage 3 every forward gathers
+ * parameters collectively, so a rank that has run out of evaluation rows
+ * still runs one forward for each that another rank runs. */
+static void dummy_forward(Trainer *tr)
+{
+	Batch *b = &tr->eval;
+	b->B = b->T = 1;
+	b->ids[0] = tr->tok.pad_id;
+	b->pos[0] = b->doc[0] = 0;
+	b->targets[0] = -1;
+	model_forward(&tr->model, b);
+}
+
 static void eval_loss(Trainer *tr, EvalResult *r)
 {
 	const Comm *c = tr->comm;
@@ -390,7 +425,14 @@ static void eval_loss(Trainer *tr, EvalResult *r)
 	if (tr->cfg->eval_max_samples > 0 && tr->cfg->eval_max_samples < n)
 		n = tr->cfg->eval_max_samples;
 	/* Rank r takes the chunks r, r + size, ...; every chunk is one batch. */
-	for (int first = c->rank * Be; first < n; first += c->size * Be) {
+	long rounds = ((long)n + (long)c->size * Be - 1) / ((long)c->size * Be);
+	for (long i = 0; i < rounds; i++) {
+		int first = (int)((i * c->size + c->rank) * Be);
+		if (first >= n) {
+			if (tr->sync_forwards)
+				dummy_forward(tr);
+			continue;
+		}
 		int k = n - first < Be ? n - first : Be;
 		for (int i = 0; i < k; i++)
 			tr->idx[i] = first + i;
@@ -428,11 +470,18 @@ static long eval_exact_batch(Trainer *tr, const int *ex, int k)
 		T = len[i] > T ? len[i] : T;
 	}
 	for (int step = 0; step <= maxnew; step++) {
-		int live = 0;
+		int live = 0, any;
 		for (int i = 0; i < k; i++)
 			live += !done[i];
-		if (!live)
+		any = live;
+		if (tr->sync_forwards)
+			MPI_Allreduce(&live, &any, 1, MPI_INT, MPI_MAX, tr->comm->world);
+		if (!any)
 			break;
+		if (!live) {
+			dummy_forward(tr);
+			continue;
+		}
 		b->B = k;
 		b->T = T;
 		for (int i = 0; i < k; i++) {
@@ -492,12 +541,14 @@ static void eval_exact(Trainer *tr, EvalResult *r)
 	if (tr->cfg->eval_max_samples > 0 && tr->cfg->eval_max_samples < n)
 		n = tr->cfg->eval_max_samples;
 	long counts[2] = {0, 0}; /* exact answers, questions asked */
-	for (int first = c->rank * Be; first < n; first += c->size * Be) {
-		int k = 0, end = n - first < Be ? n : first + Be;
+	long rounds = ((long)n + (long)c->size * Be - 1) / ((long)c->size * Be);
+	for (long r = 0; r < rounds; r++) {
+		int first = (int)((r * c->size + c->rank) * Be);
+		int k = 0, end = first >= n ? first : n - first < Be ? n : first + Be;
 		for (int i = first; i < end; i++)
 			if (tr->test.ex[i].prompt_len > 0)
 				tr->gen_ex[k++] = i;
-		if (k > 0)
+		if (k > 0 || tr->sync_forwards)
 			counts[0] += eval_exact_batch(tr, tr->gen_ex, k);
 		counts[1] += end - first; /* an empty prompt counts as a wrong answer */
 	}
@@ -512,11 +563,13 @@ static void run_eval(Trainer *tr, long step, const char *when)
 		return;
 	EvalResult r = {0};
 	double t0 = trl_now();
+	ZeroStats kept = tr->zero.st; /* the step figures leave evaluation out */
 	eval_loss(tr, &r);
 	int exact = tr->cfg->eval_max_new_tokens > 0 &&
 	            tr->test.format == TRL_FMT_PROMPT_COMPLETION;
 	if (exact)
 		eval_exact(tr, &r);
+	tr->zero.st = kept;
 	if (tr->comm->rank != 0)
 		return;
 	printf("eval %-6s step %ld: eval_loss %.4f  eval_mean_token_accuracy %.4f", when,
@@ -554,29 +607,52 @@ typedef struct LogWindow {
 	long targets, correct, tokens;
 } LogWindow;
 
-/* Writes the model as a Hugging Face folder (rank 0 only): the tokenizer
- * files of the model we started from travel with it, so the output loads as
- * it came in; save_dtype picks fp32 or bf16 weights. */
-static int export_model(const Trainer *tr, const char *dir, TrlErr *err)
+/* Writes the model as a Hugging Face folder: rank 0 writes, after every
+ * rank has helped assemble the full weights under stage 3. The tokenizer files
+ * of the model we started from travel with it, so the output loads as it came
+ * in; save_dtype picks fp32 or bf16 weights. Collective; returns the agreed
+ * status. */
+static int export_model(Trainer *tr, const char *dir, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
-	ModelExportOpts xo = MODEL_EXPORT_DEFAULTS;
-	xo.dtype = cfg->save_dtype == 1 ? ST_BF16 : ST_F32;
-	xo.tokenizer_dir = cfg->model_name_or_path[0] ? cfg->model_name_or_path : NULL;
-	xo.bos_token_id = tr->tok.bos_id;
-	xo.eos_token_id = tr->tok.eos_id;
-	int rc = model_export_dir(&tr->model, dir, &xo, err);
-	if (rc)
-		return rc;
-	char path[TRL_PATH_MAX + 64];
-	snprintf(path, sizeof path, "%s/trl_config.yaml", dir);
-	FILE *f = fopen(path, "w");
-	if (f) {
-		config_write_yaml(cfg, f);
-		if (fclose(f) != 0)
-			f = NULL;
+	const Comm *c = tr->comm;
+	const Model *src = &tr->model;
+	Model full;
+	memset(&full, 0, sizeof full);
+	int rc = TRL_OK;
+	if (tr->zero.stage == 3) {
+		if (c->rank == 0)
+			rc = model_init_flags(&full, &tr->model.cfg, MODEL_NO_GRADS, err);
+		if ((rc = comm_agree(c, rc, err)))
+			return rc;
+		zero_gather_full(&tr->zero, c->rank == 0 ? full.params : NULL, 0);
+		src = &full;
+	} else {
+		zero_flush(&tr->zero);
 	}
-	return f ? TRL_OK : trl_errf(err, TRL_EIO, "cannot write %s", path);
+	if (c->rank == 0) {
+		ModelExportOpts xo = MODEL_EXPORT_DEFAULTS;
+		xo.dtype = cfg->save_dtype == 1 ? ST_BF16 : ST_F32;
+		xo.tokenizer_dir =
+		    cfg->model_name_or_path[0] ? cfg->model_name_or_path : NULL;
+		xo.bos_token_id = tr->tok.bos_id;
+		xo.eos_token_id = tr->tok.eos_id;
+		rc = model_export_dir(src, dir, &xo, err);
+	}
+	if (!rc && c->rank == 0) {
+		char path[TRL_PATH_MAX + 64];
+		snprintf(path, sizeof path, "%s/trl_config.yaml", dir);
+		FILE *f = fopen(path, "w");
+		if (f) {
+			config_write_yaml(cfg, f);
+			if (fclose(f) != 0)
+				f = NULL;
+		}
+		if (!f)
+			rc = trl_errf(err, TRL_EIO, "cannot write %s", path);
+	}
+	model_free(&full);
+	return comm_agree(c, rc, err);
 }
 
 /* Runs every optimizer step; returns the agreed status of the intermediate
@@ -588,7 +664,6 @@ static int train_loop(Trainer *tr, TrlErr *err)
 	Model *m = &tr->model;
 	int B = cfg->per_device_train_batch_size, GA = cfg->gradient_accumulation_steps;
 	long nrows = tr->train_rows.n, total_tokens = 0;
-	size_t P = m->table.total;
 	int tty = isatty(STDERR_FILENO) && !cfg->disable_tqdm;
 	long warmup = cfg->warmup_steps > 0
 	                  ? cfg->warmup_steps
@@ -617,34 +692,32 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		float scale = counts[0] > 0 ? 1.0f / (float)counts[0] : 0.0f;
 		int skip = counts[0] == 0;
 
-		double loss_sum = 0.0;
+		double loss_sum = 0.0, t_step = trl_now();
 		long correct = 0, targets = 0;
 		for (int j = 0; j < GA && !skip; j++) {
 			Batch *b = &tr->mb[j];
+			zero_begin_micro(&tr->zero, j == GA - 1);
 			model_forward(m, b);
 			loss_sum += crossentropy_forward_backward(
 			    m->logits, b->targets, b->B * b->T, m->cfg.vocab_size, scale,
 			    &targets, &correct);
 			model_backward(m, b);
 		}
-		/* Data parallel: every rank adds its gradient (already divided by the
-		 * global token count), so the sum is the gradient of the mean loss. */
+		/* Data parallel: every rank's gradient is already divided by the
+		 * global token count, so their sum (reduced per unit during the
+		 * backward) is the gradient of the mean loss. */
 		double stats[1] = {loss_sum};
 		long cs[2] = {targets, correct};
 		double gnorm = 0.0;
 		double lr = lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate, step,
 		                       tr->total_steps, warmup);
 		if (!skip) {
-			comm_sum_float(c, m->grads, P);
 			comm_sum_double(c, stats, 1);
 			comm_sum_long(c, cs, 2);
-			gnorm = sqrt(grad_sumsq(m->grads, P));
-			if (cfg->max_grad_norm > 0 && gnorm > cfg->max_grad_norm)
-				grad_scale(m->grads, P,
-				           (float)(cfg->max_grad_norm / (gnorm + 1e-6)));
-			adamw_step(&tr->opt, m->params, m->grads, lr);
-			memset(m->grads, 0, P * sizeof(float));
+			zero_step(&tr->zero, lr, cfg->max_grad_norm, &gnorm);
+			tr->steps_run++;
 		}
+		tr->step_s += trl_now() - t_step;
 
 		total_tokens += counts[1];
 		w.loss_sum += stats[0];
@@ -701,8 +774,8 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			char dir[TRL_PATH_MAX + 32];
 			snprintf(dir, sizeof dir, "%s/checkpoint-%ld", cfg->output_dir,
 			         done);
-			int rc = c->rank == 0 ? export_model(tr, dir, err) : TRL_OK;
-			if ((rc = comm_agree(c, rc, err)))
+			int rc = export_model(tr, dir, err);
+			if (rc)
 				return rc;
 			if (c->rank == 0 && !tty)
 				printf("exported %s\n", dir);
@@ -784,6 +857,68 @@ static int setup(Trainer *tr, TrlErr *err)
 	return comm_agree(c, rc, err);
 }
 
+static double peak_rss_bytes(void)
+{
+	struct rusage ru;
+	return getrusage(RUSAGE_SELF, &ru) == 0 ? 1024.0 * (double)ru.ru_maxrss : 0.0;
+}
+
+/* Every rank's memory and communication figures: one line per rank in
+ * output_dir/ranks.jsonl and a summary on the console (rank 0). Collective. */
+enum { REP_PARAMS, REP_GRADS, REP_OPTIM, REP_WORK, REP_BYTES, REP_WAIT, REP_STEP,
+       REP_RSS, REP_COLL, REP_N };
+
+static void report_ranks(Trainer *tr)
+{
+	const Comm *c = tr->comm;
+	const Zero *z = &tr->zero;
+	double steps = tr->steps_run > 0 ? (double)tr->steps_run : 1.0;
+	double mine[REP_N] = {z->mem.params,       z->mem.grads,
+	                      z->mem.optim,        z->mem.work,
+	                      z->st.bytes / steps, z->st.wait_s / steps,
+	                      tr->step_s / steps,  peak_rss_bytes(),
+	                      (double)z->st.collectives / steps};
+	double *all = c->rank == 0 ? malloc(sizeof mine * (size_t)c->size) : NULL;
+	MPI_Gather(mine, REP_N, MPI_DOUBLE, all, REP_N, MPI_DOUBLE, 0, c->world);
+	if (c->rank != 0 || !all)
+		return;
+	char path[TRL_PATH_MAX + 32];
+	snprintf(path, sizeof path, "%s/ranks.jsonl", tr->cfg->output_dir);
+	FILE *f = fopen(path, "w");
+	double hi[REP_N] = {0};
+	for (int r = 0; r < c->size; r++) {
+		const double *x = all + (size_t)r * REP_N;
+		for (int k = 0; k < REP_N; k++)
+			hi[k] = x[k] > hi[k] ? x[k] : hi[k];
+		if (f)
+			fprintf(f,
+			        "{\"rank\": %d, \"ranks\": %d, \"zero_stage\": %d, "
+			        "\"threads\": %d, \"param_bytes\": %.0f, "
+			        "\"grad_bytes\": %.0f, \"optim_bytes\": %.0f, "
+			        "\"work_bytes\": %.0f, \"model_state_bytes\": %.0f, "
+			        "\"comm_bytes_per_step\": %.0f, "
+			        "\"collectives_per_step\": %.1f, "
+			        "\"mpi_wait_s_per_step\": %.6f, \"step_s\": %.6f, "
+			        "\"peak_rss_bytes\": %.0f, \"num_params\": %zu}\n",
+			        r, c->size, z->stage, omp_get_max_threads(),
+			        x[REP_PARAMS], x[REP_GRADS], x[REP_OPTIM], x[REP_WORK],
+			        x[REP_PARAMS] + x[REP_GRADS] + x[REP_OPTIM] + x[REP_WORK],
+			        x[REP_BYTES], x[REP_COLL], x[REP_WAIT], x[REP_STEP],
+			        x[REP_RSS], tr->model.table.total);
+	}
+	if (f)
+		fclose(f);
+	double mib = 1.0 / 1048576.0;
+	printf("zero stage %d: per step %.1f MiB sent per rank in %.0f collectives, MPI "
+	       "wait %.1f ms of %.1f ms (%.1f%%); peak RSS %.1f MiB (largest rank)\n",
+	       z->stage, hi[REP_BYTES] * mib, hi[REP_COLL], 1e3 * hi[REP_WAIT],
+	       1e3 * hi[REP_STEP],
+	       hi[REP_STEP] > 0 ? 100.0 * hi[REP_WAIT] / hi[REP_STEP] : 0.0,
+	       hi[REP_RSS] * mib);
+	fflush(stdout);
+	free(all);
+}
+
 static void print_banner(const Trainer *tr)
 {
 	const Config *cfg = tr->cfg;
@@ -804,6 +939,12 @@ static void print_banner(const Trainer *tr)
 	    tr->train.n_skipped + tr->test.n_skipped,
 	    tr->train.n_truncated + tr->test.n_truncated,
 	    tr->cache_hits[0] ? "; tokenized data from the cache" : "");
+	const ZeroMem *zm = &tr->zero.mem;
+	double mib = 1.0 / 1048576.0;
+	printf("zero stage %d: model states on rank 0: parameters %.1f MiB, gradients "
+	       "%.1f MiB, optimizer %.1f MiB, gather/reduce buffers %.1f MiB\n",
+	       tr->zero.stage, zm->params * mib, zm->grads * mib, zm->optim * mib,
+	       zm->work * mib);
 	printf("steps: %ld (global batch %ld rows = %d per device x %d accumulation x %d "
 	       "ranks)\n",
 	       tr->total_steps, tr->rows_per_step, cfg->per_device_train_batch_size,
@@ -823,22 +964,21 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 	if (comm->rank == 0)
 		print_banner(&tr);
 	run_eval(&tr, 0, "before");
+	memset(&tr.zero.st, 0, sizeof tr.zero.st);
 	tr.t_start = trl_now();
 	rc = train_loop(&tr, err);
 	if (rc)
 		goto out;
 	double elapsed = trl_now() - tr.t_start;
 	run_eval(&tr, tr.total_steps, "after");
-	if (comm->rank == 0) {
+	if (comm->rank == 0)
 		printf("trained %ld steps in %.1f s\n", tr.total_steps, elapsed);
-		rc = export_model(&tr, cfg->output_dir, err);
-		if (!rc)
-			printf("saved %s: model.safetensors (%s), config.json, "
-			       "trl_config.yaml, metrics.jsonl\n",
-			       cfg->output_dir,
-			       cfg->save_dtype == 1 ? "bfloat16" : "float32");
-	}
-	rc = comm_agree(comm, rc, err);
+	report_ranks(&tr);
+	rc = export_model(&tr, cfg->output_dir, err);
+	if (!rc && comm->rank == 0)
+		printf("saved %s: model.safetensors (%s), config.json, "
+		       "trl_config.yaml, metrics.jsonl, ranks.jsonl\n",
+		       cfg->output_dir, cfg->save_dtype == 1 ? "bfloat16" : "float32");
 out:
 	trainer_free(&tr);
 	return rc;

@@ -91,6 +91,18 @@ static const Key keys[] = {
     {"disable_tqdm", K_BOOL, F(disable_tqdm), "false",
      .help = "Turn off the console progress line."},
 
+    {"zero_stage", K_INT, F(zero_stage), "0", IN(0, 3), .group = "Distributed",
+     .help = "ZeRO sharding over the ranks: 0 replicates everything (DDP), 1 shards "
+             "the AdamW moments, 2 also the gradients, 3 also the parameters."},
+    {"stage3_param_persistence_threshold", K_LONG,
+     F(stage3_param_persistence_threshold), "100000", GE(0),
+     .help = "Stage 3: a unit (the embeddings, one layer, the final norm) with fewer "
+             "parameters than this stays whole on every rank instead of being "
+             "gathered before each use."},
+    {"overlap_comm", K_BOOL, F(overlap_comm), "true",
+     .help = "Run gradient reductions and parameter gathers while the backward and "
+             "forward compute; false waits for each at once (to measure the cost)."},
+
     {"dataset_name", K_STRING, F(dataset_name), "", .group = "Data",
      .help = "A .jsonl file, or a folder with one <split>.jsonl file per split "
              "(train.jsonl, test.jsonl)."},

@@ -84,6 +84,9 @@ typedef struct Config {
 	                        */
 	int threads_per_rank;  /* 0 = cores on the node / ranks on the node */
 	int disable_tqdm;      /* no console progress line */
+	int zero_stage;        /* 0-3 */
+	long stage3_param_persistence_threshold; /* units below stay whole */
+	int overlap_comm;      /* non-blocking collectives overlap compute */
 	ModelConfig model;
 	char source[TRL_PATH_MAX]; /* the YAML file the config came from, or "" */
 } Config;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "layers.h"
 #include "rng.h"
@@ -110,7 +111,22 @@ static int wire(const ModelConfig *mc, const ParamTable *t, float *base, ModelPt
 	return TRL_OK;
 }
 
-int model_init(Model *m, const ModelConfig *mc, TrlErr *err)
+/* Units (params_units): the embeddings, each layer, the final norm. */
+static int build_units(Model *m)
+{
+	const ParamTable *t = &m->table;
+	int U = params_units(t, NULL, NULL);
+	m->unit_begin = calloc((size_t)U, sizeof(size_t));
+	m->unit_end = calloc((size_t)U, sizeof(size_t));
+	m->unit_w = calloc((size_t)U, sizeof(float *));
+	m->unit_g = calloc((size_t)U, sizeof(float *));
+	if (!m->unit_begin || !m->unit_end || !m->unit_w || !m->unit_g)
+		return TRL_ENOMEM;
+	m->n_units = params_units(t, m->unit_begin, m->unit_end);
+	return TRL_OK;
+}
+
+int model_init_flags(Model *m, const ModelConfig *mc, unsigned flags, TrlErr *err)
 {
 	memset(m, 0, sizeof *m);
 	m->cfg = *mc;
@@ -120,13 +136,34 @@ int model_init(Model *m, const ModelConfig *mc, TrlErr *err)
 	rc = params_build(&m->table, &m->cfg, err);
 	if (rc)
 		return rc;
-	m->params = trl_alloc(m->table.total * sizeof(float));
-	m->grads = trl_alloc(m->table.total * sizeof(float));
-	if (!m->params || !m->grads)
+	size_t bytes = m->table.total * sizeof(float);
+	if (!(flags & MODEL_NO_PARAMS))
+		m->params = trl_alloc(bytes);
+	if (!(flags & MODEL_NO_GRADS))
+		m->grads = trl_alloc(bytes);
+	if ((!(flags & MODEL_NO_PARAMS) && !m->params) ||
+	    (!(flags & MODEL_NO_GRADS) && !m->grads))
 		goto nomem;
-	if (wire(&m->cfg, &m->table, m->params, &m->w) ||
-	    wire(&m->cfg, &m->table, m->grads, &m->g))
+	if (flags & (MODEL_NO_PARAMS | MODEL_NO_GRADS)) {
+		/* Address space only: pointers into it are valid to compute and
+		 * to rebind from, and any use before model_bind_unit faults. */
+		m->reserve = mmap(NULL, bytes, PROT_NONE,
+		                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (m->reserve == MAP_FAILED) {
+			m->reserve = NULL;
+			goto nomem;
+		}
+		m->reserve_bytes = bytes;
+	}
+	float *wbase = m->params ? m->params : m->reserve;
+	float *gbase = m->grads ? m->grads : m->reserve;
+	if (build_units(m) || wire(&m->cfg, &m->table, wbase, &m->w) ||
+	    wire(&m->cfg, &m->table, gbase, &m->g))
 		goto nomem;
+	for (int u = 0; u < m->n_units; u++) {
+		m->unit_w[u] = wbase + m->unit_begin[u];
+		m->unit_g[u] = gbase + m->unit_begin[u];
+	}
 	return TRL_OK;
 nomem:
 	rc = trl_errf(
@@ -137,6 +174,11 @@ nomem:
 	return rc;
 }
 
+int model_init(Model *m, const ModelConfig *mc, TrlErr *err)
+{
+	return model_init_flags(m, mc, 0, err);
+}
+
 void model_free(Model *m)
 {
 	trl_free(m->params);
@@ -145,8 +187,51 @@ void model_free(Model *m)
 	free(m->g.layer);
 	free(m->acts);
 	trl_free(m->act_slab);
+	free(m->unit_begin);
+	free(m->unit_end);
+	free(m->unit_w);
+	free(m->unit_g);
+	if (m->reserve)
+		munmap(m->reserve, m->reserve_bytes);
 	params_free(&m->table);
 	memset(m, 0, sizeof *m);
+}
+
+/* Moves every pointer of *f that lies in [from, from + n) to the same place
+ * in to. */
+static void move_ptr(float **f, const float *from, size_t n, float *to)
+{
+	if (*f && *f >= from && *f < from + n)
+		*f = to + (*f - from);
+}
+
+static void rebind(Model *m, ModelPtrs *w, int u, float *from, float *to)
+{
+	size_t n = m->unit_end[u] - m->unit_begin[u];
+	if (u >= 1 && u <= m->table.num_layers) {
+		/* LayerPtrs holds nothing but float pointers. */
+		float **f = (float **)&w->layer[u - 1];
+		for (size_t i = 0; i < sizeof(LayerPtrs) / sizeof(float *); i++)
+			move_ptr(&f[i], from, n, to);
+		return;
+	}
+	move_ptr(&w->wte, from, n, to);
+	move_ptr(&w->wpe, from, n, to);
+	move_ptr(&w->lnf_w, from, n, to);
+	move_ptr(&w->lnf_b, from, n, to);
+	move_ptr(&w->lm_head, from, n, to);
+}
+
+void model_bind_unit(Model *m, int u, float *w, float *g)
+{
+	if (w && w != m->unit_w[u]) {
+		rebind(m, &m->w, u, m->unit_w[u], w);
+		m->unit_w[u] = w;
+	}
+	if (g && g != m->unit_g[u]) {
+		rebind(m, &m->g, u, m->unit_g[u], g);
+		m->unit_g[u] = g;
+	}
 }
 
 static int is_output_projection(const char *name)
@@ -155,31 +240,46 @@ static int is_output_projection(const char *name)
 	       strstr(name, "o_proj.weight") || strstr(name, "down_proj.weight");
 }
 
-void model_init_weights(Model *m, uint64_t seed)
+void model_init_weights_range(const Model *m, uint64_t seed, float *dst, size_t begin,
+                              size_t end)
 {
 	const ParamTable *t = &m->table;
 	double std = m->cfg.initializer_range > 0 ? m->cfg.initializer_range : 0.02;
 	double proj_std = std / sqrt(2.0 * m->cfg.num_hidden_layers);
 	/* One stream per tensor, seeded from (seed, tensor index): the values of a
-	 * tensor do not depend on how many tensors come before it. */
+	 * tensor do not depend on how many tensors come before it, nor on which
+	 * part of it a range asks for (the draws before the range are skipped:
+	 * each normal takes exactly two raw draws). */
 #pragma omp parallel for schedule(dynamic, 1)
 	for (int i = 0; i < t->n; i++) {
 		const ParamInfo *p = &t->p[i];
-		float *x = m->params + p->offset;
+		size_t lo = p->offset > begin ? p->offset : begin;
+		size_t hi = p->offset + p->numel < end ? p->offset + p->numel : end;
+		if (lo >= hi)
+			continue;
+		float *x = dst + (lo - begin);
+		size_t skip = lo - p->offset, n = hi - lo;
 		Rng r;
 		rng_seed(&r, seed * 0x9E3779B97F4A7C15ULL + (uint64_t)i + 1);
 		if (p->kind == TRL_PARAM_NORM) {
 			float v = strstr(p->name, ".bias") ? 0.0f : 1.0f;
-			for (size_t j = 0; j < p->numel; j++)
+			for (size_t j = 0; j < n; j++)
 				x[j] = v;
 		} else if (p->kind == TRL_PARAM_BIAS) {
-			memset(x, 0, p->numel * sizeof *x);
+			memset(x, 0, n * sizeof *x);
 		} else {
 			double s = is_output_projection(p->name) ? proj_std : std;
-			for (size_t j = 0; j < p->numel; j++)
+			for (size_t j = 0; j < 2 * skip; j++)
+				(void)rng_next(&r);
+			for (size_t j = 0; j < n; j++)
 				x[j] = (float)(s * rng_normal(&r));
 		}
 	}
+}
+
+void model_init_weights(Model *m, uint64_t seed)
+{
+	model_init_weights_range(m, seed, m->params, 0, m->table.total);
 }
 
 /* ---- activations ----------------------------------------------------------- */
@@ -363,6 +463,37 @@ static void zero_floats(float *dst, size_t n)
 		dst[i] = 0.0f;
 }
 
+/* The hooks of a sharded model; all are no-ops for a plain one. */
+static void hk_weights(const Model *m, int u, int pass)
+{
+	if (m->hooks && m->hooks->weights)
+		m->hooks->weights(m->hooks->ctx, u, pass);
+}
+
+static void hk_done_weights(const Model *m, int u, int pass)
+{
+	if (m->hooks && m->hooks->done_weights)
+		m->hooks->done_weights(m->hooks->ctx, u, pass);
+}
+
+static void hk_grads(const Model *m, int u)
+{
+	if (m->hooks && m->hooks->grads)
+		m->hooks->grads(m->hooks->ctx, u);
+}
+
+static void hk_grads_done(const Model *m, int u)
+{
+	if (m->hooks && m->hooks->grads_done)
+		m->hooks->grads_done(m->hooks->ctx, u);
+}
+
+static void hk_poll(const Model *m)
+{
+	if (m->hooks && m->hooks->poll)
+		m->hooks->poll(m->hooks->ctx);
+}
+
 void model_forward(Model *m, const Batch *b)
 {
 	const ModelConfig *mc = &m->cfg;
@@ -373,11 +504,15 @@ void model_forward(Model *m, const Batch *b)
 	int V = mc->vocab_size, L = mc->num_hidden_layers,
 	    gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w;
+	int tied = w->lm_head == w->wte;
 
+	hk_weights(m, 0, 0);
 	embedding_forward(m->acts[0].x_in, b->ids, b->pos, w->wte, gpt2 ? w->wpe : NULL,
 	                  N, C);
+	hk_done_weights(m, 0, 0);
 	for (int l = 0; l < L; l++) {
 		LayerActs *a = &m->acts[l];
+		hk_weights(m, l + 1, 0);
 		const LayerPtrs *p = &w->layer[l];
 		float *x_out = l + 1 < L ? m->acts[l + 1].x_in : m->x_final;
 
@@ -405,19 +540,23 @@ void model_forward(Model *m, const Batch *b)
 			rope_forward(a->q, b->pos, N, H, D, mc->rope_theta);
 			rope_forward(a->k, b->pos, N, KV, D, mc->rope_theta);
 		}
+		hk_poll(m);
 		attention_forward_strided(a->atty, a->att, a->q, a->k, a->v,
 		                          gpt2 ? 3 * C : QD, gpt2 ? 3 * C : KVD, b->doc,
 		                          B, T, H, KV, D);
+		hk_poll(m);
 		copy_floats(a->x_mid, a->x_in, (size_t)N * C);
 		matmul_forward_add(a->x_mid, a->atty, p->o_w, p->o_b, N, QD, C,
 		                   gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
 
+		hk_poll(m);
 		norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, p->ln2_w,
 		             p->ln2_b, N);
 		copy_floats(x_out, a->x_mid, (size_t)N * C);
 		if (gpt2) {
 			matmul_forward(a->h1, a->ln2, p->fc_w, p->fc_b, N, C, I,
 			               TRL_W_IN_OUT);
+			hk_poll(m);
 			gelu_forward(a->hact, a->h1, (size_t)N * I);
 			matmul_forward_add(x_out, a->hact, p->proj_w, p->proj_b, N, I, C,
 			                   TRL_W_IN_OUT);
@@ -426,14 +565,22 @@ void model_forward(Model *m, const Batch *b)
 			               TRL_W_OUT_IN);
 			matmul_forward(a->h2, a->ln2, p->up_w, NULL, N, C, I,
 			               TRL_W_OUT_IN);
+			hk_poll(m);
 			swiglu_forward(a->hact, a->h1, a->h2, (size_t)N * I);
 			matmul_forward_add(x_out, a->hact, p->down_w, NULL, N, I, C,
 			                   TRL_W_OUT_IN);
 		}
+		hk_done_weights(m, l + 1, 0);
 	}
+	hk_weights(m, L + 1, 0);
 	norm_forward(m, m->lnf, m->lnf_mean, m->lnf_rstd, m->x_final, w->lnf_w, w->lnf_b,
 	             N);
+	if (tied)
+		hk_weights(m, 0, 0);
 	matmul_forward(m->logits, m->lnf, w->lm_head, NULL, N, C, V, TRL_W_OUT_IN);
+	if (tied)
+		hk_done_weights(m, 0, 0);
+	hk_done_weights(m, L + 1, 0);
 }
 
 /* ---- backward -------------------------------------------------------------- */
@@ -450,17 +597,32 @@ void model_backward(Model *m, const Batch *b)
 	const ModelPtrs *w = &m->w, *g = &m->g;
 	size_t NC = (size_t)N * C, NI = (size_t)N * I;
 	float *dres = m->dres, *dtmp = m->dtmp;
+	int tied = w->lm_head == w->wte;
 
-	/* lm_head and the final norm; dres carries d loss / d residual stream. */
+	/* lm_head and the final norm; dres carries d loss / d residual stream.
+	 * With tied embeddings lm_head is wte, so the embeddings' gradient is
+	 * open from here to the end. */
+	hk_weights(m, L + 1, 1);
+	hk_grads(m, L + 1);
+	if (tied) {
+		hk_weights(m, 0, 1);
+		hk_grads(m, 0);
+	}
 	zero_floats(dtmp, NC);
 	matmul_backward(dtmp, g->lm_head, NULL, m->logits, m->lnf, w->lm_head, N, C, V,
 	                TRL_W_OUT_IN);
+	if (tied)
+		hk_done_weights(m, 0, 1);
 	zero_floats(dres, NC);
 	norm_backward(m, dres, g->lnf_w, g->lnf_b, dtmp, m->x_final, w->lnf_w,
 	              m->lnf_mean, m->lnf_rstd, N);
+	hk_done_weights(m, L + 1, 1);
+	hk_grads_done(m, L + 1);
 
 	for (int l = L - 1; l >= 0; l--) {
 		LayerActs *a = &m->acts[l];
+		hk_weights(m, l + 1, 1);
+		hk_grads(m, l + 1);
 		const LayerPtrs *p = &w->layer[l];
 		const LayerPtrs *gp = &g->layer[l];
 		float *dhact = m->dbig, *dh1 = m->dbig + NI, *dh2 = m->dbig + 2 * NI;
@@ -485,6 +647,7 @@ void model_backward(Model *m, const Batch *b)
 		}
 		norm_backward(m, dres, gp->ln2_w, gp->ln2_b, dtmp, a->x_mid, p->ln2_w,
 		              a->ln2_mean, a->ln2_rstd, N);
+		hk_poll(m);
 
 		/* Attention: x_mid = x_in + o_proj(attn(norm1(x_in))). */
 		float *datty = dtmp; /* (N, H*D) */
@@ -508,6 +671,7 @@ void model_backward(Model *m, const Batch *b)
 			                   m->threads, datty, a->q, a->k, a->v, a->att, B,
 			                   T, H, KV, D);
 		}
+		hk_poll(m);
 		float *dln1 = dtmp; /* datty is no longer needed */
 		zero_floats(dln1, NC);
 		if (gpt2) {
@@ -536,8 +700,14 @@ void model_backward(Model *m, const Batch *b)
 		}
 		norm_backward(m, dres, gp->ln1_w, gp->ln1_b, dln1, a->x_in, p->ln1_w,
 		              a->ln1_mean, a->ln1_rstd, N);
+		hk_done_weights(m, l + 1, 1);
+		hk_grads_done(m, l + 1);
 	}
+	/* The embedding backward adds rows of dres; it reads no weights. */
+	if (!tied)
+		hk_grads(m, 0);
 	embedding_backward(g->wte, gpt2 ? g->wpe : NULL, dres, b->ids, b->pos, N, C);
+	hk_grads_done(m, 0);
 }
 
 double model_flops_per_token(const ModelConfig *mc, int T)

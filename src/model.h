@@ -10,6 +10,13 @@
  *     model_backward(&m, &batch);               // grads += d loss / d params
  * A batch may be smaller than the allocation (any B' <= B, T' <= T); buffers are
  * used as (B', T', ...) contiguous arrays. model_free releases everything.
+ *
+ * Sharded use (ZeRO, mpi/zero.c): the model is cut into units, each one
+ * contiguous slab range: unit 0 the embeddings (wte, gpt2's wpe), units 1..L
+ * the transformer layers, unit L+1 the final norm and an untied lm_head. A
+ * model made with MODEL_NO_PARAMS / MODEL_NO_GRADS has no full slab; its
+ * owner points each unit at a buffer holding that unit (model_bind_unit) and
+ * sets hooks, which forward and backward call around each unit's use.
  */
 #ifndef TRL_MODEL_H
 #define TRL_MODEL_H
@@ -72,6 +79,28 @@ typedef struct LayerActs {
 	float *hact;    /* (N, I) activation output */
 } LayerActs;
 
+/* Calls made by model_forward / model_backward for a sharded model. Order in
+ * forward: weights(0), done(0), then per layer weights(l), done(l), then
+ * weights(L+1) and, with tied embeddings, weights(0) again for lm_head.
+ * Backward: weights(L+1) [and weights(0) when tied] with grads of the same
+ * units, then each layer from the last: weights(l), grads(l), grads_done(l);
+ * the embedding backward needs no weights: grads(0), grads_done(0) last. */
+typedef struct ModelHooks {
+	void *ctx;
+	/* Before the weights of unit u are read in pass 0 (forward) or 1
+	 * (backward); done_weights when the pass reads them no more. */
+	void (*weights)(void *ctx, int u, int pass);
+	void (*done_weights)(void *ctx, int u, int pass);
+	/* Before the first gradient of unit u is added in a backward, and once
+	 * that unit's gradient for the micro-batch is complete. */
+	void (*grads)(void *ctx, int u);
+	void (*grads_done)(void *ctx, int u);
+	/* Between kernels: a chance to progress outstanding communication. */
+	void (*poll)(void *ctx);
+} ModelHooks;
+
+enum { MODEL_NO_PARAMS = 1, MODEL_NO_GRADS = 2 };
+
 typedef struct Model {
 	ModelConfig cfg;
 	ParamTable table;
@@ -89,9 +118,30 @@ typedef struct Model {
 	float *act_slab; /* one allocation behind all of the above */
 	size_t act_floats;
 	int threads; /* OpenMP threads the backward scratch was sized for */
+	/* units */
+	int n_units;
+	size_t *unit_begin, *unit_end; /* (n_units) slab ranges */
+	float **unit_w, **unit_g;      /* (n_units) buffer each unit is bound to */
+	void *reserve;                 /* address space standing in for no slab */
+	size_t reserve_bytes;
+	const ModelHooks *hooks; /* NULL: a plain, unsharded model */
 } Model;
 
 int model_init(Model *m, const ModelConfig *mc, TrlErr *err);
+
+/* model_init without the parameter and/or gradient slab (flags MODEL_NO_*):
+ * m->params / m->grads are NULL, and every unit must be bound to real memory
+ * before it is used (an unbound unit points at inaccessible addresses). */
+int model_init_flags(Model *m, const ModelConfig *mc, unsigned flags, TrlErr *err);
+
+/* Points unit u's weight (w) and/or gradient (g) tensors at a buffer holding
+ * the unit's slab range [unit_begin[u], unit_end[u]); NULL leaves one as is. */
+void model_bind_unit(Model *m, int u, float *w, float *g);
+
+/* Writes the seeded initial values (model_init_weights) of slab range
+ * [begin, end) into dst, where dst[0] is slab float begin. */
+void model_init_weights_range(const Model *m, uint64_t seed, float *dst, size_t begin,
+                              size_t end);
 void model_free(Model *m);
 
 /* GPT-2 style init from a seed: matrices and embeddings N(0, initializer_range),

@@ -2,6 +2,7 @@
 #include "optim.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 /* Below this many floats a parallel region costs more than the loop. */
@@ -9,23 +10,30 @@
 /* M_PI is not in strict C11. */
 #define OPTIM_PI 3.14159265358979323846
 
-/* Marks decay_mask[i - begin] = 1 for every float of [begin, end) that belongs
- * to a decayed tensor. Tensors are cut at the range edges; alignment padding
- * belongs to no tensor and stays 0 (trl_alloc zero-fills). */
-static void fill_decay_mask(uint8_t *mask, const ParamTable *t, size_t begin, size_t end,
-                            int decay_embeddings)
+/* The spans of [begin, end) covered by decayed tensors, relative to begin,
+ * in slab order. Tensors are cut at the range edges; alignment padding belongs
+ * to no tensor and never decays. With spans NULL only counts them. */
+static int decay_spans(size_t (*spans)[2], const ParamTable *t, size_t begin,
+                       size_t end, int decay_embeddings)
 {
+	int n = 0;
 	for (int i = 0; i < t->n; i++) {
 		const ParamInfo *pi = &t->p[i];
 		int decays = pi->kind == TRL_PARAM_MATRIX ||
 		             (pi->kind == TRL_PARAM_EMBEDDING && decay_embeddings);
-		if (!decays)
-			continue;
 		size_t lo = pi->offset > begin ? pi->offset : begin;
 		size_t hi = pi->offset + pi->numel < end ? pi->offset + pi->numel : end;
-		if (lo < hi)
-			memset(mask + (lo - begin), 1, hi - lo);
+		if (!decays || lo >= hi)
+			continue;
+		if (spans && n > 0 && spans[n - 1][1] == lo - begin)
+			spans[n - 1][1] = hi - begin; /* adjacent tensors: one span */
+		else if (spans) {
+			spans[n][0] = lo - begin;
+			spans[n++][1] = hi - begin;
+		} else
+			n++;
 	}
+	return n;
 }
 
 int adamw_init(AdamW *o, const ParamTable *t, size_t begin, size_t end, double beta1,
@@ -47,17 +55,18 @@ int adamw_init(AdamW *o, const ParamTable *t, size_t begin, size_t end, double b
 	if (!(eps >= 0.0))
 		return trl_errf(err, TRL_EINVAL, "adam_epsilon = %g must be >= 0", eps);
 	size_t n = end - begin;
+	int ns = decay_spans(NULL, t, begin, end, decay_embeddings);
 	o->m = trl_alloc(n * sizeof(float));
 	o->v = trl_alloc(n * sizeof(float));
-	o->decay_mask = trl_alloc(n);
-	if (!o->m || !o->v || !o->decay_mask) {
+	o->decay = trl_alloc((size_t)ns * sizeof *o->decay);
+	if (!o->m || !o->v || !o->decay) {
 		adamw_free(o);
 		return trl_errf(err, TRL_ENOMEM,
 		                "adamw_init: cannot allocate optimizer state for %zu "
 		                "parameters (%zu MiB); use more ranks or a smaller model",
-		                n, (n * 9) >> 20);
+		                n, (n * 8) >> 20);
 	}
-	fill_decay_mask(o->decay_mask, t, begin, end, decay_embeddings);
+	o->n_decay = decay_spans(o->decay, t, begin, end, decay_embeddings);
 	o->begin = begin;
 	o->end = end;
 	o->beta1 = beta1;
@@ -71,9 +80,18 @@ void adamw_free(AdamW *o)
 {
 	trl_free(o->m);
 	trl_free(o->v);
-	trl_free(o->decay_mask);
+	trl_free(o->decay);
 	o->m = o->v = NULL;
-	o->decay_mask = NULL;
+	o->decay = NULL;
+	o->n_decay = 0;
+}
+
+int adamw_decays(const AdamW *o, size_t i)
+{
+	for (int k = 0; k < o->n_decay; k++)
+		if (i - o->begin >= o->decay[k][0] && i - o->begin < o->decay[k][1])
+			return i >= o->begin;
+	return 0;
 }
 
 /* Follows torch.optim.AdamW (single-tensor path) operation by operation so the
@@ -83,32 +101,66 @@ void adamw_free(AdamW *o)
  * beta2^t in float loses most of its digits when beta2 = 0.999. */
 void adamw_step(AdamW *o, float *params, const float *grads, double lr)
 {
+	adamw_step_local(o, params + o->begin, grads + o->begin, lr);
+}
+
+typedef struct AdamConsts {
+	float step_size, bc2_sqrt, b1, b2, one_m_b1, one_m_b2, eps;
+} AdamConsts;
+
+static void adam_span(float *p, const float *g, float *m, float *v, size_t lo,
+                      size_t hi, float decay, const AdamConsts *k)
+{
+	for (size_t i = lo; i < hi; i++) {
+		float pi = p[i] * decay, gi = g[i];
+		float mi = k->b1 * m[i] + k->one_m_b1 * gi;
+		float vi = k->b2 * v[i] + k->one_m_b2 * gi * gi;
+		m[i] = mi;
+		v[i] = vi;
+		p[i] = pi - k->step_size * (mi / (sqrtf(vi) / k->bc2_sqrt + k->eps));
+	}
+}
+
+void adamw_step_local(AdamW *o, float *p, const float *g, double lr)
+{
 	o->step++;
 	double bc1 = 1.0 - pow(o->beta1, (double)o->step);
 	double bc2 = 1.0 - pow(o->beta2, (double)o->step);
-	const float step_size = (float)(lr / bc1);
-	const float bc2_sqrt = (float)sqrt(bc2);
+	const AdamConsts k = {(float)(lr / bc1),
+	                      (float)sqrt(bc2),
+	                      (float)o->beta1,
+	                      (float)o->beta2,
+	                      (float)(1.0 - o->beta1),
+	                      (float)(1.0 - o->beta2),
+	                      (float)o->eps};
 	const float decay = (float)(1.0 - lr * o->weight_decay);
-	const float b1 = (float)o->beta1, b2 = (float)o->beta2;
-	const float one_m_b1 = (float)(1.0 - o->beta1),
-	            one_m_b2 = (float)(1.0 - o->beta2);
-	const float eps = (float)o->eps;
-	const long n = (long)(o->end - o->begin);
-	float *p = params + o->begin;
-	const float *g = grads + o->begin;
+	const size_t n = o->end - o->begin;
 	float *m = o->m, *v = o->v;
-	const uint8_t *mask = o->decay_mask;
 
-#pragma omp parallel for schedule(static) if (n > OPTIM_PAR_MIN)
-	for (long i = 0; i < n; i++) {
-		float pi = p[i], gi = g[i];
-		if (mask[i])
-			pi *= decay;
-		float mi = b1 * m[i] + one_m_b1 * gi;
-		float vi = b2 * v[i] + one_m_b2 * gi * gi;
-		m[i] = mi;
-		v[i] = vi;
-		p[i] = pi - step_size * (mi / (sqrtf(vi) / bc2_sqrt + eps));
+	/* Each thread takes one contiguous block of the range and walks the
+	 * decay spans that cross it: one parallel region however many tensors
+	 * the range holds. Decay multiplies by exactly 1.0f outside the spans. */
+#pragma omp parallel if (n > OPTIM_PAR_MIN)
+	{
+		size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+		size_t lo = n * id / nt, hi = n * (id + 1) / nt, at = lo;
+		for (int s = 0; s < o->n_decay && at < hi; s++) {
+			size_t a = o->decay[s][0], b = o->decay[s][1];
+			if (b <= at)
+				continue;
+			if (a > at) {
+				size_t e = a < hi ? a : hi;
+				adam_span(p, g, m, v, at, e, 1.0f, &k);
+				at = e;
+			}
+			size_t e = b < hi ? b : hi;
+			if (at < e) {
+				adam_span(p, g, m, v, at, e, decay, &k);
+				at = e;
+			}
+		}
+		if (at < hi)
+			adam_span(p, g, m, v, at, hi, 1.0f, &k);
 	}
 }
 

@@ -178,6 +178,22 @@ void params_free(ParamTable *t)
 	memset(t, 0, sizeof *t);
 }
 
+int params_units(const ParamTable *t, size_t *begin, size_t *end)
+{
+	int L = t->num_layers, U = L + 2;
+	if (!begin || !end)
+		return U;
+	begin[0] = 0;
+	end[0] = L > 0 ? t->layer_begin[0] : t->total;
+	for (int l = 0; l < L; l++) {
+		begin[l + 1] = t->layer_begin[l];
+		end[l + 1] = t->layer_end[l];
+	}
+	begin[U - 1] = L > 0 ? t->layer_end[L - 1] : t->total;
+	end[U - 1] = t->total;
+	return U;
+}
+
 const ParamInfo *params_find(const ParamTable *t, const char *name)
 {
 	for (int i = 0; i < t->n; i++)

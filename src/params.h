@@ -48,6 +48,12 @@ typedef struct ParamTable {
 int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err);
 void params_free(ParamTable *t);
 
+/* The units a sharded model gathers and reduces one at a time, in slab order:
+ * the embeddings, each transformer layer, then the final norm (and an untied
+ * lm_head). Writes the L + 2 ranges [begin[u], end[u]) when begin and end are
+ * not NULL and returns L + 2. */
+int params_units(const ParamTable *t, size_t *begin, size_t *end);
+
 /* The entry with this name, or NULL. */
 const ParamInfo *params_find(const ParamTable *t, const char *name);
 
