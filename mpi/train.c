@@ -56,7 +56,8 @@ typedef struct Trainer {
 	FILE *metrics;
 	double t_start;
 	double step_s; /* seconds in optimizer steps (compute and communication) */
-	long steps_run; /* optimizer steps that updated the weights */
+	long steps_run; /* optimizer steps that updated the weights, after the first */
+	int first_step_done;
 } Trainer;
 
 /* ---- threads ----------------------------------------------------------------- */
@@ -718,6 +719,14 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			tr->steps_run++;
 		}
 		tr->step_s += trl_now() - t_step;
+		if (!tr->first_step_done && tr->steps_run == 1 && tr->total_steps > 1) {
+			/* The per-step figures leave out the first step: it pays
+			 * for page faults and for buffers filled the first time. */
+			memset(&tr->zero.st, 0, sizeof tr->zero.st);
+			tr->step_s = 0.0;
+			tr->steps_run = 0;
+			tr->first_step_done = 1;
+		}
 
 		total_tokens += counts[1];
 		w.loss_sum += stats[0];

@@ -1,0 +1,175 @@
+#!/bin/bash
+# zero_e2e.sh - ZeRO stages 0-3 through mpiexec on 1-4 ranks: the loss curve and
+# the final weights match one rank (reduction-order noise only); each rank's
+# model-state bytes and bytes sent per step match the textbook formulas
+# (tests/mpi/zero_theory.py); sharded runs are reproducible; a rank that fails
+# stops every rank with its message.
+. "$(dirname "$0")/common.sh"
+THEORY="$(dirname "$0")/zero_theory.py"
+
+mkdir -p "$WORK/pc"
+py "$WORK/pc" <<'PY'
+import json, random, sys
+random.seed(11)
+d = sys.argv[1]
+def row():
+    a, b = random.randint(0, 99), random.randint(0, 99)
+    return {"prompt": f"{a}+{b}=", "completion": str(a + b) * random.randint(1, 3)}
+with open(f"{d}/train.jsonl", "w") as f:
+    for _ in range(240):
+        f.write(json.dumps(row()) + "\n")
+# 21 test rows: with 4 ranks and batches of 4 the last ranks run out of rows
+# first, and under stage 3 must keep joining the gathers.
+with open(f"{d}/test.jsonl", "w") as f:
+    for _ in range(21):
+        f.write(json.dumps(row()) + "\n")
+PY
+
+# llama, untied lm_head (a final unit of its own), 4 layers (C=32, H=4, KV=2,
+# I=64, V=258); persistence 0 so every unit is sharded under stage 3.
+cat >"$WORK/llama.yaml" <<YAML
+method: sft
+dataset_name: $WORK/pc
+max_length: 24
+learning_rate: 3.0e-3
+lr_scheduler_type: linear
+warmup_steps: 2
+weight_decay: 0.01
+max_grad_norm: 0.5
+max_steps: 20
+logging_steps: 1
+eval_max_new_tokens: 4
+per_device_eval_batch_size: 4
+seed: 5
+disable_tqdm: true
+stage3_param_persistence_threshold: 0
+model:
+  architecture: llama
+  hidden_size: 32
+  num_hidden_layers: 4
+  num_attention_heads: 4
+  num_key_value_heads: 2
+  intermediate_size: 64
+  tie_word_embeddings: false
+YAML
+LLAMA_SHAPE="llama 32 4 4 2 64 258 0"
+
+run() { # run NAME YAML NP [--key value ...]
+    local name=$1 yaml=$2 np=$3
+    shift 3
+    run_limited 120 $MPIRUN -np "$np" "$TRL" "$WORK/$yaml" --output_dir "$WORK/$name" "$@" \
+        >"$WORK/$name.out" 2>&1 || { cat "$WORK/$name.out"; fail "run $name failed"; }
+}
+
+# same REF RUN LOSS_TOL PARAM_TOL SCALE: the training losses and grad norms
+# of two runs agree within LOSS_TOL (relative), and every weight within
+# PARAM_TOL relative to the largest magnitude of its tensor (SCALE=tensor) or
+# of the whole model (SCALE=model).
+same() {
+    py "$WORK/$1" "$WORK/$2" "$3" "$4" "$5" <<'PY'
+import json, struct, sys
+from array import array
+a, b, ltol, ptol, scale = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+def curve(p):
+    return [json.loads(l) for l in open(p + "/metrics.jsonl") if '"loss"' in l]
+ca, cb = curve(a), curve(b)
+assert len(ca) == len(cb) == 20, (len(ca), len(cb))
+lw = 0.0
+for x, y in zip(ca, cb):
+    for k in ("loss", "grad_norm"):
+        d = abs(x[k] - y[k]) / max(abs(x[k]), 1e-12)
+        lw = max(lw, d)
+        if d > ltol:
+            sys.exit(f"{b}: step {x['step']} {k} {y[k]!r}, one rank {x[k]!r} (rel {d:.2e} > {ltol})")
+def weights(p):
+    raw = open(p + "/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k != "__metadata__":
+            s, e = v["data_offsets"]
+            out[k] = array("f", raw[8 + n + s:8 + n + e])
+    return out
+wa, wb = weights(a), weights(b)
+assert wa.keys() == wb.keys()
+big = max(max(abs(x) for x in t) for t in wa.values())
+pw = 0.0
+for k in wa:
+    ref = big if scale == "model" else max(abs(x) for x in wa[k]) or 1.0
+    d = max(abs(x - y) for x, y in zip(wa[k], wb[k])) / ref
+    pw = max(pw, d)
+    if d > ptol:
+        sys.exit(f"{b}: {k} differs from one rank by {d:.2e} (> {ptol})")
+print(f"  {b.split('/')[-1]}: losses {lw:.1e}, weights {pw:.1e}")
+PY
+}
+
+# Equivalence, memory and communication: every stage on 1-4 ranks, the same
+# global batch of 12 rows (12/N per rank).
+run ref llama.yaml 1 --per_device_train_batch_size 12
+for np in 1 2 3 4; do
+    for st in 0 1 2 3; do
+        name=l${np}s$st
+        run "$name" llama.yaml "$np" --zero_stage "$st" --per_device_train_batch_size $((12 / np))
+        same ref "$name" 1e-5 1e-5 tensor || fail "stage $st on $np ranks is not one rank's run"
+        "$PYTHON3" "$THEORY" check "$WORK/$name" $LLAMA_SHAPE 1 || fail "stage $st on $np ranks: memory or communication"
+    done
+done
+echo "ok: stages 0-3 on 1-4 ranks match one rank; memory and bytes match theory"
+
+# gpt2 (tied embeddings: lm_head is the embeddings unit) with 2 accumulation
+# steps: stages 2 and 3 reduce and gather on every micro-batch. The k part of
+# c_attn's bias has a zero gradient in exact arithmetic; AdamW turns its
+# rounding noise into steps of up to lr, so weights are compared at the scale
+# of the whole model.
+sed -e 's/architecture: llama/architecture: gpt2/' -e '/num_key_value_heads/d' \
+    -e '/tie_word_embeddings/d' "$WORK/llama.yaml" >"$WORK/gpt2.yaml"
+run gref gpt2.yaml 1 --per_device_train_batch_size 6 --gradient_accumulation_steps 2
+for np in 2 3; do
+    for st in 1 2 3; do
+        name=g${np}s$st
+        run "$name" gpt2.yaml "$np" --zero_stage "$st" --per_device_train_batch_size $((6 / np)) \
+            --gradient_accumulation_steps 2
+        same gref "$name" 1e-5 1e-4 model || fail "gpt2 stage $st on $np ranks is not one rank's run"
+        "$PYTHON3" "$THEORY" check "$WORK/$name" gpt2 32 4 4 4 64 258 1 2 || fail "gpt2 stage $st on $np ranks"
+    done
+done
+echo "ok: gpt2 with accumulation: stages 1-3 on 2-3 ranks match one rank"
+
+# Overlap off waits for each collective at once: the same numbers.
+run l3s3w llama.yaml 3 --zero_stage 3 --per_device_train_batch_size 4 --overlap_comm false
+same l3s3 l3s3w 0 0 tensor || fail "overlap_comm false changed the result"
+# The persistence threshold keeps small units whole: the same numbers, fewer
+# gathers (every unit of this model is below the default threshold).
+run l3s3p llama.yaml 3 --zero_stage 3 --per_device_train_batch_size 4 \
+    --stage3_param_persistence_threshold 100000
+same ref l3s3p 1e-5 1e-5 tensor || fail "persistent units changed the result"
+# Sharded runs are reproducible bit for bit.
+run l3s3again llama.yaml 3 --zero_stage 3 --per_device_train_batch_size 4
+same l3s3 l3s3again 0 0 tensor || fail "two stage-3 runs differ"
+echo "ok: overlap off, persistent units and a rerun give the same weights"
+
+# A rank that cannot read the dataset stops all four (MPMD: rank 1 alone is
+# given a missing file), with its message, well within the time limit.
+rc=0
+run_limited 60 $MPIRUN -np 1 "$TRL" "$WORK/llama.yaml" --zero_stage 3 --output_dir "$WORK/f1" : \
+    -np 3 "$TRL" "$WORK/llama.yaml" --zero_stage 3 --output_dir "$WORK/f1" \
+    --dataset_name "$WORK/missing" >"$WORK/f1.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] ||
+    { cat "$WORK/f1.out"; fail "one rank's unreadable dataset: exit $rc"; }
+grep -q "rank 1: dataset_name: cannot read" "$WORK/f1.out" ||
+    { cat "$WORK/f1.out"; fail "the failing rank's message is missing"; }
+echo "ok: one rank's unreadable dataset stops every rank with its message"
+
+# A failure in the middle of training, during a stage-3 save that every rank
+# takes part in: the step-4 export folder is blocked by a file.
+mkdir -p "$WORK/f2"
+: >"$WORK/f2/checkpoint-4"
+rc=0
+run_limited 60 $MPIRUN -np 3 "$TRL" "$WORK/llama.yaml" --zero_stage 3 --output_dir "$WORK/f2" \
+    --per_device_train_batch_size 4 --export_steps 4 >"$WORK/f2.out" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] ||
+    { cat "$WORK/f2.out"; fail "a failed save: exit $rc"; }
+grep -q "checkpoint-4" "$WORK/f2.out" || { cat "$WORK/f2.out"; fail "the save error is not named"; }
+echo "ok: a failed save in mid-run stops every rank"
