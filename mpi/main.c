@@ -2,6 +2,7 @@
 #include "trl_build.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "comm.h"
@@ -14,12 +15,63 @@ static int usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: trl-hpc [train|validate] INPUT.yaml [--key value ...]\n"
+	    "       trl-hpc validate INPUT.yaml [--ranks N] [--mem-per-rank SIZE] "
+	    "[--key value ...]\n"
 	    "       trl-hpc tokenize MODEL_DIR [--decode] [--add-special] "
 	    "[--skip-special]\n"
 	    "       trl-hpc generate MODEL_DIR --prompt TEXT [--chat] [--temperature T "
 	    "...]\n"
 	    "       trl-hpc --help | --version | config-reference\n");
 	return 2;
+}
+
+/* "4G", "512M", "1.5T", "2000000000": bytes, or -1. */
+static double parse_size(const char *s)
+{
+	char *end;
+	double x = strtod(s, &end);
+	double unit = 1.0;
+	switch (*end) {
+	case 'K': case 'k': unit = 1024.0; end++; break;
+	case 'M': case 'm': unit = 1024.0 * 1024.0; end++; break;
+	case 'G': case 'g': unit = 1024.0 * 1024.0 * 1024.0; end++; break;
+	case 'T': case 't': unit = 1024.0 * 1024.0 * 1024.0 * 1024.0; end++; break;
+	}
+	if (*end == 'i' || *end == 'B')
+		end += *end == 'i' && end[1] == 'B' ? 2 : 1;
+	return end == s || *end || !(x > 0) ? -1.0 : x * unit;
+}
+
+/* Removes validate's own options (--ranks N, --mem-per-rank SIZE) from argv. */
+static int take_plan_args(int *argc, char **argv, ValidatePlan *plan, TrlErr *err)
+{
+	int w = 0;
+	for (int i = 0; i < *argc; i++) {
+		int ranks = strcmp(argv[i], "--ranks") == 0;
+		int mem = strcmp(argv[i], "--mem-per-rank") == 0;
+		if (!ranks && !mem) {
+			argv[w++] = argv[i];
+			continue;
+		}
+		const char *v = i + 1 < *argc ? argv[++i] : "";
+		char *end;
+		long n = ranks ? strtol(v, &end, 10) : 0;
+		if (ranks && (end == v || *end || n < 1 || n > (1 << 24)))
+			return trl_errf(err, TRL_EINVAL,
+			                "validate: --ranks '%s' is not a rank count "
+			                "(a whole number, e.g. --ranks 64)",
+			                v);
+		if (ranks)
+			plan->ranks = (int)n;
+		else if ((plan->mem_per_rank = parse_size(v)) <= 0)
+			return trl_errf(err, TRL_EINVAL,
+			                "validate: --mem-per-rank '%s' is not a size (e.g. "
+			                "--mem-per-rank 4G, 512M)",
+			                v);
+	}
+	*argc = w;
+	argv[w] = NULL;
+	return TRL_OK;
 }
 
 int main(int argc, char **argv)
@@ -76,6 +128,15 @@ int main(int argc, char **argv)
 		validate = argv[1][0] == 'v';
 		first = 2;
 	}
+	ValidatePlan plan = {0, 0.0};
+	if (validate)
+		rc = take_plan_args(&argc, argv, &plan, &err);
+	if (rc) {
+		if (comm.rank == 0)
+			fprintf(stderr, "trl-hpc: error: %s\n", err.msg);
+		comm_finalize(&comm);
+		return 2;
+	}
 	if (first >= argc || argv[first][0] == '-') {
 		if (comm.rank == 0)
 			usage(stderr);
@@ -95,7 +156,7 @@ int main(int argc, char **argv)
 	rc = comm_agree(&comm, rc, &err);
 	if (!rc) {
 		trl_setup_threads(&cfg, &comm);
-		rc = validate ? trl_validate(&cfg, &comm, stdout, &err)
+		rc = validate ? trl_validate(&cfg, &comm, &plan, stdout, &err)
 		              : trl_train(&cfg, &comm, &err);
 	}
 	if (rc && comm.rank == 0)

@@ -17,9 +17,19 @@
 
 int trl_train(const Config *cfg, const Comm *comm, TrlErr *err);
 
-/* Prints the resolved config, the parameter count and the estimated memory
- * per rank (rank 0 writes to out). */
-int trl_validate(const Config *cfg, const Comm *comm, FILE *out, TrlErr *err);
+/* What `validate` plans for: the number of trainer ranks (0 = this job's) and
+ * the memory each rank may use in bytes (0 = not given). */
+typedef struct ValidatePlan {
+	int ranks;
+	double mem_per_rank;
+} ValidatePlan;
+
+/* Prints the resolved config, the parameter count and, for each ZeRO stage,
+ * the memory per rank (model states and activations) and the bytes each rank
+ * sends per optimizer step; with mem_per_rank, which stage fits (rank 0
+ * writes to out). */
+int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan,
+                 FILE *out, TrlErr *err);
 
 /* Chooses and applies the OpenMP thread count for this rank (threads_per_rank,
  * or this rank's share of the node); widens a launcher's CPU binding that is

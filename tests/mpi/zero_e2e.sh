@@ -173,3 +173,60 @@ run_limited 60 $MPIRUN -np 3 "$TRL" "$WORK/llama.yaml" --zero_stage 3 --output_d
     { cat "$WORK/f2.out"; fail "a failed save: exit $rc"; }
 grep -q "checkpoint-4" "$WORK/f2.out" || { cat "$WORK/f2.out"; fail "the save error is not named"; }
 echo "ok: a failed save in mid-run stops every rank"
+
+# validate's plan for GPT-2 124M on 64 ranks agrees with the formulas, and
+# names the lowest stage that fits in the memory given.
+cat >"$WORK/big.yaml" <<YAML
+method: sft
+dataset_name: $WORK/pc
+max_length: 256
+per_device_train_batch_size: 4
+per_device_eval_batch_size: 4
+stage3_param_persistence_threshold: 0
+model:
+  architecture: gpt2
+  hidden_size: 768
+  num_hidden_layers: 12
+  num_attention_heads: 12
+  intermediate_size: 3072
+  vocab_size: 50257
+YAML
+run_limited 60 $MPIRUN -np 1 "$TRL" validate "$WORK/big.yaml" --ranks 64 --mem-per-rank 1.5G \
+    >"$WORK/plan.out" 2>&1 || { cat "$WORK/plan.out"; fail "validate --ranks failed"; }
+"$PYTHON3" - "$THEORY" "$WORK/plan.out" <<'PY' || { cat "$WORK/plan.out"; fail "validate's plan"; }
+import importlib.util, re, sys
+spec = importlib.util.spec_from_file_location("theory", sys.argv[1])
+th = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(th)
+head, layer, tail = th.units("gpt2", 768, 12, 12, 12, 3072, 50257, 1)
+def size(v, u):
+    return float(v) * (2**30 if u == "GiB" else 2**20)
+rows, act = {}, None
+for line in open(sys.argv[2]):
+    m = re.match(r"#\s+(\d)\s+((?:[\d.]+ [MG]iB\s*){7})", line)
+    if m:
+        v = re.findall(r"([\d.]+) ([MG]iB)", m.group(2))
+        rows[int(m.group(1))] = [size(*x) for x in v]
+assert sorted(rows) == [0, 1, 2, 3], rows
+fits = None
+for st in range(4):
+    psi, state, sent = th.expected(st, 64, 1, head, layer, tail, 12)
+    params, grads, optim, work, act, total, got_sent = rows[st]
+    for what, got, want in (("model states", params + grads + optim + work, state),
+                            ("sent per step", got_sent, sent)):
+        if abs(got - want) > 0.01 * want + 0.06 * 2**20:
+            sys.exit(f"stage {st}: {what} {got:.0f} B, theory {want:.0f} B")
+    if fits is None and state + act <= 1.5 * 2**30:
+        fits = st
+said = re.search(r"zero_stage (\d) is the lowest stage that fits", open(sys.argv[2]).read())
+assert said and int(said.group(1)) == fits, (said and said.group(0), fits)
+print(f"  validate: 4 stages within 1 % of theory; stage {fits} fits in 1.5 GiB")
+PY
+expect_plan_error() {
+    local out=$WORK/planerr.out rc=0
+    run_limited 30 $MPIRUN -np 1 "$TRL" validate "$WORK/big.yaml" "$@" >"$out" 2>&1 || rc=$?
+    [ "$rc" -eq 2 ] && grep -q "not a" "$out" || { cat "$out"; fail "validate $*: exit $rc"; }
+}
+expect_plan_error --ranks many
+expect_plan_error --mem-per-rank lots
+echo "ok: validate --ranks --mem-per-rank"
