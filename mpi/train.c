@@ -621,6 +621,8 @@ static int export_model(Trainer *tr, const char *dir, TrlErr *err)
 	Model full;
 	memset(&full, 0, sizeof full);
 	int rc = TRL_OK;
+	ZeroStats kept = tr->zero.st; /* the step figures leave saves out */
+	zero_flush(&tr->zero);
 	if (tr->zero.stage == 3) {
 		if (c->rank == 0)
 			rc = model_init_flags(&full, &tr->model.cfg, MODEL_NO_GRADS, err);
@@ -628,9 +630,8 @@ static int export_model(Trainer *tr, const char *dir, TrlErr *err)
 			return rc;
 		zero_gather_full(&tr->zero, c->rank == 0 ? full.params : NULL, 0);
 		src = &full;
-	} else {
-		zero_flush(&tr->zero);
 	}
+	tr->zero.st = kept;
 	if (c->rank == 0) {
 		ModelExportOpts xo = MODEL_EXPORT_DEFAULTS;
 		xo.dtype = cfg->save_dtype == 1 ? ST_BF16 : ST_F32;
@@ -717,8 +718,8 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			comm_sum_long(c, cs, 2);
 			zero_step(&tr->zero, lr, cfg->max_grad_norm, &gnorm);
 			tr->steps_run++;
+			tr->step_s += trl_now() - t_step;
 		}
-		tr->step_s += trl_now() - t_step;
 		if (!tr->first_step_done && tr->steps_run == 1 && tr->total_steps > 1) {
 			/* The per-step figures leave out the first step: it pays
 			 * for page faults and for buffers filled the first time. */
@@ -888,8 +889,12 @@ static void report_ranks(Trainer *tr)
 	                      tr->step_s / steps,  peak_rss_bytes(),
 	                      (double)z->st.collectives / steps};
 	double *all = c->rank == 0 ? malloc(sizeof mine * (size_t)c->size) : NULL;
+	int have = c->rank != 0 || all; /* rank 0 could not allocate: no report */
+	MPI_Bcast(&have, 1, MPI_INT, 0, c->world);
+	if (!have)
+		return;
 	MPI_Gather(mine, REP_N, MPI_DOUBLE, all, REP_N, MPI_DOUBLE, 0, c->world);
-	if (c->rank != 0 || !all)
+	if (c->rank != 0)
 		return;
 	char path[TRL_PATH_MAX + 32];
 	snprintf(path, sizeof path, "%s/ranks.jsonl", tr->cfg->output_dir);

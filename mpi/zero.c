@@ -170,18 +170,22 @@ static void hook_weights(void *ctx, int u, int pass)
 	Zero *z = ctx;
 	if (z->stage < 3 || z->persist[u]) {
 		wait_req(z, &z->wreq[u]); /* the gather after the last update */
+	} else {
+		if (!z->valid[u])
+			fetch(z, u);
+		wait_req(z, &z->wreq[u]);
+	}
+	if (z->stage < 3) {
 		z->last_u = u;
 		z->last_pass = pass;
 		return;
 	}
-	if (!z->valid[u])
-		fetch(z, u);
-	wait_req(z, &z->wreq[u]);
 	/* Prefetch the next unit of this pass while u computes. In the forward
 	 * of a tied model unit 0 comes back for lm_head after L+1; prefetching
 	 * unit 1 then would evict a layer the backward reads first. */
 	int nx = next_unit(z, u, pass);
-	if (pass == 0 && u == 0 && z->last_pass == 0 && z->last_u == z->U - 1)
+	int tied = z->m->w.lm_head == z->m->w.wte;
+	if (tied && pass == 0 && u == 0 && z->last_pass == 0 && z->last_u == z->U - 1)
 		nx = -1;
 	z->last_u = u;
 	z->last_pass = pass;
@@ -272,6 +276,8 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 	z->valid = calloc((size_t)U, sizeof *z->valid);
 	z->wreq = malloc((size_t)U * sizeof *z->wreq);
 	z->greq = malloc((size_t)U * sizeof *z->greq);
+	for (int u = 0; u < U && z->wreq && z->greq; u++)
+		z->wreq[u] = z->greq[u] = MPI_REQUEST_NULL;
 	z->gpending = calloc((size_t)U, sizeof *z->gpending);
 	z->counts = calloc((size_t)U * N, sizeof *z->counts);
 	z->displs = calloc((size_t)U * N, sizeof *z->displs);
@@ -391,6 +397,14 @@ nomem:
 
 void zero_free(Zero *z)
 {
+	/* Collectives still in flight read and write the buffers freed below;
+	 * every rank started the same ones, so every rank can wait for them. */
+	for (int u = 0; z->wreq && z->greq && u < z->U; u++) {
+		if (z->wreq[u] != MPI_REQUEST_NULL)
+			MPI_Wait(&z->wreq[u], MPI_STATUS_IGNORE);
+		if (z->greq[u] != MPI_REQUEST_NULL)
+			MPI_Wait(&z->greq[u], MPI_STATUS_IGNORE);
+	}
 	if (z->m && z->m->hooks == &z->hooks)
 		z->m->hooks = NULL;
 	for (int u = 0; z->opt && u < z->U; u++)
@@ -525,29 +539,47 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 	if (!b || !e || !c)
 		goto out;
 	params_units(t, b, e);
-	double rs = 0.0, gathered = 0.0;
 	double head = (double)(e[0] - b[0]), tail = (double)(e[U - 1] - b[U - 1]);
 	double lay = L >= 1 ? (double)(e[1] - b[1]) : 0.0;
-	/* Rank 0 holds the largest piece of every unit: its bytes are the most
-	 * any rank needs. */
+	/* Memory: rank 0 holds the largest piece of every unit. Bytes: a rank
+	 * sends what it does not own, so the rank with the smallest pieces (the
+	 * last ones when N does not divide a unit) sends the most. */
+	double *rs = calloc((size_t)N, sizeof *rs), *gathered = calloc((size_t)N, sizeof *rs);
+	if (!rs || !gathered) {
+		free(rs);
+		free(gathered);
+		goto out;
+	}
 	for (int u = 0; u < U; u++) {
 		double len = (double)(e[u] - b[u]);
 		cut_unit(b[u], e[u], N, c);
-		double mine = (double)(c[1] - c[0]), other = len - mine;
+		double mine = (double)(c[1] - c[0]);
 		int persist = stage == 3 && len < (double)persistence_threshold;
 		int layer = u >= 1 && u <= L;
 		mem->optim += 8.0 * (stage == 0 ? len : mine);
 		mem->params += 4.0 * (stage < 3 || persist ? len : mine);
 		mem->grads += 4.0 * (stage < 2 ? len : mine);
-		rs += 4.0 * other;
 		/* Stage 3 gathers a layer L + (2 ga - 1)(L - 2) times per L
 		 * layers: all of them in the first forward after an update, then
-		 * all but the two still held in the slots in each later pass. */
+		 * all but the two still held in the buffers in each later pass. */
 		double times = 1.0;
 		if (stage == 3 && layer && !persist)
 			times = (double)(L + (2 * ga - 1) * (L > 2 ? L - 2 : 0)) / L;
-		gathered += times * 4.0 * other;
+		for (int r = 0; r < N; r++) {
+			double other = len - (double)(c[r + 1] - c[r]);
+			rs[r] += 4.0 * other;
+			gathered[r] += times * 4.0 * other;
+		}
 	}
+	for (int r = 0; r < N; r++) {
+		double sent = stage == 0   ? 2.0 * rs[r]
+		              : stage == 1 ? rs[r] + gathered[r]
+		                           : (double)ga * rs[r] + gathered[r];
+		if (sent > *bytes_per_step)
+			*bytes_per_step = sent;
+	}
+	free(rs);
+	free(gathered);
 	if (stage >= 2)
 		mem->work += 4.0 * (head + tail + lay * (L >= 2 ? 2 : L));
 	if (stage == 3) {
@@ -555,12 +587,6 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 		mem->work += 4.0 * ((head < thr ? 0 : head) + (tail < thr ? 0 : tail) +
 		                    (lay < thr ? 0 : lay * (L >= 2 ? 2 : L)));
 	}
-	if (stage == 0)
-		*bytes_per_step = 2.0 * rs;
-	else if (stage == 1)
-		*bytes_per_step = rs + gathered;
-	else
-		*bytes_per_step = (double)ga * rs + gathered;
 out:
 	free(b);
 	free(e);

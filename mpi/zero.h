@@ -62,7 +62,7 @@ typedef struct Zero {
 	MPI_Comm comm;
 	Model *m;
 	size_t *cut;      /* (U, N + 1) piece bounds, slab floats: row u is unit u */
-	size_t *w_off;    /* (U) stage 3: offset of my piece in shard_w, or -1 */
+	size_t *w_off;    /* (U) stage 3: offset of my piece in shard_w (sharded units) */
 	size_t *g_off;    /* (U) stages 2, 3: offset of my piece in shard_g */
 	int *persist;     /* (U) stage 3: unit kept whole on every rank */
 	float *shard_w;   /* stage 3: my pieces of the sharded units */
