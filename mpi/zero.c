@@ -85,8 +85,26 @@ static void finish_grad(Zero *z, int u)
 	if (z->stage >= 2) {
 		const float *src = z->gbuf[buf_of(z, u)];
 		float *dst = z->shard_g + z->g_off[u];
-		for (size_t i = 0; i < n; i++)
-			dst[i] += src[i];
+		const long len = (long)n;
+		if (z->g_fresh[u]) { /* first micro-batch since the update */
+			memcpy(dst, src, n * sizeof(float));
+			z->g_fresh[u] = 0;
+		} else {
+#pragma omp parallel for schedule(static) if (len > 65536)
+			for (long i = 0; i < len; i++)
+				dst[i] += src[i];
+		}
+	}
+}
+
+/* memset in parallel: the gradient buffers are as large as a layer. */
+static void zero_floats(float *x, size_t n)
+{
+	const long chunks = (long)((n + 65535) / 65536);
+#pragma omp parallel for schedule(static) if (chunks > 1)
+	for (long c = 0; c < chunks; c++) {
+		size_t lo = (size_t)c * 65536, hi = lo + 65536 < n ? lo + 65536 : n;
+		memset(x + lo, 0, (hi - lo) * sizeof(float));
 	}
 }
 
@@ -209,7 +227,7 @@ static void hook_grads(void *ctx, int u)
 	} else {
 		finish_grad(z, u);
 	}
-	memset(z->gbuf[b], 0, unit_len(z, u) * sizeof(float));
+	zero_floats(z->gbuf[b], unit_len(z, u));
 	model_bind_unit(z->m, u, NULL, z->gbuf[b]);
 }
 
@@ -279,14 +297,17 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 	for (int u = 0; u < U && z->wreq && z->greq; u++)
 		z->wreq[u] = z->greq[u] = MPI_REQUEST_NULL;
 	z->gpending = calloc((size_t)U, sizeof *z->gpending);
+	z->g_fresh = calloc((size_t)U, sizeof *z->g_fresh);
 	z->counts = calloc((size_t)U * N, sizeof *z->counts);
 	z->displs = calloc((size_t)U * N, sizeof *z->displs);
 	z->opt = calloc((size_t)U, sizeof *z->opt);
 	if (!z->cut || !z->w_off || !z->g_off || !z->persist || !z->whole ||
-	    !z->valid || !z->wreq || !z->greq || !z->gpending || !z->counts ||
+	    !z->valid || !z->wreq || !z->greq || !z->gpending || !z->g_fresh || !z->counts ||
 	    !z->displs || !z->opt)
 		goto nomem;
 	z->wslot_unit[0] = z->wslot_unit[1] = -1;
+	for (int u = 0; u < U; u++)
+		z->g_fresh[u] = 1;
 	z->gslot_unit[0] = z->gslot_unit[1] = -1;
 	for (int u = 0; u < U; u++) {
 		z->wreq[u] = z->greq[u] = MPI_REQUEST_NULL;
@@ -426,6 +447,7 @@ void zero_free(Zero *z)
 	free(z->wreq);
 	free(z->greq);
 	free(z->gpending);
+	free(z->g_fresh);
 	free(z->counts);
 	free(z->displs);
 	free(z->opt);
@@ -489,10 +511,12 @@ void zero_step(Zero *z, double lr, double max_grad_norm, double *gnorm)
 		else if (z->stage == 3)
 			z->valid[u] = 0;
 	}
+	/* Stages 2 and 3 overwrite the shard with the next reduction instead
+	 * of clearing it here. */
 	if (z->stage < 2)
-		memset(m->grads, 0, total * sizeof(float));
-	else
-		memset(z->shard_g, 0, z->shard_g_n * sizeof(float));
+		zero_floats(m->grads, total);
+	for (int u = 0; u < z->U; u++)
+		z->g_fresh[u] = 1;
 }
 
 void zero_flush(Zero *z)

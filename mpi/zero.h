@@ -78,6 +78,7 @@ typedef struct Zero {
 	MPI_Request *wreq; /* (U) a gather of the unit in flight */
 	MPI_Request *greq; /* (U) a reduction of the unit's gradient in flight */
 	int *gpending;     /* (U) reduction issued, result not yet moved in place */
+	int *g_fresh;      /* (U) stages 2, 3: no reduction landed since the update */
 	int *counts, *displs; /* (U, N) MPI counts and displacements per unit */
 	AdamW *opt;           /* (U) one optimizer per owned piece */
 	int reduce_now;       /* this micro-batch's backward reduces gradients */
