@@ -52,6 +52,18 @@ static int buf_of(const Zero *z, int u)
 	return BUF_SLOT + (u - 1) % 2;
 }
 
+/* Floats of the four gather/reduce buffers (BUF_HEAD, BUF_TAIL and the two
+ * layer slots) for units of these lengths and L layers: 0 where none is
+ * needed, for a missing layer or a unit below thr that stays whole. */
+static void buffer_lens(size_t head, size_t tail, size_t layer, int L, long thr,
+                        size_t lens[4])
+{
+	lens[BUF_HEAD] = (long)head < thr ? 0 : head;
+	lens[BUF_TAIL] = (long)tail < thr ? 0 : tail;
+	lens[BUF_SLOT] = L >= 1 && (long)layer >= thr ? layer : 0;
+	lens[BUF_SLOT + 1] = L >= 2 && (long)layer >= thr ? layer : 0;
+}
+
 /* ---- timed MPI ---------------------------------------------------------------- */
 
 static void count(Zero *z, int u, double times)
@@ -341,22 +353,20 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 				goto nomem;
 			model_bind_unit(m, u, z->whole[u], NULL);
 		}
-		int L = U - 2;
-		size_t lens[4] = {unit_len(z, 0), unit_len(z, U - 1),
-		                  L >= 1 ? unit_len(z, 1) : 0, L >= 2 ? unit_len(z, 1) : 0};
-		int used[4] = {!z->persist[0], !z->persist[U - 1],
-		               L >= 1 && !z->persist[1], L >= 2 && !z->persist[1]};
+		size_t lens[4];
+		buffer_lens(unit_len(z, 0), unit_len(z, U - 1), U > 2 ? unit_len(z, 1) : 0,
+		            U - 2, persistence_threshold, lens);
 		for (int b = 0; b < 4; b++)
-			if (used[b] && !(z->wbuf[b] = alloc_floats(lens[b], &z->mem.work)))
+			if (lens[b] && !(z->wbuf[b] = alloc_floats(lens[b], &z->mem.work)))
 				goto nomem;
 	}
 	if (stage < 2) {
 		z->mem.grads = 4.0 * (double)total;
 	} else {
 		z->shard_g = alloc_floats(z->shard_g_n, &z->mem.grads);
-		int L = U - 2;
-		size_t lens[4] = {unit_len(z, 0), unit_len(z, U - 1),
-		                  L >= 1 ? unit_len(z, 1) : 0, L >= 2 ? unit_len(z, 1) : 0};
+		size_t lens[4];
+		buffer_lens(unit_len(z, 0), unit_len(z, U - 1), U > 2 ? unit_len(z, 1) : 0,
+		            U - 2, 0, lens);
 		if (!z->shard_g)
 			goto nomem;
 		for (int b = 0; b < 4; b++)
@@ -563,8 +573,6 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 	if (!b || !e || !c)
 		goto out;
 	params_units(t, b, e);
-	double head = (double)(e[0] - b[0]), tail = (double)(e[U - 1] - b[U - 1]);
-	double lay = L >= 1 ? (double)(e[1] - b[1]) : 0.0;
 	/* Memory: rank 0 holds the largest piece of every unit. Bytes: a rank
 	 * sends what it does not own, so the rank with the smallest pieces (the
 	 * last ones when N does not divide a unit) sends the most. */
@@ -604,13 +612,12 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 	}
 	free(rs);
 	free(gathered);
-	if (stage >= 2)
-		mem->work += 4.0 * (head + tail + lay * (L >= 2 ? 2 : L));
-	if (stage == 3) {
-		double thr = (double)persistence_threshold;
-		mem->work += 4.0 * ((head < thr ? 0 : head) + (tail < thr ? 0 : tail) +
-		                    (lay < thr ? 0 : lay * (L >= 2 ? 2 : L)));
-	}
+	size_t glen[4], wlen[4], lay = L >= 1 ? e[1] - b[1] : 0;
+	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, 0, glen);
+	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, persistence_threshold, wlen);
+	for (int k = 0; k < 4; k++)
+		mem->work += 4.0 * ((stage >= 2 ? (double)glen[k] : 0.0) +
+		                    (stage == 3 ? (double)wlen[k] : 0.0));
 out:
 	free(b);
 	free(e);
