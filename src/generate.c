@@ -33,20 +33,6 @@ void gen_output_free(GenOutput *out, int B)
 
 /* ---- allocation ------------------------------------------------------------ */
 
-/* Consecutive 16-float-aligned pieces of one slab; with base NULL it only
- * counts, so one function both sizes and carves the allocation. */
-typedef struct Carver {
-	float *base;
-	size_t off;
-} Carver;
-
-static float *take(Carver *cv, size_t n)
-{
-	float *p = cv->base ? cv->base + cv->off : NULL;
-	cv->off += (n + 15) & ~(size_t)15;
-	return p;
-}
-
 /* The head dimension D: head_dim, or C / H when the config leaves it 0. */
 static int head_dim(const ModelConfig *mc)
 {
@@ -64,21 +50,21 @@ static size_t carve(Generator *g, float *base)
 	size_t L = (size_t)mc->num_hidden_layers, N = (size_t)g->chunk;
 	size_t cache = L * (size_t)g->maxB * (size_t)g->maxT * KVD;
 	size_t big = 3 * C > 2 * I ? 3 * C : 2 * I;
-	Carver cv = {base, 0};
-	g->k_cache = take(&cv, cache);
-	g->v_cache = take(&cv, cache);
-	g->x = take(&cv, N * C);
-	g->xn = take(&cv, N * C);
-	g->q = take(&cv, N * QD);
-	g->k = take(&cv, N * KVD);
-	g->v = take(&cv, N * KVD);
-	g->atty = take(&cv, N * QD);
-	g->big = take(&cv, N * big);
-	g->h = take(&cv, N * I);
-	g->stat = take(&cv, N * (H + 2));
-	g->att = take(&cv, (size_t)g->threads * (size_t)g->maxT);
-	g->hlast = take(&cv, (size_t)g->maxB * C);
-	g->logits = take(&cv, (size_t)g->maxB * V);
+	TrlCarver cv = {base, 0};
+	g->k_cache = trl_carve(&cv, cache);
+	g->v_cache = trl_carve(&cv, cache);
+	g->x = trl_carve(&cv, N * C);
+	g->xn = trl_carve(&cv, N * C);
+	g->q = trl_carve(&cv, N * QD);
+	g->k = trl_carve(&cv, N * KVD);
+	g->v = trl_carve(&cv, N * KVD);
+	g->atty = trl_carve(&cv, N * QD);
+	g->big = trl_carve(&cv, N * big);
+	g->h = trl_carve(&cv, N * I);
+	g->stat = trl_carve(&cv, N * (H + 2));
+	g->att = trl_carve(&cv, (size_t)g->threads * (size_t)g->maxT);
+	g->hlast = trl_carve(&cv, (size_t)g->maxB * C);
+	g->logits = trl_carve(&cv, (size_t)g->maxB * V);
 	return cv.off;
 }
 

@@ -302,25 +302,11 @@ static Sizes sizes_of(const ModelConfig *mc, int B, int T)
 	return s;
 }
 
-/* Hands out consecutive 16-float-aligned pieces of one slab; with base NULL it
- * only counts, so the same code sizes and carves the allocation. */
-typedef struct Carver {
-	float *base;
-	size_t off;
-} Carver;
-
-static float *take(Carver *cv, size_t n)
-{
-	float *p = cv->base ? cv->base + cv->off : NULL;
-	cv->off += (n + 15) & ~(size_t)15;
-	return p;
-}
-
 /* Lays out every activation and backward buffer of m for the shape s. When
  * base is NULL the pointers written are NULL and only the size matters. */
 static size_t carve(Model *m, const Sizes *s, float *base)
 {
-	Carver cv = {base, 0};
+	TrlCarver cv = {base, 0};
 	size_t N = s->N, C = s->C, I = s->I, QD = s->QD;
 	size_t CQ = C > QD ? C : QD, wide = I > CQ ? I : CQ;
 	int gpt2 = m->cfg.arch == TRL_ARCH_GPT2, qkn = m->cfg.qk_norm;
@@ -328,51 +314,51 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 	size_t KV = (size_t)m->cfg.num_key_value_heads;
 	for (size_t l = 0; l < s->L; l++) {
 		LayerActs scratch, *a = m->acts ? &m->acts[l] : &scratch;
-		a->x_in = take(&cv, N * C);
-		a->ln1 = take(&cv, N * C);
-		a->ln1_mean = take(&cv, N);
-		a->ln1_rstd = take(&cv, N);
+		a->x_in = trl_carve(&cv, N * C);
+		a->ln1 = trl_carve(&cv, N * C);
+		a->ln1_mean = trl_carve(&cv, N);
+		a->ln1_rstd = trl_carve(&cv, N);
 		if (gpt2) {
 			/* c_attn's (N, 3C) output as it is: q, k, v are its column
 			 * blocks, read by attention with a row stride of 3C. */
-			a->q = take(&cv, 3 * N * C);
+			a->q = trl_carve(&cv, 3 * N * C);
 			a->k = a->q + C;
 			a->v = a->q + 2 * C;
 		} else {
-			a->q = take(&cv, N * QD);
-			a->k = take(&cv, N * s->KVD);
-			a->v = take(&cv, N * s->KVD);
+			a->q = trl_carve(&cv, N * QD);
+			a->k = trl_carve(&cv, N * s->KVD);
+			a->v = trl_carve(&cv, N * s->KVD);
 		}
-		a->q_raw = qkn ? take(&cv, N * QD) : NULL;
-		a->k_raw = qkn ? take(&cv, N * s->KVD) : NULL;
-		a->q_rstd = qkn ? take(&cv, N * H) : NULL;
-		a->k_rstd = qkn ? take(&cv, N * KV) : NULL;
-		a->att = take(&cv, s->BHTT);
-		a->atty = take(&cv, N * QD);
-		a->x_mid = take(&cv, N * C);
-		a->ln2 = take(&cv, N * C);
-		a->ln2_mean = take(&cv, N);
-		a->ln2_rstd = take(&cv, N);
-		a->h1 = take(&cv, N * I);
-		a->h2 = gpt2 ? NULL : take(&cv, N * I);
-		a->hact = take(&cv, N * I);
+		a->q_raw = qkn ? trl_carve(&cv, N * QD) : NULL;
+		a->k_raw = qkn ? trl_carve(&cv, N * s->KVD) : NULL;
+		a->q_rstd = qkn ? trl_carve(&cv, N * H) : NULL;
+		a->k_rstd = qkn ? trl_carve(&cv, N * KV) : NULL;
+		a->att = trl_carve(&cv, s->BHTT);
+		a->atty = trl_carve(&cv, N * QD);
+		a->x_mid = trl_carve(&cv, N * C);
+		a->ln2 = trl_carve(&cv, N * C);
+		a->ln2_mean = trl_carve(&cv, N);
+		a->ln2_rstd = trl_carve(&cv, N);
+		a->h1 = trl_carve(&cv, N * I);
+		a->h2 = gpt2 ? NULL : trl_carve(&cv, N * I);
+		a->hact = trl_carve(&cv, N * I);
 	}
-	m->x_final = take(&cv, N * C);
-	m->lnf = take(&cv, N * C);
-	m->lnf_mean = take(&cv, N);
-	m->lnf_rstd = take(&cv, N);
-	m->logits = take(&cv, N * s->V);
-	m->dres = take(&cv, N * C);
-	m->dtmp = take(&cv, N * CQ);
+	m->x_final = trl_carve(&cv, N * C);
+	m->lnf = trl_carve(&cv, N * C);
+	m->lnf_mean = trl_carve(&cv, N);
+	m->lnf_rstd = trl_carve(&cv, N);
+	m->logits = trl_carve(&cv, N * s->V);
+	m->dres = trl_carve(&cv, N * C);
+	m->dtmp = trl_carve(&cv, N * CQ);
 	/* dbig holds dhact, dh1, dh2 (3 x (N, I)) in the MLP, the gpt2 c_attn
 	 * gradient (N, 3C) in backward, and the qwen3 gradients before q/k norm
 	 * ((N, H*D) + (N, KV*D)) in backward. */
-	m->dbig = take(&cv, 3 * N * wide);
-	m->dq = gpt2 ? NULL : take(&cv, N * QD);
-	m->dk = gpt2 ? NULL : take(&cv, N * s->KVD);
-	m->dv = gpt2 ? NULL : take(&cv, N * s->KVD);
+	m->dbig = trl_carve(&cv, 3 * N * wide);
+	m->dq = gpt2 ? NULL : trl_carve(&cv, N * QD);
+	m->dk = gpt2 ? NULL : trl_carve(&cv, N * s->KVD);
+	m->dv = gpt2 ? NULL : trl_carve(&cv, N * s->KVD);
 	m->att_scratch =
-	    take(&cv, (size_t)m->threads * attention_scratch_floats(m->maxT));
+	    trl_carve(&cv, (size_t)m->threads * attention_scratch_floats(m->maxT));
 	return cv.off;
 }
 

@@ -37,6 +37,21 @@ int trl_errf(TrlErr *err, int code, const char *fmt, ...)
 void *trl_alloc(size_t bytes);
 void trl_free(void *p);
 
+/* Hands out consecutive 16-float (64-byte) aligned pieces of one float slab.
+ * With base NULL it only counts, so the same code first sizes an allocation
+ * (cv.off after the last piece) and then carves it. */
+typedef struct TrlCarver {
+	float *base;
+	size_t off; /* floats handed out so far, rounded up to 16 each */
+} TrlCarver;
+
+static inline float *trl_carve(TrlCarver *cv, size_t n)
+{
+	float *p = cv->base ? cv->base + cv->off : NULL;
+	cv->off += (n + 15) & ~(size_t)15;
+	return p;
+}
+
 /* Reads a whole file into *buf (64-byte aligned, NUL-terminated after *len
  * bytes; free with trl_free). Regular files are read in one go, pipes in
  * growing chunks. Errors name the path and the system's reason. */
