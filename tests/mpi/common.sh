@@ -33,3 +33,25 @@ run_limited() {
 py() {
     "$PYTHON3" - "$@"
 }
+
+# sums_data DIR SEED NTEST: prompt-completion rows "a+b=" -> the sum written 1-3
+# times, 240 for training and NTEST for testing (DIR/train.jsonl, test.jsonl).
+# The answers differ in length, so micro-batches hold different numbers of
+# target tokens and a per-micro-batch mean would differ from the global one.
+sums_data() {
+    mkdir -p "$1"
+    py "$@" <<'PY'
+import json, random, sys
+d, seed, ntest = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+random.seed(seed)
+def row():
+    a, b = random.randint(0, 99), random.randint(0, 99)
+    return {"prompt": f"{a}+{b}=", "completion": str(a + b) * random.randint(1, 3)}
+with open(f"{d}/train.jsonl", "w") as f:
+    for _ in range(240):
+        f.write(json.dumps(row()) + "\n")
+with open(f"{d}/test.jsonl", "w") as f:
+    for _ in range(ntest):
+        f.write(json.dumps(row()) + "\n")
+PY
+}

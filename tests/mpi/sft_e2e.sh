@@ -5,23 +5,7 @@
 # bit-reproducible; the saved model loads back; packing trains.
 . "$(dirname "$0")/common.sh"
 
-mkdir -p "$WORK/pc"
-py "$WORK/pc" <<'PY'
-import json, random, sys
-random.seed(7)
-d = sys.argv[1]
-def row():
-    a, b = random.randint(0, 99), random.randint(0, 99)
-    # Answers of different lengths, so micro-batches hold different numbers of
-    # target tokens and a per-micro-batch mean would differ from the global one.
-    return {"prompt": f"{a}+{b}=", "completion": str(a + b) * random.randint(1, 3)}
-with open(f"{d}/train.jsonl", "w") as f:
-    for _ in range(240):
-        f.write(json.dumps(row()) + "\n")
-with open(f"{d}/test.jsonl", "w") as f:
-    for _ in range(24):
-        f.write(json.dumps(row()) + "\n")
-PY
+sums_data "$WORK/pc" 7 24
 
 cat >"$WORK/base.yaml" <<YAML
 method: sft

@@ -7,23 +7,9 @@
 . "$(dirname "$0")/common.sh"
 THEORY="$(dirname "$0")/zero_theory.py"
 
-mkdir -p "$WORK/pc"
-py "$WORK/pc" <<'PY'
-import json, random, sys
-random.seed(11)
-d = sys.argv[1]
-def row():
-    a, b = random.randint(0, 99), random.randint(0, 99)
-    return {"prompt": f"{a}+{b}=", "completion": str(a + b) * random.randint(1, 3)}
-with open(f"{d}/train.jsonl", "w") as f:
-    for _ in range(240):
-        f.write(json.dumps(row()) + "\n")
 # 21 test rows: with 4 ranks and batches of 4 the last ranks run out of rows
 # first, and under stage 3 must keep joining the gathers.
-with open(f"{d}/test.jsonl", "w") as f:
-    for _ in range(21):
-        f.write(json.dumps(row()) + "\n")
-PY
+sums_data "$WORK/pc" 11 21
 
 # llama, untied lm_head (a final unit of its own), 4 layers (C=32, H=4, KV=2,
 # I=64, V=258); persistence 0 so every unit is sharded under stage 3.
