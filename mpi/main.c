@@ -21,7 +21,13 @@ static int usage(FILE *f)
 	    "[--skip-special]\n"
 	    "       trl-hpc generate MODEL_DIR --prompt TEXT [--chat] [--temperature T "
 	    "...]\n"
-	    "       trl-hpc --help | --version | config-reference\n");
+	    "       trl-hpc export CHECKPOINT.h5 OUT_DIR [--save_dtype bfloat16]\n"
+	    "       trl-hpc inspect CHECKPOINT.h5\n"
+	    "       trl-hpc --help | --version | config-reference\n"
+	    "exit status: 0 done, 1 error, 2 usage, %d stopped by SIGTERM/SIGUSR1 "
+	    "after saving a checkpoint (run again with --resume_from_checkpoint "
+	    "latest)\n",
+	    TRL_EXIT_STOPPED);
 	return 2;
 }
 
@@ -32,10 +38,26 @@ static double parse_size(const char *s)
 	double x = strtod(s, &end);
 	double unit = 1.0;
 	switch (*end) {
-	case 'K': case 'k': unit = 1024.0; end++; break;
-	case 'M': case 'm': unit = 1024.0 * 1024.0; end++; break;
-	case 'G': case 'g': unit = 1024.0 * 1024.0 * 1024.0; end++; break;
-	case 'T': case 't': unit = 1024.0 * 1024.0 * 1024.0 * 1024.0; end++; break;
+	case 'K':
+	case 'k':
+		unit = 1024.0;
+		end++;
+		break;
+	case 'M':
+	case 'm':
+		unit = 1024.0 * 1024.0;
+		end++;
+		break;
+	case 'G':
+	case 'g':
+		unit = 1024.0 * 1024.0 * 1024.0;
+		end++;
+		break;
+	case 'T':
+	case 't':
+		unit = 1024.0 * 1024.0 * 1024.0 * 1024.0;
+		end++;
+		break;
 	}
 	if (*end == 'i' || *end == 'B')
 		end += *end == 'i' && end[1] == 'B' ? 2 : 1;
@@ -64,10 +86,11 @@ static int take_plan_args(int *argc, char **argv, ValidatePlan *plan, TrlErr *er
 		if (ranks)
 			plan->ranks = (int)n;
 		else if ((plan->mem_per_rank = parse_size(v)) <= 0)
-			return trl_errf(err, TRL_EINVAL,
-			                "validate: --mem-per-rank '%s' is not a size (e.g. "
-			                "--mem-per-rank 4G, 512M)",
-			                v);
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "validate: --mem-per-rank '%s' is not a size (e.g. "
+			    "--mem-per-rank 4G, 512M)",
+			    v);
 	}
 	*argc = w;
 	argv[w] = NULL;
@@ -118,6 +141,16 @@ int main(int argc, char **argv)
 		comm_finalize(&comm);
 		return status;
 	}
+	if (strcmp(argv[1], "export") == 0 || strcmp(argv[1], "inspect") == 0) {
+		int status = comm.size != 1 ? 2 : cmd_checkpoint(argc, argv);
+		if (comm.size != 1 && comm.rank == 0)
+			fprintf(
+			    stderr,
+			    "trl-hpc %s runs on one process, not under mpirun -np %d\n",
+			    argv[1], comm.size);
+		comm_finalize(&comm);
+		return status;
+	}
 	if (strcmp(argv[1], "config-reference") == 0) {
 		if (comm.rank == 0)
 			config_print_markdown(stdout);
@@ -160,7 +193,8 @@ int main(int argc, char **argv)
 		              : trl_train(&cfg, &comm, &err);
 	}
 	if (rc && comm.rank == 0)
-		fprintf(stderr, "trl-hpc: error: %s\n", err.msg);
+		fprintf(stderr, "trl-hpc: %s%s\n",
+		        rc == TRL_ESTOPPED ? "" : "error: ", err.msg);
 	comm_finalize(&comm);
-	return rc ? 1 : 0;
+	return rc == TRL_ESTOPPED ? TRL_EXIT_STOPPED : rc ? 1 : 0;
 }

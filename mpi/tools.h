@@ -13,4 +13,15 @@ int cmd_tokenize(int argc, char **argv);
  * --logprobs --chat]: prints a completion. */
 int cmd_generate(int argc, char **argv);
 
+/* trl-hpc export CHECKPOINT.h5 OUT_DIR [--save_dtype float32|bfloat16]: the
+ * checkpoint's model as a Hugging Face folder (with the tokenizer files of
+ * the model it was trained from, when that folder still exists).
+ * trl-hpc inspect CHECKPOINT.h5: its state, config and tensors, checksums
+ * verified. */
+int cmd_checkpoint(int argc, char **argv);
+
+/* The exit status of a run stopped by SIGTERM or SIGUSR1 after saving a
+ * checkpoint (EX_TEMPFAIL: run it again to resume). */
+#define TRL_EXIT_STOPPED 75
+
 #endif

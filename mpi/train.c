@@ -6,11 +6,13 @@
 #include <math.h>
 #include <omp.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "ckpt_h5.h"
 #include "dataset.h"
 #include "dataset_cache.h"
 #include "json.h"
@@ -18,6 +20,7 @@
 #include "model.h"
 #include "model_io.h"
 #include "optim.h"
+#include "rng.h"
 #include "tokenizer.h"
 #include "zero.h"
 
@@ -44,10 +47,17 @@ typedef struct Trainer {
 	Model model;
 	Zero zero;
 	int sync_forwards; /* stage 3 on several ranks: every rank runs each forward */
-	Batch *mb; /* (gradient_accumulation_steps) micro-batches of this rank */
+	Batch *mb;         /* (gradient_accumulation_steps) micro-batches of this rank */
 	Batch eval;
 	int maxT;
 	long total_steps, rows_per_step;
+	long start_step;   /* 0, or the step of the checkpoint resumed from */
+	long sample_base;  /* samples of the stream consumed before start_step */
+	long total_tokens; /* real tokens trained on since step 0 */
+	long warmup;       /* warmup steps of the learning-rate schedule */
+	long last_saved;   /* step of the newest checkpoint, -1 before any */
+	char resume_path[TRL_PATH_MAX + 64]; /* "" unless resuming */
+	Rng rng; /* this rank's generator, saved in checkpoints */
 	int *perm[2];
 	long perm_epoch[2];
 	int *idx;
@@ -55,7 +65,7 @@ typedef struct Trainer {
 	int *gen_len, *gen_done, *gen_match, *gen_ex; /* (per_device_eval_batch_size) */
 	FILE *metrics;
 	double t_start;
-	double step_s; /* seconds in optimizer steps (compute and communication) */
+	double step_s;  /* seconds in optimizer steps (compute and communication) */
 	long steps_run; /* optimizer steps that updated the weights, after the first */
 	int first_step_done;
 } Trainer;
@@ -269,7 +279,8 @@ static int check_ids(const Dataset *d, int V, const char *split, TrlErr *err)
 /* The model, sharded as zero_stage says. Stages 0 and 1 keep full slabs;
  * stage 2 has no full gradient and stage 3 no full parameters either, so a
  * pretrained model is read whole once, handed over and freed (every rank
- * reads the folder itself). */
+ * reads the folder itself). When resuming, the checkpoint brings the weights:
+ * only the folder's config.json is read. */
 static int load_model(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
@@ -277,7 +288,14 @@ static int load_model(Trainer *tr, TrlErr *err)
 	Model full;
 	memset(&full, 0, sizeof full);
 	int rc;
-	if (cfg->model_name_or_path[0]) {
+	if (cfg->model_name_or_path[0] && tr->resume_path[0]) {
+		char path[TRL_PATH_MAX + 16];
+		ModelConfig mc;
+		snprintf(path, sizeof path, "%s/config.json", cfg->model_name_or_path);
+		rc = model_config_load_json(&mc, path, err);
+		if (!rc)
+			rc = model_init_flags(&tr->model, &mc, flags, err);
+	} else if (cfg->model_name_or_path[0]) {
 		Model *dst = flags ? &full : &tr->model;
 		rc = model_load_dir(dst, cfg->model_name_or_path, err);
 		if (!rc && flags)
@@ -287,15 +305,15 @@ static int load_model(Trainer *tr, TrlErr *err)
 			       full.table.total * sizeof(float));
 	} else {
 		rc = model_init_flags(&tr->model, &cfg->model, flags, err);
-		if (!rc && tr->model.params)
+		if (!rc && tr->model.params && !tr->resume_path[0])
 			model_init_weights(&tr->model, (uint64_t)cfg->seed);
 	}
 	if (!rc)
 		rc = zero_init(&tr->zero, &tr->model, tr->comm->world, cfg->zero_stage,
 		               cfg->stage3_param_persistence_threshold, cfg->overlap_comm,
-		               full.params, (unsigned long long)cfg->seed, cfg->adam_beta1,
-		               cfg->adam_beta2, cfg->adam_epsilon, cfg->weight_decay,
-		               cfg->weight_decay_embeddings, err);
+		               full.params, (unsigned long long)cfg->seed,
+		               cfg->adam_beta1, cfg->adam_beta2, cfg->adam_epsilon,
+		               cfg->weight_decay, cfg->weight_decay_embeddings, err);
 	model_free(&full);
 	tr->sync_forwards = cfg->zero_stage == 3 && tr->comm->size > 1;
 	if (rc)
@@ -657,28 +675,158 @@ static int export_model(Trainer *tr, const char *dir, TrlErr *err)
 	return comm_agree(c, rc, err);
 }
 
+/* ---- checkpoints ------------------------------------------------------------- */
+
+/* Set by SIGTERM or SIGUSR1: the loop finishes its step, saves and stops. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* Samples of the global stream consumed before optimizer step `step`. */
+static long samples_before(const Trainer *tr, long step)
+{
+	return tr->sample_base + (step - tr->start_step) * tr->rows_per_step;
+}
+
+static double epoch_at(const Trainer *tr, long step)
+{
+	return (double)samples_before(tr, step) / (double)tr->train_rows.n;
+}
+
+/* Writes <output_dir>/checkpoint-<step>.h5 and points `latest` at it.
+ * Collective; returns the agreed status. */
+static int save_checkpoint(Trainer *tr, long step, TrlErr *err)
+{
+	const Config *cfg = tr->cfg;
+	const Comm *c = tr->comm;
+	CkptState st;
+	memset(&st, 0, sizeof st);
+	st.global_step = step;
+	st.total_steps = tr->total_steps;
+	st.num_tokens = tr->total_tokens;
+	st.epoch = epoch_at(tr, step);
+	st.seed = cfg->seed;
+	st.samples_seen = samples_before(tr, step);
+	st.rows_per_step = tr->rows_per_step;
+	st.num_rows = tr->train_rows.n;
+	st.lr_scheduler_type = cfg->lr_scheduler_type;
+	st.learning_rate = cfg->learning_rate;
+	st.last_lr = step > 0 ? lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate,
+	                                   step - 1, tr->total_steps, tr->warmup)
+	                      : 0.0;
+	st.warmup_steps = tr->warmup;
+	st.world_size = c->size;
+	st.zero_stage = cfg->zero_stage;
+	st.save_only_model = cfg->save_only_model;
+	st.adam_step = tr->zero.opt[0].step;
+	st.bos_token_id = tr->tok.bos_id;
+	st.eos_token_id = tr->tok.eos_id;
+	snprintf(st.model_name_or_path, sizeof st.model_name_or_path, "%s",
+	         cfg->model_name_or_path);
+	memcpy(st.rng, tr->rng.s, sizeof st.rng);
+	char name[64], path[TRL_PATH_MAX + 96];
+	snprintf(name, sizeof name, "checkpoint-%ld.h5", step);
+	snprintf(path, sizeof path, "%s/%s", cfg->output_dir, name);
+	ZeroStats kept = tr->zero.st; /* the step figures leave saves out */
+	CkptIo io;
+	int rc = ckpt_save(path, &tr->zero, cfg, &st, &io, err);
+	tr->zero.st = kept;
+	if (!rc && c->rank == 0)
+		rc = ckpt_publish(cfg->output_dir, name, cfg->save_total_limit, err);
+	if ((rc = comm_agree(c, rc, err)))
+		return rc;
+	tr->last_saved = step;
+	double moved[2] = {io.bytes, io.seconds};
+	comm_sum_double(c, moved, 1);
+	if (c->rank == 0) {
+		if (isatty(STDERR_FILENO) && !cfg->disable_tqdm)
+			fputc('\n', stderr);
+		printf("saved %s: %.1f MiB in %.2f s (%.0f MiB/s)\n", path,
+		       moved[0] / 1048576.0, moved[1],
+		       moved[1] > 0 ? moved[0] / 1048576.0 / moved[1] : 0.0);
+		fflush(stdout);
+	}
+	return TRL_OK;
+}
+
+/* Keeps the lines of metrics.jsonl up to `step`: a resumed run writes the
+ * steps after it again. */
+static void trim_metrics(const char *path, long step)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	TrlErr ignored;
+	if (trl_read_file(path, &buf, &len, &ignored) != 0)
+		return;
+	FILE *f = fopen(path, "w");
+	for (char *line = buf; f && line < buf + len;) {
+		char *nl = memchr(line, '\n', (size_t)(buf + len - line));
+		size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(buf + len - line);
+		const char *k = strstr(line, "\"step\": ");
+		if (k && k < line + n && strtol(k + 8, NULL, 10) <= step)
+			fwrite(line, 1, n, f);
+		line += n;
+	}
+	if (f)
+		fclose(f);
+	trl_free(buf);
+}
+
+/* Loads the checkpoint named by resume_from_checkpoint into the model and
+ * optimizer and continues the sample stream and counters from it. */
+static int resume(Trainer *tr, TrlErr *err)
+{
+	const Config *cfg = tr->cfg;
+	CkptState st;
+	CkptIo io;
+	int rc = ckpt_load(tr->resume_path, &tr->zero, &st, &io, err);
+	if (rc)
+		return rc;
+	tr->start_step = tr->last_saved = st.global_step;
+	tr->sample_base = st.samples_seen;
+	tr->total_tokens = st.num_tokens;
+	if (st.rng[0] | st.rng[1] | st.rng[2] | st.rng[3])
+		memcpy(tr->rng.s, st.rng, sizeof st.rng);
+	if (tr->comm->rank != 0)
+		return TRL_OK;
+	printf("resumed from %s: step %ld, epoch %.2f (saved by %d rank%s at zero_stage "
+	       "%d; read in %.2f s)\n",
+	       tr->resume_path, st.global_step, st.epoch, st.world_size,
+	       st.world_size > 1 ? "s" : "", st.zero_stage, io.seconds);
+	if (st.num_rows != tr->train_rows.n || st.seed != cfg->seed)
+		printf("note: the checkpoint was trained on %ld rows with seed %ld, this "
+		       "run has %d rows and seed %ld: the data order from here on is not "
+		       "the one the first run would have seen\n",
+		       st.num_rows, st.seed, tr->train_rows.n, cfg->seed);
+	fflush(stdout);
+	return TRL_OK;
+}
+
 /* Runs every optimizer step; returns the agreed status of the intermediate
- * exports (every rank takes part in the agreement at the same steps). */
+ * exports and saves (every rank takes part in the agreement at the same
+ * steps), or TRL_ESTOPPED after saving on a stop signal. */
 static int train_loop(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
 	const Comm *c = tr->comm;
 	Model *m = &tr->model;
 	int B = cfg->per_device_train_batch_size, GA = cfg->gradient_accumulation_steps;
-	long nrows = tr->train_rows.n, total_tokens = 0;
+	long nrows = tr->train_rows.n;
 	int tty = isatty(STDERR_FILENO) && !cfg->disable_tqdm;
-	long warmup = cfg->warmup_steps > 0
-	                  ? cfg->warmup_steps
-	                  : (long)ceil(cfg->warmup_ratio * (double)tr->total_steps);
 	LogWindow w = {0, trl_now(), 0, 0, 0};
 
-	for (long step = 0; step < tr->total_steps; step++) {
+	for (long step = tr->start_step; step < tr->total_steps; step++) {
 		/* Fill every micro-batch first: the loss of the whole accumulated global
-		 * batch is normalised by its total number of target tokens. */
-		long counts[2] = {0, 0}; /* targets, real tokens */
+		 * batch is normalised by its total number of target tokens. The same
+		 * sum carries the stop signals: every rank sees any rank's. */
+		long counts[3] = {0, 0,
+		                  stop_signal != 0}; /* targets, real tokens, stop */
 		for (int j = 0; j < GA; j++) {
 			long base =
-			    step * tr->rows_per_step + ((long)j * c->size + c->rank) * B;
+			    samples_before(tr, step) + ((long)j * c->size + c->rank) * B;
 			for (int i = 0; i < B; i++)
 				tr->idx[i] = stream_row(tr, base + i);
 			counts[0] += batch_fill(&tr->mb[j], &tr->train, &tr->train_rows,
@@ -687,7 +835,18 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			for (int t = 0; t < b->B * b->T; t++)
 				counts[1] += b->doc[t] >= 0;
 		}
-		comm_sum_long(c, counts, 2);
+		comm_sum_long(c, counts, 3);
+		if (counts[2] > 0) {
+			int rc = tr->last_saved == step ? TRL_OK
+			                                : save_checkpoint(tr, step, err);
+			if (rc)
+				return rc;
+			return trl_errf(err, TRL_ESTOPPED,
+			                "stopped by SIGTERM or SIGUSR1 before step %ld; "
+			                "%s/checkpoint-%ld.h5 holds the state: resume "
+			                "with --resume_from_checkpoint latest",
+			                step + 1, cfg->output_dir, step);
+		}
 		/* A global batch without a single target token (every completion
 		 * truncated away) has no gradient: all ranks see the same count, so
 		 * all skip the update together and the step still counts. */
@@ -712,7 +871,7 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		long cs[2] = {targets, correct};
 		double gnorm = 0.0;
 		double lr = lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate, step,
-		                       tr->total_steps, warmup);
+		                       tr->total_steps, tr->warmup);
 		if (!skip) {
 			comm_sum_double(c, stats, 1);
 			comm_sum_long(c, cs, 2);
@@ -729,7 +888,7 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			tr->first_step_done = 1;
 		}
 
-		total_tokens += counts[1];
+		tr->total_tokens += counts[1];
 		w.loss_sum += stats[0];
 		w.targets += cs[0];
 		w.correct += cs[1];
@@ -741,8 +900,8 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			double loss = w.targets ? w.loss_sum / w.targets : 0.0;
 			double acc = w.targets ? (double)w.correct / w.targets : 0.0;
 			double tps = dt > 0 ? w.tokens / dt : 0.0;
-			double epoch = (double)(done * tr->rows_per_step) / (double)nrows;
-			double rate = (now - tr->t_start) / done;
+			double epoch = epoch_at(tr, done);
+			double rate = (now - tr->t_start) / (done - tr->start_step);
 			char eta[32];
 			format_eta(eta, sizeof eta, rate * (tr->total_steps - done));
 			if (tr->metrics) {
@@ -752,7 +911,8 @@ static int train_loop(Trainer *tr, TrlErr *err)
 				    "\"grad_norm\": %.6f, \"learning_rate\": %.6e, "
 				    "\"num_tokens\": %ld, \"mean_token_accuracy\": %.6f, "
 				    "\"tokens_per_second\": %.1f}\n",
-				    done, epoch, loss, gnorm, lr, total_tokens, acc, tps);
+				    done, epoch, loss, gnorm, lr, tr->total_tokens, acc,
+				    tps);
 				fflush(tr->metrics);
 			}
 			if (tty) {
@@ -790,6 +950,18 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			if (c->rank == 0 && !tty)
 				printf("exported %s\n", dir);
 		}
+		/* save_strategy epoch: after the step that completes an epoch. */
+		int save = cfg->save_strategy == TRL_SAVE_STEPS
+		               ? done % cfg->save_steps == 0
+		               : cfg->save_strategy == TRL_SAVE_EPOCH &&
+		                     samples_before(tr, done) / nrows >
+		                         samples_before(tr, step) / nrows;
+		if ((save || (last && cfg->save_strategy != TRL_SAVE_NO)) &&
+		    tr->last_saved != done) {
+			int rc = save_checkpoint(tr, done, err);
+			if (rc)
+				return rc;
+		}
 	}
 	return TRL_OK;
 }
@@ -804,8 +976,17 @@ static int setup(Trainer *tr, TrlErr *err)
 	tr->method = &METHOD_SFT;
 	if (!rc && c->rank == 0)
 		rc = trl_mkdirs(cfg->output_dir, err);
+	if (!rc && cfg->resume_from_checkpoint[0])
+		rc = ckpt_resolve(cfg->resume_from_checkpoint, cfg->output_dir,
+		                  tr->resume_path, sizeof tr->resume_path, err);
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
+	if (c->rank == 0)
+		ckpt_remove_partial(cfg->output_dir);
+	tr->last_saved = -1;
+	/* A generator per rank for methods that sample; a checkpoint restores it. */
+	rng_seed(&tr->rng,
+	         (uint64_t)cfg->seed * 0x9E3779B97F4A7C15ull + (uint64_t)c->rank);
 	rc = load_tokenizer(tr, err);
 	if (!rc)
 		rc = load_model(tr, err);
@@ -849,18 +1030,29 @@ static int setup(Trainer *tr, TrlErr *err)
 
 	tr->rows_per_step = (long)cfg->per_device_train_batch_size *
 	                    cfg->gradient_accumulation_steps * c->size;
+	if (tr->resume_path[0] && (rc = resume(tr, err)))
+		return rc;
+	/* From epochs: the steps that cover the remaining samples, at this
+	 * run's global batch (a resumed run may have another). */
 	if (cfg->max_steps > 0)
 		tr->total_steps = cfg->max_steps;
 	else
 		tr->total_steps =
-		    (long)ceil(cfg->num_train_epochs * (double)tr->train_rows.n /
+		    tr->start_step +
+		    (long)ceil((cfg->num_train_epochs * (double)tr->train_rows.n -
+		                (double)tr->sample_base) /
 		               (double)tr->rows_per_step);
 	if (tr->total_steps < 1)
 		tr->total_steps = 1;
+	tr->warmup = cfg->warmup_steps > 0
+	                 ? cfg->warmup_steps
+	                 : (long)ceil(cfg->warmup_ratio * (double)tr->total_steps);
 	if (c->rank == 0) {
 		char path[TRL_PATH_MAX + 32];
 		snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->output_dir);
-		tr->metrics = fopen(path, "w");
+		if (tr->resume_path[0])
+			trim_metrics(path, tr->start_step);
+		tr->metrics = fopen(path, tr->resume_path[0] ? "a" : "w");
 		if (!tr->metrics)
 			rc = trl_errf(err, TRL_EIO, "cannot write %s", path);
 	}
@@ -875,19 +1067,28 @@ static double peak_rss_bytes(void)
 
 /* Every rank's memory and communication figures: one line per rank in
  * output_dir/ranks.jsonl and a summary on the console (rank 0). Collective. */
-enum { REP_PARAMS, REP_GRADS, REP_OPTIM, REP_WORK, REP_BYTES, REP_WAIT, REP_STEP,
-       REP_RSS, REP_COLL, REP_N };
+enum {
+	REP_PARAMS,
+	REP_GRADS,
+	REP_OPTIM,
+	REP_WORK,
+	REP_BYTES,
+	REP_WAIT,
+	REP_STEP,
+	REP_RSS,
+	REP_COLL,
+	REP_N
+};
 
 static void report_ranks(Trainer *tr)
 {
 	const Comm *c = tr->comm;
 	const Zero *z = &tr->zero;
 	double steps = tr->steps_run > 0 ? (double)tr->steps_run : 1.0;
-	double mine[REP_N] = {z->mem.params,       z->mem.grads,
-	                      z->mem.optim,        z->mem.work,
-	                      z->st.bytes / steps, z->st.wait_s / steps,
-	                      tr->step_s / steps,  peak_rss_bytes(),
-	                      (double)z->st.collectives / steps};
+	double mine[REP_N] = {
+	    z->mem.params,      z->mem.grads,        z->mem.optim,
+	    z->mem.work,        z->st.bytes / steps, z->st.wait_s / steps,
+	    tr->step_s / steps, peak_rss_bytes(),    (double)z->st.collectives / steps};
 	double *all = c->rank == 0 ? malloc(sizeof mine * (size_t)c->size) : NULL;
 	int have = c->rank != 0 || all; /* rank 0 could not allocate: no report */
 	MPI_Bcast(&have, 1, MPI_INT, 0, c->world);
@@ -972,12 +1173,23 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 	memset(&tr, 0, sizeof tr);
 	tr.cfg = cfg;
 	tr.comm = comm;
+	/* SIGTERM (preemption, scancel) and SIGUSR1 (Slurm's --signal warning
+	 * before the time limit) ask for a checkpoint and a clean stop. */
+	struct sigaction sa, old_term, old_usr1;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART;
+	stop_signal = 0;
+	sigaction(SIGTERM, &sa, &old_term);
+	sigaction(SIGUSR1, &sa, &old_usr1);
 	int rc = setup(&tr, err);
 	if (rc)
 		goto out;
 	if (comm->rank == 0)
 		print_banner(&tr);
-	run_eval(&tr, 0, "before");
+	if (!tr.resume_path[0])
+		run_eval(&tr, 0, "before");
 	memset(&tr.zero.st, 0, sizeof tr.zero.st);
 	tr.t_start = trl_now();
 	rc = train_loop(&tr, err);
@@ -986,7 +1198,8 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 	double elapsed = trl_now() - tr.t_start;
 	run_eval(&tr, tr.total_steps, "after");
 	if (comm->rank == 0)
-		printf("trained %ld steps in %.1f s\n", tr.total_steps, elapsed);
+		printf("trained %ld steps in %.1f s\n", tr.total_steps - tr.start_step,
+		       elapsed);
 	report_ranks(&tr);
 	rc = export_model(&tr, cfg->output_dir, err);
 	if (!rc && comm->rank == 0)
@@ -995,6 +1208,8 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 		       cfg->output_dir, cfg->save_dtype == 1 ? "bfloat16" : "float32");
 out:
 	trainer_free(&tr);
+	sigaction(SIGTERM, &old_term, NULL);
+	sigaction(SIGUSR1, &old_usr1, NULL);
 	return rc;
 }
 
@@ -1006,8 +1221,8 @@ static void print_bytes(FILE *out, double b)
 		fprintf(out, "%9.1f MiB", b / (1024.0 * 1024.0));
 }
 
-int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan,
-                 FILE *out, TrlErr *err)
+int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, FILE *out,
+                 TrlErr *err)
 {
 	ModelConfig mc = cfg->model;
 	int rc = TRL_OK;
@@ -1065,20 +1280,21 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan,
 			fits = st;
 	}
 	if (limit > 0 && fits >= 0) {
-		fprintf(out, "# with %.2f GiB per rank, zero_stage %d is the lowest stage "
-		             "that fits (the least sharding, the fewest bytes sent)\n",
+		fprintf(out,
+		        "# with %.2f GiB per rank, zero_stage %d is the lowest stage "
+		        "that fits (the least sharding, the fewest bytes sent)\n",
 		        limit / (1024.0 * 1024.0 * 1024.0), fits);
 	} else if (limit > 0) {
 		int need = 0;
 		for (int n = N * 2; n <= (1 << 20) && !need; n *= 2) {
 			ZeroMem zm;
 			double sent;
-			zero_estimate(&t, 3, n, cfg->stage3_param_persistence_threshold, GA,
-			              &zm, &sent);
+			zero_estimate(&t, 3, n, cfg->stage3_param_persistence_threshold,
+			              GA, &zm, &sent);
 			if (zm.params + zm.grads + zm.optim + zm.work + act <= limit)
 				need = n;
 		}
-		fprintf(out, "# with %.2f GiB per rank no stage fits on %d ranks", 
+		fprintf(out, "# with %.2f GiB per rank no stage fits on %d ranks",
 		        limit / (1024.0 * 1024.0 * 1024.0), N);
 		if (need)
 			fprintf(out, "; zero_stage 3 fits on %d ranks", need);

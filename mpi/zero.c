@@ -42,7 +42,6 @@ static size_t piece_len(const Zero *z, int u)
 	return cut_row(z, u)[z->rank + 1] - cut_row(z, u)[z->rank];
 }
 
-
 static int buf_of(const Zero *z, int u)
 {
 	if (u == 0)
@@ -313,8 +312,8 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 	z->counts = calloc((size_t)U * N, sizeof *z->counts);
 	z->displs = calloc((size_t)U * N, sizeof *z->displs);
 	z->opt = calloc((size_t)U, sizeof *z->opt);
-	if (!z->cut || !z->w_off || !z->g_off || !z->persist || !z->whole ||
-	    !z->valid || !z->wreq || !z->greq || !z->gpending || !z->g_fresh || !z->counts ||
+	if (!z->cut || !z->w_off || !z->g_off || !z->persist || !z->whole || !z->valid ||
+	    !z->wreq || !z->greq || !z->gpending || !z->g_fresh || !z->counts ||
 	    !z->displs || !z->opt)
 		goto nomem;
 	z->wslot_unit[0] = z->wslot_unit[1] = -1;
@@ -329,7 +328,8 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 			z->counts[(size_t)u * N + r] = (int)(c[r + 1] - c[r]);
 			z->displs[(size_t)u * N + r] = (int)(c[r] - c[0]);
 		}
-		z->persist[u] = stage == 3 && (long)unit_len(z, u) < persistence_threshold;
+		z->persist[u] =
+		    stage == 3 && (long)unit_len(z, u) < persistence_threshold;
 		z->g_off[u] = z->shard_g_n;
 		z->shard_g_n += piece_len(z, u);
 		if (stage == 3 && !z->persist[u]) {
@@ -354,10 +354,12 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 			model_bind_unit(m, u, z->whole[u], NULL);
 		}
 		size_t lens[4];
-		buffer_lens(unit_len(z, 0), unit_len(z, U - 1), U > 2 ? unit_len(z, 1) : 0,
-		            U - 2, persistence_threshold, lens);
+		buffer_lens(unit_len(z, 0), unit_len(z, U - 1),
+		            U > 2 ? unit_len(z, 1) : 0, U - 2, persistence_threshold,
+		            lens);
 		for (int b = 0; b < 4; b++)
-			if (lens[b] && !(z->wbuf[b] = alloc_floats(lens[b], &z->mem.work)))
+			if (lens[b] &&
+			    !(z->wbuf[b] = alloc_floats(lens[b], &z->mem.work)))
 				goto nomem;
 	}
 	if (stage < 2) {
@@ -365,12 +367,13 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 	} else {
 		z->shard_g = alloc_floats(z->shard_g_n, &z->mem.grads);
 		size_t lens[4];
-		buffer_lens(unit_len(z, 0), unit_len(z, U - 1), U > 2 ? unit_len(z, 1) : 0,
-		            U - 2, 0, lens);
+		buffer_lens(unit_len(z, 0), unit_len(z, U - 1),
+		            U > 2 ? unit_len(z, 1) : 0, U - 2, 0, lens);
 		if (!z->shard_g)
 			goto nomem;
 		for (int b = 0; b < 4; b++)
-			if (lens[b] && !(z->gbuf[b] = alloc_floats(lens[b], &z->mem.work)))
+			if (lens[b] &&
+			    !(z->gbuf[b] = alloc_floats(lens[b], &z->mem.work)))
 				goto nomem;
 		/* Until a backward binds them, gradients point at the first
 		 * buffers (never written before hook_grads zeroes them). */
@@ -413,8 +416,8 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 		if (!z->persist[U - 1])
 			model_bind_unit(m, U - 1, z->wbuf[BUF_TAIL], NULL);
 	}
-	z->hooks = (ModelHooks){z, hook_weights, NULL, hook_grads, hook_grads_done,
-	                        hook_poll};
+	z->hooks =
+	    (ModelHooks){z, hook_weights, NULL, hook_grads, hook_grads_done, hook_poll};
 	m->hooks = &z->hooks;
 	z->reduce_now = 1;
 	return TRL_OK;
@@ -486,7 +489,8 @@ void zero_step(Zero *z, double lr, double max_grad_norm, double *gnorm)
 	} else {
 		for (int u = 0; u < z->U; u++)
 			ss += z->stage == 1
-			          ? grad_sumsq(m->grads + piece_begin(z, u), piece_len(z, u))
+			          ? grad_sumsq(m->grads + piece_begin(z, u),
+			                       piece_len(z, u))
 			          : grad_sumsq(z->shard_g + z->g_off[u], piece_len(z, u));
 		double t0 = MPI_Wtime();
 		MPI_Allreduce(MPI_IN_PLACE, &ss, 1, MPI_DOUBLE, MPI_SUM, z->comm);
@@ -508,7 +512,8 @@ void zero_step(Zero *z, double lr, double max_grad_norm, double *gnorm)
 			w = m->params + p;
 			g = z->stage == 1 ? m->grads + p : z->shard_g + z->g_off[u];
 		} else {
-			w = z->persist[u] ? z->whole[u] + (p - b) : z->shard_w + z->w_off[u];
+			w = z->persist[u] ? z->whole[u] + (p - b)
+			                  : z->shard_w + z->w_off[u];
 			g = z->shard_g + z->g_off[u];
 		}
 		if (clip > 0.0f)
@@ -550,14 +555,55 @@ void zero_gather_full(Zero *z, float *dst, int root)
 		size_t b = m->unit_begin[u];
 		if (z->persist[u]) {
 			if (z->rank == root)
-				memcpy(dst + b, z->whole[u], unit_len(z, u) * sizeof(float));
+				memcpy(dst + b, z->whole[u],
+				       unit_len(z, u) * sizeof(float));
 			continue;
 		}
-		int *cnt = z->counts + (size_t)u * z->N, *dsp = z->displs + (size_t)u * z->N;
+		int *cnt = z->counts + (size_t)u * z->N,
+		    *dsp = z->displs + (size_t)u * z->N;
 		MPI_Gatherv(z->shard_w + z->w_off[u], cnt[z->rank], MPI_FLOAT,
 		            z->rank == root ? dst + b : NULL, cnt, dsp, MPI_FLOAT, root,
 		            z->comm);
 	}
+}
+
+/* ---- checkpoints ---------------------------------------------------------------- */
+
+float *zero_region(Zero *z, int u, int which, int owned, size_t *b, size_t *e)
+{
+	size_t ub = z->m->unit_begin[u], pb = piece_begin(z, u);
+	if (which != ZERO_PARAMS) {
+		AdamW *o = &z->opt[u];
+		*b = owned ? pb : o->begin;
+		*e = owned ? pb + piece_len(z, u) : o->end;
+		return (which == ZERO_EXP_AVG ? o->m : o->v) + (*b - o->begin);
+	}
+	int whole = z->stage < 3 || z->persist[u];
+	*b = owned || !whole ? pb : ub;
+	*e = owned || !whole ? pb + piece_len(z, u) : z->m->unit_end[u];
+	if (z->stage < 3)
+		return z->m->params + *b;
+	return whole ? z->whole[u] + (*b - ub) : z->shard_w + z->w_off[u];
+}
+
+void zero_loaded(Zero *z, int with_optim, long adam_step)
+{
+	for (int u = 0; u < z->U; u++) {
+		int *cnt = z->counts + (size_t)u * z->N,
+		    *dsp = z->displs + (size_t)u * z->N;
+		for (int which = 0; which < 3; which++) {
+			if (which != ZERO_PARAMS && (!with_optim || z->stage > 0))
+				continue;
+			size_t b, e;
+			float *p = zero_region(z, u, which, 0, &b, &e);
+			if (e - b == unit_len(z, u) && z->N > 1)
+				MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, p, cnt,
+				               dsp, MPI_FLOAT, z->comm);
+		}
+		z->opt[u].step = adam_step;
+		z->valid[u] = 0;
+	}
+	z->wslot_unit[0] = z->wslot_unit[1] = -1;
 }
 
 /* ---- the plan for validate ------------------------------------------------------ */
@@ -576,7 +622,8 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 	/* Memory: rank 0 holds the largest piece of every unit. Bytes: a rank
 	 * sends what it does not own, so the rank with the smallest pieces (the
 	 * last ones when N does not divide a unit) sends the most. */
-	double *rs = calloc((size_t)N, sizeof *rs), *gathered = calloc((size_t)N, sizeof *rs);
+	double *rs = calloc((size_t)N, sizeof *rs),
+	       *gathered = calloc((size_t)N, sizeof *rs);
 	if (!rs || !gathered) {
 		free(rs);
 		free(gathered);
@@ -614,7 +661,8 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 	free(gathered);
 	size_t glen[4], wlen[4], lay = L >= 1 ? e[1] - b[1] : 0;
 	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, 0, glen);
-	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, persistence_threshold, wlen);
+	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, persistence_threshold,
+	            wlen);
 	for (int k = 0; k < 4; k++)
 		mem->work += 4.0 * ((stage >= 2 ? (double)glen[k] : 0.0) +
 		                    (stage == 3 ? (double)wlen[k] : 0.0));

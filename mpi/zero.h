@@ -61,24 +61,24 @@ typedef struct Zero {
 	int overlap;
 	MPI_Comm comm;
 	Model *m;
-	size_t *cut;      /* (U, N + 1) piece bounds, slab floats: row u is unit u */
-	size_t *w_off;    /* (U) stage 3: offset of my piece in shard_w (sharded units) */
-	size_t *g_off;    /* (U) stages 2, 3: offset of my piece in shard_g */
-	int *persist;     /* (U) stage 3: unit kept whole on every rank */
-	float *shard_w;   /* stage 3: my pieces of the sharded units */
-	float *shard_g;   /* stages 2, 3: my pieces of every unit's gradient */
+	size_t *cut;    /* (U, N + 1) piece bounds, slab floats: row u is unit u */
+	size_t *w_off;  /* (U) stage 3: offset of my piece in shard_w (sharded units) */
+	size_t *g_off;  /* (U) stages 2, 3: offset of my piece in shard_g */
+	int *persist;   /* (U) stage 3: unit kept whole on every rank */
+	float *shard_w; /* stage 3: my pieces of the sharded units */
+	float *shard_g; /* stages 2, 3: my pieces of every unit's gradient */
 	size_t shard_w_n, shard_g_n;
-	float **whole;    /* (U) stage 3: buffer of a unit kept whole, else NULL */
-	float *wbuf[4];   /* stage 3: embeddings, final unit, layer slots 0, 1 */
-	float *gbuf[4];   /* stages 2, 3: the same four for gradients */
-	int *valid;       /* (U) stage 3: the gathered copy is current */
+	float **whole;  /* (U) stage 3: buffer of a unit kept whole, else NULL */
+	float *wbuf[4]; /* stage 3: embeddings, final unit, layer slots 0, 1 */
+	float *gbuf[4]; /* stages 2, 3: the same four for gradients */
+	int *valid;     /* (U) stage 3: the gathered copy is current */
 	int wslot_unit[2];
 	int last_u, last_pass; /* the previous weights hook call */
 	int gslot_unit[2];
-	MPI_Request *wreq; /* (U) a gather of the unit in flight */
-	MPI_Request *greq; /* (U) a reduction of the unit's gradient in flight */
-	int *gpending;     /* (U) reduction issued, result not yet moved in place */
-	int *g_fresh;      /* (U) stages 2, 3: no reduction landed since the update */
+	MPI_Request *wreq;    /* (U) a gather of the unit in flight */
+	MPI_Request *greq;    /* (U) a reduction of the unit's gradient in flight */
+	int *gpending;        /* (U) reduction issued, result not yet moved in place */
+	int *g_fresh;         /* (U) stages 2, 3: no reduction landed since the update */
 	int *counts, *displs; /* (U, N) MPI counts and displacements per unit */
 	AdamW *opt;           /* (U) one optimizer per owned piece */
 	int reduce_now;       /* this micro-batch's backward reduces gradients */
@@ -121,6 +121,21 @@ void zero_flush(Zero *z);
  * on rank `root`; other ranks pass NULL. Stages 0-2: copies m->params on
  * root. Collective. */
 void zero_gather_full(Zero *z, float *dst, int root);
+
+/* Checkpoints: what this rank keeps of unit u. which is ZERO_PARAMS,
+ * ZERO_EXP_AVG or ZERO_EXP_AVG_SQ. With owned, only my piece (ranks together
+ * hold every float once); otherwise everything the stage keeps here (stage 0
+ * whole units of all three, stages 1 and 2 whole units of the parameters,
+ * stage 3 whole persistent units). Sets the slab range [*b, *e) and returns a
+ * pointer to its first float. Call zero_flush before reading. */
+enum { ZERO_PARAMS = 0, ZERO_EXP_AVG = 1, ZERO_EXP_AVG_SQ = 2 };
+float *zero_region(Zero *z, int u, int which, int owned, size_t *b, size_t *e);
+
+/* After each rank has filled its owned regions (of the parameters, and of
+ * the moments when with_optim) from a checkpoint: all-gathers the rest of what
+ * the stage keeps whole, sets every optimizer's step count to adam_step and
+ * drops stage 3's gathered copies. Collective. */
+void zero_loaded(Zero *z, int with_optim, long adam_step);
 
 /* The plan without running it, for `validate`: per-rank model-state bytes
  * (the largest over ranks) and bytes sent per optimizer step with ga

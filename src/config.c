@@ -54,6 +54,9 @@ _Static_assert(TRL_DATASET_FORMAT_AUTO == 0 &&
 _Static_assert(TRL_SCHED_CONSTANT == 0 && TRL_SCHED_CONSTANT_WITH_WARMUP == 1 &&
                    TRL_SCHED_LINEAR == 2 && TRL_SCHED_COSINE == 3,
                "scheduler choices follow TrlScheduler");
+_Static_assert(sizeof(TrlSaveStrategy) == sizeof(int), "TrlSaveStrategy is int-sized");
+_Static_assert(TRL_SAVE_NO == 0 && TRL_SAVE_STEPS == 1 && TRL_SAVE_EPOCH == 2,
+               "save_strategy choices follow TrlSaveStrategy");
 _Static_assert(TRL_TRUNC_KEEP_START == 0 && TRL_TRUNC_KEEP_END == 1,
                "truncation choices follow TrlTruncation");
 _Static_assert(TRL_ARCH_LLAMA == 0 && TRL_ARCH_GPT2 == 1, "arch choices follow TrlArch");
@@ -63,6 +66,7 @@ static const char *const sched_choices[] = {"constant", "constant_with_warmup", 
                                             "cosine", NULL};
 static const char *const trunc_choices[] = {"keep_start", "keep_end", NULL};
 static const char *const save_dtype_choices[] = {"float32", "bfloat16", NULL};
+static const char *const save_strategy_choices[] = {"no", "steps", "epoch", NULL};
 static const char *const arch_choices[] = {"llama", "gpt2", NULL};
 static const char *const dataset_format_choices[] = {
     "auto",       "language_modeling",   "prompt_only", "prompt_completion",
@@ -94,8 +98,8 @@ static const Key keys[] = {
     {"zero_stage", K_INT, F(zero_stage), "0", IN(0, 3), .group = "Distributed",
      .help = "ZeRO sharding over the ranks: 0 replicates everything (DDP), 1 shards "
              "the AdamW moments, 2 also the gradients, 3 also the parameters."},
-    {"stage3_param_persistence_threshold", K_LONG,
-     F(stage3_param_persistence_threshold), "100000", GE(0),
+    {"stage3_param_persistence_threshold", K_LONG, F(stage3_param_persistence_threshold),
+     "100000", GE(0),
      .help = "Stage 3: a unit (the embeddings, one layer, the final norm) with fewer "
              "parameters than this stays whole on every rank instead of being "
              "gathered before each use."},
@@ -192,6 +196,25 @@ static const Key keys[] = {
      .help = "Also export the model as a Hugging Face folder "
              "<output_dir>/checkpoint-<step> every this many steps; 0: only at the "
              "end."},
+    {"save_strategy", K_ENUM, F(save_strategy), "steps", .choices = save_strategy_choices,
+     .group = "Checkpoints",
+     .help = "When to write a checkpoint <output_dir>/checkpoint-<step>.h5 (model, "
+             "optimizer and training state, parallel HDF5): every save_steps steps, "
+             "at the end of each epoch, or no; with steps or epoch also after the "
+             "last step."},
+    {"save_steps", K_INT, F(save_steps), "500", GE(1),
+     .help = "Steps between checkpoints when save_strategy is steps."},
+    {"save_total_limit", K_INT, F(save_total_limit), "0", GE(0),
+     .help = "Keep at most this many checkpoints, deleting the oldest once a newer one "
+             "is complete; 0 keeps all."},
+    {"save_only_model", K_BOOL, F(save_only_model), "false",
+     .help = "Checkpoints hold the model only, not the optimizer state (smaller, but "
+             "training cannot resume from them)."},
+    {"resume_from_checkpoint", K_STRING, F(resume_from_checkpoint), "",
+     .help = "Continue a run from a checkpoint: latest (the one <output_dir>/latest "
+             "names), a checkpoint-<step>.h5 file, or a folder holding one; works "
+             "on any rank count and zero_stage."},
+
     {"logging_steps", K_INT, F(logging_steps), "10", GE(1),
      .group = "Logging and evaluation",
      .help = "Log loss, learning rate and throughput every this many optimizer steps."},

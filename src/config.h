@@ -32,6 +32,7 @@ typedef enum {
 	TRL_SCHED_COSINE
 } TrlScheduler;
 typedef enum { TRL_TRUNC_KEEP_START = 0, TRL_TRUNC_KEEP_END } TrlTruncation;
+typedef enum { TRL_SAVE_NO = 0, TRL_SAVE_STEPS, TRL_SAVE_EPOCH } TrlSaveStrategy;
 /* dataset_format: the same values as dataset.h's TrlDataFormat. */
 typedef enum {
 	TRL_DATASET_FORMAT_AUTO = 0,
@@ -71,6 +72,11 @@ typedef struct Config {
 	int save_dtype;   /* 0 float32, 1 bfloat16: the exported model.safetensors */
 	int export_steps; /* Hugging Face folder checkpoint-<step> every N steps; 0: off
 	                   */
+	TrlSaveStrategy save_strategy;
+	int save_steps;
+	int save_total_limit; /* 0 = keep every checkpoint */
+	int save_only_model;
+	char resume_from_checkpoint[TRL_PATH_MAX]; /* "", "latest", a file or folder */
 	int logging_steps;
 	int eval_steps;          /* 0 = only before and after training */
 	int eval_max_new_tokens; /* greedy answers for exact-match accuracy; 0 = off */
@@ -86,7 +92,7 @@ typedef struct Config {
 	int disable_tqdm;      /* no console progress line */
 	int zero_stage;        /* 0-3 */
 	long stage3_param_persistence_threshold; /* units below stay whole */
-	int overlap_comm;      /* non-blocking collectives overlap compute */
+	int overlap_comm; /* non-blocking collectives overlap compute */
 	ModelConfig model;
 	char source[TRL_PATH_MAX]; /* the YAML file the config came from, or "" */
 } Config;

@@ -331,12 +331,10 @@ static int load_llama_keys(ModelConfig *mc, const JsonValue *root, const char *p
 	return rc;
 }
 
-int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err)
+static int config_from_json(ModelConfig *mc, const JsonValue *root, const char *path,
+                            TrlErr *err)
 {
-	JsonValue *root = NULL;
-	int rc = json_load_file(path, &root, err);
-	if (rc)
-		return rc;
+	int rc = TRL_OK;
 	memset(mc, 0, sizeof *mc);
 	mc->rope_theta = 10000.0f;
 	mc->norm_eps = 1e-5f;
@@ -367,6 +365,29 @@ int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err)
 	if (!rc)
 		rc = get_float(root, path, "initializer_range", &mc->initializer_range,
 		               err);
+	return rc;
+}
+
+int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err)
+{
+	JsonValue *root = NULL;
+	int rc = json_load_file(path, &root, err);
+	if (rc)
+		return rc;
+	rc = config_from_json(mc, root, path, err);
+	json_free(root);
+	return rc;
+}
+
+int model_config_parse_json(ModelConfig *mc, const char *text, size_t len,
+                            const char *origin, TrlErr *err)
+{
+	JsonValue *root = NULL;
+	JsonError je;
+	if (json_parse(text, len, &root, &je) != 0)
+		return trl_errf(err, TRL_EFORMAT, "%s:%d:%d: %s", origin, je.line,
+		                je.column, je.msg);
+	int rc = config_from_json(mc, root, origin, err);
 	json_free(root);
 	return rc;
 }

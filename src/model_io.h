@@ -52,4 +52,8 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err);
  * mc is not yet checked: model_init (or model_config_check) does that. */
 int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err);
 
+/* The same from config.json text[0..len); origin names it in messages. */
+int model_config_parse_json(ModelConfig *mc, const char *text, size_t len,
+                            const char *origin, TrlErr *err);
+
 #endif

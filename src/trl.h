@@ -19,7 +19,8 @@ enum {
 	TRL_ENOMEM = -3,       /* an allocation failed */
 	TRL_EFORMAT = -4,      /* a file is malformed */
 	TRL_EUNSUPPORTED = -5, /* valid input we do not handle */
-	TRL_EINTERNAL = -6     /* a bug */
+	TRL_EINTERNAL = -6,    /* a bug */
+	TRL_ESTOPPED = -7      /* stopped on request (a signal) after saving the state */
 };
 
 typedef struct TrlErr {

@@ -55,3 +55,48 @@ with open(f"{d}/test.jsonl", "w") as f:
         f.write(json.dumps(row()) + "\n")
 PY
 }
+
+# same REF RUN LOSS_TOL PARAM_TOL SCALE: the training losses and grad norms
+# of two runs ($WORK/REF and $WORK/RUN, which logged the same steps) agree
+# within LOSS_TOL (relative), and every weight within PARAM_TOL relative to the largest magnitude of its tensor (SCALE=tensor) or
+# of the whole model (SCALE=model).
+same() {
+    py "$WORK/$1" "$WORK/$2" "$3" "$4" "$5" <<'PY'
+import json, struct, sys
+from array import array
+a, b, ltol, ptol, scale = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+def curve(p):
+    return [json.loads(l) for l in open(p + "/metrics.jsonl") if '"loss"' in l]
+ca, cb = curve(a), curve(b)
+assert len(ca) == len(cb) > 0, (len(ca), len(cb))
+assert [x["step"] for x in ca] == [y["step"] for y in cb], "different steps logged"
+lw = 0.0
+for x, y in zip(ca, cb):
+    for k in ("loss", "grad_norm"):
+        d = abs(x[k] - y[k]) / max(abs(x[k]), 1e-12)
+        lw = max(lw, d)
+        if d > ltol:
+            sys.exit(f"{b}: step {x['step']} {k} {y[k]!r}, one rank {x[k]!r} (rel {d:.2e} > {ltol})")
+def weights(p):
+    raw = open(p + "/model.safetensors", "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    head = json.loads(raw[8:8 + n])
+    out = {}
+    for k, v in head.items():
+        if k != "__metadata__":
+            s, e = v["data_offsets"]
+            out[k] = array("f", raw[8 + n + s:8 + n + e])
+    return out
+wa, wb = weights(a), weights(b)
+assert wa.keys() == wb.keys()
+big = max(max(abs(x) for x in t) for t in wa.values())
+pw = 0.0
+for k in wa:
+    ref = big if scale == "model" else max(abs(x) for x in wa[k]) or 1.0
+    d = max(abs(x - y) for x, y in zip(wa[k], wb[k])) / ref
+    pw = max(pw, d)
+    if d > ptol:
+        sys.exit(f"{b}: {k} differs from one rank by {d:.2e} (> {ptol})")
+print(f"  {b.split('/')[-1]}: losses {lw:.1e}, weights {pw:.1e}")
+PY
+}
