@@ -3,7 +3,6 @@
 #define _GNU_SOURCE
 #include "ckpt_h5.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -543,16 +542,6 @@ static void owned_checksums(Zero *z, const int *unit, int ng, uint64_t *sums)
 
 /* ---- save ----------------------------------------------------------------------- */
 
-static int sync_path(const char *path)
-{
-	int fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return -1;
-	int rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 static void dir_of(const char *path, char *dir, size_t cap)
 {
 	snprintf(dir, cap, "%s", path);
@@ -563,6 +552,7 @@ static void dir_of(const char *path, char *dir, size_t cap)
 		snprintf(dir, cap, ".");
 }
 
+/* Writes every tensor of groups [0, ng) with its checksum. */
 static int write_tensors(hid_t f, Zero *z, const int *unit, int ng, const uint64_t *sums,
                          hid_t dxpl, double *bytes)
 {
@@ -574,10 +564,10 @@ static int write_tensors(hid_t f, Zero *z, const int *unit, int ng, const uint64
 	hsize_t two = 2;
 	hid_t s2 = H5Screate_simple(1, &two, NULL);
 	int bad = 0;
-	for (int k = 0; k < ng && !bad; k++) {
+	for (int k = 0; k < ng; k++) {
 		hid_t g = H5Gopen2(f, GROUP[k], H5P_DEFAULT);
-		bad = g < 0;
-		for (int i = 0; i < tb->n && !bad; i++) {
+		bad |= g < 0;
+		for (int i = 0; i < tb->n && g >= 0; i++) {
 			const ParamInfo *t = &tb->p[i];
 			hsize_t dims[2] = {t->shape[0], t->ndim > 1 ? t->shape[1] : 1};
 			hid_t sp = H5Screate_simple(t->ndim, dims, NULL);
@@ -586,14 +576,14 @@ static int write_tensors(hid_t f, Zero *z, const int *unit, int ng, const uint64
 			hid_t a = d >= 0 ? H5Acreate2(d, "checksum", H5T_STD_U64LE, s2,
 			                              H5P_DEFAULT, H5P_DEFAULT)
 			                 : -1;
-			bad = a < 0 || H5Awrite(a, H5T_NATIVE_UINT64,
-			                        sums + ((size_t)k * tb->n + i) * 2) < 0;
+			bad |= a < 0 || H5Awrite(a, H5T_NATIVE_UINT64,
+			                         sums + ((size_t)k * tb->n + i) * 2) < 0;
 			size_t b, e, lo, hi;
 			float *p = zero_region(z, unit[i], k, 1, &b, &e);
 			clip_range(t, b, e, &lo, &hi);
-			if (!bad)
-				bad = move_range(d, t, lo, hi, p + (t->offset + lo - b),
-				                 1, dxpl);
+			if (d >= 0)
+				bad |= move_range(d, t, lo, hi, p + (t->offset + lo - b),
+				                  1, dxpl);
 			*bytes += 4.0 * (double)(hi - lo);
 			if (a >= 0)
 				H5Aclose(a);
@@ -629,16 +619,9 @@ static int write_rng(hid_t f, const CkptState *st, int rank, hid_t dxpl)
 }
 
 /* /config: rank 0 writes the YAML text, the others take part with nothing. */
-static int write_config(hid_t f, const Config *cfg, int rank, hid_t dxpl)
+static int write_config(hid_t f, const char *text, int rank, hid_t dxpl)
 {
-	char *text = NULL;
-	size_t len = 0;
-	FILE *mem = open_memstream(&text, &len);
-	if (!mem)
-		return -1;
-	config_write_yaml(cfg, mem);
-	fclose(mem);
-	hid_t t = str_type(len + 1);
+	hid_t t = str_type(strlen(text) + 1);
 	hid_t sp = H5Screate(H5S_SCALAR);
 	hid_t d = H5Dcreate2(f, "config", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
 	hid_t fs = d >= 0 ? H5Dget_space(d) : -1;
@@ -655,7 +638,6 @@ static int write_config(hid_t f, const Config *cfg, int rank, hid_t dxpl)
 		H5Dclose(d);
 	H5Sclose(sp);
 	H5Tclose(t);
-	free(text);
 	return bad ? -1 : 0;
 }
 
@@ -673,7 +655,18 @@ int ckpt_save(const char *path, Zero *z, const Config *cfg, const CkptState *st,
 
 	int *unit = tensor_units(z->m);
 	uint64_t *sums = malloc((size_t)3 * n * 2 * sizeof *sums);
-	int rc = unit && sums ? TRL_OK : trl_errf(err, TRL_ENOMEM, "out of memory");
+	char *yaml = NULL;
+	size_t yaml_len = 0;
+	FILE *mem = open_memstream(&yaml, &yaml_len);
+	if (mem) {
+		config_write_yaml(cfg, mem);
+		if (fclose(mem) != 0) {
+			free(yaml);
+			yaml = NULL;
+		}
+	}
+	int rc =
+	    unit && sums && yaml ? TRL_OK : trl_errf(err, TRL_ENOMEM, "out of memory");
 	if ((rc = comm_agree(&c, rc, err)))
 		goto out;
 	owned_checksums(z, unit, ng, sums);
@@ -689,10 +682,13 @@ int ckpt_save(const char *path, Zero *z, const Config *cfg, const CkptState *st,
 		goto out;
 	hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
 	H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-	int bad = write_state(f, z->m, st, &z->opt[0]) ||
-	          write_config(f, cfg, z->rank, dxpl) ||
-	          write_rng(f, st, z->rank, dxpl) ||
-	          write_tensors(f, z, unit, ng, sums, dxpl, &io->bytes);
+	/* Each part runs even after another failed: the calls are collective,
+	 * and a failure that only some ranks see must not leave the others
+	 * waiting in a call those ranks skipped. */
+	int bad = write_state(f, z->m, st, &z->opt[0]);
+	bad |= write_config(f, yaml, z->rank, dxpl);
+	bad |= write_rng(f, st, z->rank, dxpl);
+	bad |= write_tensors(f, z, unit, ng, sums, dxpl, &io->bytes);
 	/* The flush syncs the MPI-IO file on every rank (MPI_File_sync). */
 	if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0)
 		bad = 1;
@@ -711,16 +707,17 @@ int ckpt_save(const char *path, Zero *z, const Config *cfg, const CkptState *st,
 	if (z->rank == 0) {
 		char dir[TRL_PATH_MAX];
 		dir_of(path, dir, sizeof dir);
-		if (sync_path(tmp) != 0 || rename(tmp, path) != 0)
+		if (trl_sync_path(tmp) != 0 || rename(tmp, path) != 0)
 			rc = trl_errf(err, TRL_EIO, "cannot rename %s to %s: %s", tmp,
 			              path, strerror(errno));
 		else
-			sync_path(dir);
+			trl_sync_path(dir);
 	}
 	rc = comm_agree(&c, rc, err);
 out:
 	free(unit);
 	free(sums);
+	free(yaml);
 	io->seconds = MPI_Wtime() - t0;
 	return rc;
 }
@@ -823,10 +820,12 @@ int ckpt_load(const char *path, Zero *z, CkptState *st, CkptIo *io, TrlErr *err)
 	int *unit = tensor_units(z->m);
 	for (int i = 0; d && i < ng * n; i++)
 		d[i] = -1;
-	hid_t f = -1;
+	hid_t f = -1, rd = -1;
 	int rc = d && stored && sums && unit ? TRL_OK
 	                                     : trl_errf(err, TRL_ENOMEM, "out of memory");
-	if (!rc) {
+	if ((rc = comm_agree(&c, rc, err)))
+		goto out;
+	{
 		hid_t fapl = file_access(z->comm);
 		f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
 		H5Pclose(fapl);
@@ -852,47 +851,53 @@ int ckpt_load(const char *path, Zero *z, CkptState *st, CkptIo *io, TrlErr *err)
 		              path);
 	if (!rc)
 		rc = open_tensors(f, path, tb, GROUP, ng, d, stored, err);
+	hsize_t dims[2] = {0, 0}, four = 4;
+	if (!rc) {
+		rd = H5Lexists(f, "rng", H5P_DEFAULT) > 0
+		         ? H5Dopen2(f, "rng", H5P_DEFAULT)
+		         : -1;
+		hid_t rs = rd >= 0 ? H5Dget_space(rd) : -1;
+		if (rs >= 0 && H5Sget_simple_extent_ndims(rs) == 2)
+			H5Sget_simple_extent_dims(rs, dims, NULL);
+		if (rs >= 0)
+			H5Sclose(rs);
+		if (rd < 0 || dims[1] != 4 || dims[0] != (hsize_t)st->world_size)
+			rc = trl_errf(err, TRL_EFORMAT,
+			              "%s: rng is missing or not (world_size %d, 4) "
+			              "(a damaged checkpoint)",
+			              path, st->world_size);
+	}
 	if ((rc = comm_agree(&c, rc, err)))
 		goto out;
 
+	/* Every rank makes every collective read, even after one failed. */
 	hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
 	H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
 	int bad = 0;
-	for (int k = 0; k < ng && !bad; k++)
-		for (int i = 0; i < n && !bad; i++) {
+	for (int k = 0; k < ng; k++)
+		for (int i = 0; i < n; i++) {
 			size_t b, e, lo, hi;
 			float *p = zero_region(z, unit[i], k, 1, &b, &e);
 			clip_range(&tb->p[i], b, e, &lo, &hi);
-			bad = move_range(d[(size_t)k * n + i], &tb->p[i], lo, hi,
-			                 p + (tb->p[i].offset + lo - b), 0, dxpl);
+			bad |= move_range(d[(size_t)k * n + i], &tb->p[i], lo, hi,
+			                  p + (tb->p[i].offset + lo - b), 0, dxpl);
 			io->bytes += 4.0 * (double)(hi - lo);
 		}
 	/* /rng: my row when the writing run had this rank, else zeros (the
 	 * caller seeds a fresh generator). */
 	memset(st->rng, 0, sizeof st->rng);
-	hid_t rd = bad ? -1 : H5Dopen2(f, "rng", H5P_DEFAULT);
-	hid_t rs = rd >= 0 ? H5Dget_space(rd) : -1;
-	hsize_t dims[2] = {0, 0}, four = 4;
-	if (rs >= 0 && H5Sget_simple_extent_ndims(rs) == 2)
-		H5Sget_simple_extent_dims(rs, dims, NULL);
-	if (rd < 0 || dims[1] != 4 || dims[0] != (hsize_t)st->world_size) {
-		bad = 1;
+	hsize_t start[2] = {(hsize_t)z->rank, 0}, count[2] = {1, 4};
+	hid_t rs = H5Dget_space(rd);
+	hid_t ms = H5Screate_simple(1, &four, NULL);
+	if (z->rank < st->world_size) {
+		H5Sselect_hyperslab(rs, H5S_SELECT_SET, start, NULL, count, NULL);
 	} else {
-		hsize_t start[2] = {(hsize_t)z->rank, 0}, count[2] = {1, 4};
-		hid_t ms = H5Screate_simple(1, &four, NULL);
-		if (z->rank < st->world_size) {
-			H5Sselect_hyperslab(rs, H5S_SELECT_SET, start, NULL, count, NULL);
-		} else {
-			H5Sselect_none(rs);
-			H5Sselect_none(ms);
-		}
-		bad = H5Dread(rd, H5T_NATIVE_UINT64, ms, rs, dxpl, st->rng) < 0;
-		H5Sclose(ms);
+		H5Sselect_none(rs);
+		H5Sselect_none(ms);
 	}
-	if (rs >= 0)
-		H5Sclose(rs);
-	if (rd >= 0)
-		H5Dclose(rd);
+	bad |= H5Dread(rd, H5T_NATIVE_UINT64, ms, rs, dxpl, st->rng) < 0;
+	H5Sclose(ms);
+	H5Sclose(rs);
 	H5Pclose(dxpl);
 	if (bad)
 		rc = trl_errf(err, TRL_EIO, "cannot read checkpoint %s: %s", path,
@@ -914,6 +919,8 @@ out:
 	for (int i = 0; d && i < ng * n; i++)
 		if (d[i] >= 0)
 			H5Dclose(d[i]);
+	if (rd >= 0)
+		H5Dclose(rd);
 	if (f >= 0)
 		H5Fclose(f);
 	free(d);
@@ -922,133 +929,6 @@ out:
 	free(unit);
 	io->seconds = MPI_Wtime() - t0;
 	return rc;
-}
-
-/* ---- files: latest, rotation, resolution ----------------------------------------- */
-
-/* The step of a name checkpoint-<step>.h5, or -1. */
-static long name_step(const char *name)
-{
-	const char *p = name;
-	if (strncmp(p, "checkpoint-", 11) != 0)
-		return -1;
-	char *end;
-	long s = strtol(p + 11, &end, 10);
-	return end != p + 11 && strcmp(end, ".h5") == 0 && s >= 0 ? s : -1;
-}
-
-static int cmp_long(const void *a, const void *b)
-{
-	long x = *(const long *)a, y = *(const long *)b;
-	return (x > y) - (x < y);
-}
-
-int ckpt_publish(const char *output_dir, const char *name, int keep, TrlErr *err)
-{
-	char path[TRL_PATH_MAX + 32], tmp[TRL_PATH_MAX + 32];
-	snprintf(path, sizeof path, "%s/latest", output_dir);
-	snprintf(tmp, sizeof tmp, "%s/latest.tmp", output_dir);
-	FILE *f = fopen(tmp, "w");
-	int ok = f && fprintf(f, "%s\n", name) > 0;
-	if (f && fclose(f) != 0)
-		ok = 0;
-	if (!ok || sync_path(tmp) != 0 || rename(tmp, path) != 0)
-		return trl_errf(err, TRL_EIO, "cannot write %s: %s", path,
-		                strerror(errno));
-	sync_path(output_dir);
-	if (keep <= 0)
-		return TRL_OK;
-	/* Oldest first, by step; the new checkpoint is never among the removed. */
-	DIR *dir = opendir(output_dir);
-	long *steps = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *de;
-	while (dir && (de = readdir(dir))) {
-		long s = name_step(de->d_name);
-		if (s < 0)
-			continue;
-		if (n == cap) {
-			cap = cap ? 2 * cap : 64;
-			long *grown = realloc(steps, cap * sizeof *steps);
-			if (!grown)
-				break;
-			steps = grown;
-		}
-		steps[n++] = s;
-	}
-	if (dir)
-		closedir(dir);
-	qsort(steps, n, sizeof *steps, cmp_long);
-	long newest = name_step(name);
-	for (size_t i = 0; n > (size_t)keep && i < n - (size_t)keep; i++) {
-		if (steps[i] == newest)
-			continue;
-		snprintf(path, sizeof path, "%s/checkpoint-%ld.h5", output_dir, steps[i]);
-		unlink(path);
-	}
-	free(steps);
-	return TRL_OK;
-}
-
-void ckpt_remove_partial(const char *output_dir)
-{
-	DIR *dir = opendir(output_dir);
-	struct dirent *de;
-	while (dir && (de = readdir(dir))) {
-		size_t len = strlen(de->d_name);
-		if (strncmp(de->d_name, "checkpoint-", 11) != 0 || len < 8 ||
-		    strcmp(de->d_name + len - 7, ".h5.tmp") != 0)
-			continue;
-		char path[TRL_PATH_MAX + 300];
-		snprintf(path, sizeof path, "%s/%s", output_dir, de->d_name);
-		unlink(path);
-	}
-	if (dir)
-		closedir(dir);
-}
-
-int ckpt_resolve(const char *spec, const char *output_dir, char *path, size_t cap,
-                 TrlErr *err)
-{
-	struct stat sb;
-	const char *dir = NULL;
-	if (strcmp(spec, "latest") == 0)
-		dir = output_dir;
-	else if (stat(spec, &sb) == 0 && S_ISDIR(sb.st_mode))
-		dir = spec;
-	if (!dir) {
-		if (stat(spec, &sb) != 0)
-			return trl_errf(
-			    err, TRL_EINVAL,
-			    "resume_from_checkpoint '%s': no such file (give a "
-			    "checkpoint-<step>.h5 file, its folder, or latest)",
-			    spec);
-		snprintf(path, cap, "%s", spec);
-		return TRL_OK;
-	}
-	char ptr[TRL_PATH_MAX + 16], name[256] = "";
-	snprintf(ptr, sizeof ptr, "%s/latest", dir);
-	FILE *f = fopen(ptr, "r");
-	if (!f)
-		return trl_errf(
-		    err, TRL_EINVAL,
-		    "resume_from_checkpoint '%s': %s has no checkpoint (no %s); "
-		    "train without resume_from_checkpoint first",
-		    spec, dir, ptr);
-	int got = fgets(name, sizeof name, f) != NULL;
-	fclose(f);
-	name[strcspn(name, "\r\n")] = '\0';
-	if (!got || !name[0] || strchr(name, '/'))
-		return trl_errf(err, TRL_EFORMAT,
-		                "%s does not name a checkpoint file (it holds '%s')", ptr,
-		                name);
-	snprintf(path, cap, "%s/%s", dir, name);
-	if (stat(path, &sb) != 0)
-		return trl_errf(err, TRL_EINVAL,
-		                "%s points to %s, which does not exist: pass "
-		                "resume_from_checkpoint the path of a checkpoint file",
-		                ptr, path);
-	return TRL_OK;
 }
 
 /* ---- one-process readers: export and inspect -------------------------------------- */
@@ -1076,11 +956,14 @@ static int read_whole(hid_t f, const char *path, const ParamInfo *t, int k, floa
 	char name[TRL_PARAM_NAME_MAX + 32];
 	snprintf(name, sizeof name, "%s/%s", GROUP[k], t->name);
 	ParamTable one = {(ParamInfo *)t, 1, t->numel, NULL, NULL, 0};
-	hid_t d;
+	hid_t d = -1;
 	uint64_t stored[2], sum[2] = {0, 0};
 	int rc = open_tensors(f, path, &one, GROUP + k, 1, &d, stored, err);
-	if (rc)
+	if (rc) {
+		if (d >= 0)
+			H5Dclose(d);
 		return rc;
+	}
 	Reason why;
 	if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
 		rc = trl_errf(err, TRL_EIO, "%s: cannot read %s: %s", path, name,

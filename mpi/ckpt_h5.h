@@ -81,8 +81,9 @@ int ckpt_save(const char *path, Zero *z, const Config *cfg, const CkptState *st,
 int ckpt_load(const char *path, Zero *z, CkptState *st, CkptIo *io, TrlErr *err);
 
 /* Rank 0 only: makes output_dir/latest name `name` (a file in output_dir),
- * then, when keep > 0, deletes the oldest checkpoint-<step>.h5 files beyond
- * keep, never the one just written. */
+ * then, when keep > 0, deletes checkpoint-<step>.h5 files of a later step
+ * than name's (left by an earlier run this one replaced) and the oldest
+ * beyond keep, never the one just written. */
 int ckpt_publish(const char *output_dir, const char *name, int keep, TrlErr *err);
 
 /* Rank 0 only: removes checkpoint-*.h5.tmp left by an interrupted save. */

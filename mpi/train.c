@@ -55,7 +55,7 @@ typedef struct Trainer {
 	long sample_base;  /* samples of the stream consumed before start_step */
 	long total_tokens; /* real tokens trained on since step 0 */
 	long warmup;       /* warmup steps of the learning-rate schedule */
-	long last_saved;   /* step of the newest checkpoint, -1 before any */
+	long last_saved;   /* step of the newest full checkpoint this run wrote, or -1 */
 	char resume_path[TRL_PATH_MAX + 64]; /* "" unless resuming */
 	Rng rng; /* this rank's generator, saved in checkpoints */
 	int *perm[2];
@@ -696,9 +696,10 @@ static double epoch_at(const Trainer *tr, long step)
 	return (double)samples_before(tr, step) / (double)tr->train_rows.n;
 }
 
-/* Writes <output_dir>/checkpoint-<step>.h5 and points `latest` at it.
- * Collective; returns the agreed status. */
-static int save_checkpoint(Trainer *tr, long step, TrlErr *err)
+/* Writes <output_dir>/checkpoint-<step>.h5 and points `latest` at it; with
+ * model_only, without the optimizer state. Collective; returns the agreed
+ * status. */
+static int save_checkpoint(Trainer *tr, long step, int model_only, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
 	const Comm *c = tr->comm;
@@ -720,7 +721,7 @@ static int save_checkpoint(Trainer *tr, long step, TrlErr *err)
 	st.warmup_steps = tr->warmup;
 	st.world_size = c->size;
 	st.zero_stage = cfg->zero_stage;
-	st.save_only_model = cfg->save_only_model;
+	st.save_only_model = model_only;
 	st.adam_step = tr->zero.opt[0].step;
 	st.bos_token_id = tr->tok.bos_id;
 	st.eos_token_id = tr->tok.eos_id;
@@ -738,7 +739,8 @@ static int save_checkpoint(Trainer *tr, long step, TrlErr *err)
 		rc = ckpt_publish(cfg->output_dir, name, cfg->save_total_limit, err);
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
-	tr->last_saved = step;
+	if (!model_only)
+		tr->last_saved = step;
 	double moved[2] = {io.bytes, io.seconds};
 	comm_sum_double(c, moved, 1);
 	if (c->rank == 0) {
@@ -761,7 +763,9 @@ static void trim_metrics(const char *path, long step)
 	TrlErr ignored;
 	if (trl_read_file(path, &buf, &len, &ignored) != 0)
 		return;
-	FILE *f = fopen(path, "w");
+	char tmp[TRL_PATH_MAX + 48];
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
 	for (char *line = buf; f && line < buf + len;) {
 		char *nl = memchr(line, '\n', (size_t)(buf + len - line));
 		size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(buf + len - line);
@@ -770,8 +774,8 @@ static void trim_metrics(const char *path, long step)
 			fwrite(line, 1, n, f);
 		line += n;
 	}
-	if (f)
-		fclose(f);
+	if (f && fclose(f) == 0)
+		rename(tmp, path);
 	trl_free(buf);
 }
 
@@ -785,7 +789,7 @@ static int resume(Trainer *tr, TrlErr *err)
 	int rc = ckpt_load(tr->resume_path, &tr->zero, &st, &io, err);
 	if (rc)
 		return rc;
-	tr->start_step = tr->last_saved = st.global_step;
+	tr->start_step = st.global_step;
 	tr->sample_base = st.samples_seen;
 	tr->total_tokens = st.num_tokens;
 	if (st.rng[0] | st.rng[1] | st.rng[2] | st.rng[3])
@@ -837,8 +841,10 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		}
 		comm_sum_long(c, counts, 3);
 		if (counts[2] > 0) {
-			int rc = tr->last_saved == step ? TRL_OK
-			                                : save_checkpoint(tr, step, err);
+			/* Always with the optimizer state: the point is to resume. */
+			int rc = tr->last_saved == step
+			             ? TRL_OK
+			             : save_checkpoint(tr, step, 0, err);
 			if (rc)
 				return rc;
 			return trl_errf(err, TRL_ESTOPPED,
@@ -958,7 +964,7 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		                         samples_before(tr, step) / nrows;
 		if ((save || (last && cfg->save_strategy != TRL_SAVE_NO)) &&
 		    tr->last_saved != done) {
-			int rc = save_checkpoint(tr, done, err);
+			int rc = save_checkpoint(tr, done, cfg->save_only_model, err);
 			if (rc)
 				return rc;
 		}
@@ -976,13 +982,29 @@ static int setup(Trainer *tr, TrlErr *err)
 	tr->method = &METHOD_SFT;
 	if (!rc && c->rank == 0)
 		rc = trl_mkdirs(cfg->output_dir, err);
+	/* Every rank checks the name; rank 0's answer is the one all open,
+	 * should `latest` change in between. */
 	if (!rc && cfg->resume_from_checkpoint[0])
 		rc = ckpt_resolve(cfg->resume_from_checkpoint, cfg->output_dir,
 		                  tr->resume_path, sizeof tr->resume_path, err);
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
-	if (c->rank == 0)
+	MPI_Bcast(tr->resume_path, (int)sizeof tr->resume_path, MPI_CHAR, 0, c->world);
+	if (c->rank == 0) {
 		ckpt_remove_partial(cfg->output_dir);
+		char latest[TRL_PATH_MAX + 16];
+		snprintf(latest, sizeof latest, "%s/latest", cfg->output_dir);
+		if (!tr->resume_path[0] && access(latest, F_OK) == 0)
+			printf("note: %s holds checkpoints of an earlier run; this run "
+			       "starts "
+			       "at step 0, its first save repoints latest%s (add "
+			       "--resume_from_checkpoint latest to continue that run "
+			       "instead)\n",
+			       cfg->output_dir,
+			       cfg->save_total_limit > 0
+			           ? " and save_total_limit deletes that run's files"
+			           : "");
+	}
 	tr->last_saved = -1;
 	/* A generator per rank for methods that sample; a checkpoint restores it. */
 	rng_seed(&tr->rng,
@@ -1044,6 +1066,8 @@ static int setup(Trainer *tr, TrlErr *err)
 		               (double)tr->rows_per_step);
 	if (tr->total_steps < 1)
 		tr->total_steps = 1;
+	if (tr->total_steps < tr->start_step) /* max_steps below the checkpoint's step */
+		tr->total_steps = tr->start_step;
 	tr->warmup = cfg->warmup_steps > 0
 	                 ? cfg->warmup_steps
 	                 : (long)ceil(cfg->warmup_ratio * (double)tr->total_steps);

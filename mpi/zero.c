@@ -591,12 +591,14 @@ void zero_loaded(Zero *z, int with_optim, long adam_step)
 	for (int u = 0; u < z->U; u++) {
 		int *cnt = z->counts + (size_t)u * z->N,
 		    *dsp = z->displs + (size_t)u * z->N;
-		for (int which = 0; which < 3; which++) {
-			if (which != ZERO_PARAMS && (!with_optim || z->stage > 0))
-				continue;
+		/* What the stage keeps whole, decided by the stage alone: every
+		 * rank makes the same calls. */
+		for (int which = 0; which < 3 && z->N > 1; which++) {
+			int whole = which == ZERO_PARAMS ? z->stage < 3 || z->persist[u]
+			                                 : with_optim && z->stage == 0;
 			size_t b, e;
 			float *p = zero_region(z, u, which, 0, &b, &e);
-			if (e - b == unit_len(z, u) && z->N > 1)
+			if (whole)
 				MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, p, cnt,
 				               dsp, MPI_FLOAT, z->comm);
 		}

@@ -2,12 +2,14 @@
 #include "trl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 int trl_errf(TrlErr *err, int code, const char *fmt, ...)
 {
@@ -122,4 +124,16 @@ uint64_t trl_hash64(const void *bytes, size_t n, uint64_t seed)
 		h *= 0x100000001b3ULL;
 	}
 	return h;
+}
+
+int trl_sync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
 }

@@ -62,6 +62,10 @@ int trl_read_file(const char *path, char **buf, size_t *len, TrlErr *err);
  * constant): for cache keys and fingerprints, not for security. */
 uint64_t trl_hash64(const void *bytes, size_t n, uint64_t seed);
 
+/* fsync of a file or folder by path (a folder: its entries, after a
+ * rename). Returns 0 or -1 with errno set. */
+int trl_sync_path(const char *path);
+
 /* Creates dir and its missing parents (mkdir -p). */
 int trl_mkdirs(const char *dir, TrlErr *err);
 

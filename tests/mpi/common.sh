@@ -56,6 +56,44 @@ with open(f"{d}/test.jsonl", "w") as f:
 PY
 }
 
+# llama_model LAYERS TIED: the model: block of the small llama the tests
+# train (C=32, H=4, KV=2, I=64, V=258), with LAYERS layers; TIED true/false.
+llama_model() {
+    cat <<YAML
+model:
+  architecture: llama
+  hidden_size: 32
+  num_hidden_layers: $1
+  num_attention_heads: 4
+  num_key_value_heads: 2
+  intermediate_size: 64
+  tie_word_embeddings: $2
+YAML
+}
+
+# ckpt_yaml FILE LAYERS [LINE ...]: the config of the checkpoint tests: SFT
+# on $WORK/pc (sums_data) for 12 steps with a checkpoint every 6, the small
+# llama with LAYERS layers, and any further YAML lines.
+ckpt_yaml() {
+    local file=$1 layers=$2
+    shift 2
+    {
+        printf '%s\n' "method: sft" "dataset_name: $WORK/pc" "max_length: 24" \
+            "learning_rate: 3.0e-3" "max_steps: 12" "save_steps: 6" "logging_steps: 1" \
+            "seed: 5" "disable_tqdm: true" "$@"
+        llama_model "$layers" false
+    } >"$file"
+}
+
+# train NAME NP YAML [--key value ...]: trains on NP ranks into $WORK/NAME,
+# appending the output to $WORK/NAME.out; a failure fails the test.
+train() {
+    local name=$1 np=$2 yaml=$3
+    shift 3
+    run_limited 120 $MPIRUN -np "$np" "$TRL" "$yaml" --output_dir "$WORK/$name" "$@" \
+        >>"$WORK/$name.out" 2>&1 || { cat "$WORK/$name.out"; fail "run $name failed"; }
+}
+
 # same REF RUN LOSS_TOL PARAM_TOL SCALE: the training losses and grad norms
 # of two runs ($WORK/REF and $WORK/RUN, which logged the same steps) agree
 # within LOSS_TOL (relative), and every weight within PARAM_TOL relative to the largest magnitude of its tensor (SCALE=tensor) or

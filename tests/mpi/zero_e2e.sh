@@ -29,14 +29,7 @@ per_device_eval_batch_size: 4
 seed: 5
 disable_tqdm: true
 stage3_param_persistence_threshold: 0
-model:
-  architecture: llama
-  hidden_size: 32
-  num_hidden_layers: 4
-  num_attention_heads: 4
-  num_key_value_heads: 2
-  intermediate_size: 64
-  tie_word_embeddings: false
+$(llama_model 4 false)
 YAML
 LLAMA_SHAPE="llama 32 4 4 2 64 258 0"
 
