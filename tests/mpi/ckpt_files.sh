@@ -6,6 +6,7 @@
 # with one clear message.
 . "$(dirname "$0")/common.sh"
 "$PYTHON3" -c "import h5py" 2>/dev/null || { echo "SKIP: python3-h5py is not installed"; exit 77; }
+need_procps
 
 sums_data "$WORK/pc" 11 21
 ckpt_yaml "$WORK/base.yaml" 2 "per_device_train_batch_size: 4"

@@ -5,6 +5,7 @@
 # the same curve; SIGUSR1 (or SIGTERM to any one rank) saves and stops every
 # rank with exit status 75, and `latest` resumes exactly.
 . "$(dirname "$0")/common.sh"
+need_procps
 
 sums_data "$WORK/pc" 11 21
 # Constant learning rate: a run of 6 steps resumed to 12 follows the schedule

@@ -24,6 +24,13 @@ fail() {
     exit 1
 }
 
+# need_procps: the tests that signal or kill single ranks find them with pgrep
+# and pkill; without them they would wait on runs they cannot stop.
+need_procps() {
+    command -v pgrep >/dev/null && command -v pkill >/dev/null ||
+        fail "pgrep and pkill are missing: apt-get install procps"
+}
+
 # Runs a command with a time limit so a hang fails the test instead of
 # stalling make check.
 run_limited() {
