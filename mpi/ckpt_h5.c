@@ -180,6 +180,65 @@ static hid_t new_group(hid_t f, const char *name)
 	return g;
 }
 
+/* The scalar state: one table for writing and reading, in the order the
+ * groups are read (save_only_model comes before the optimizer's step, which a
+ * model-only checkpoint does not have). */
+enum { F_LONG, F_INT, F_DOUBLE };
+
+typedef struct Field {
+	const char *group, *name;
+	int type;
+	size_t off;
+} Field;
+
+#define FIELD(g, n, t, field)                                                            \
+	{                                                                                \
+		g, n, t, offsetof(CkptState, field)                                      \
+	}
+
+static const Field FIELDS[] = {
+    FIELD("trainer_state", "global_step", F_LONG, global_step),
+    FIELD("trainer_state", "total_steps", F_LONG, total_steps),
+    FIELD("trainer_state", "epoch", F_DOUBLE, epoch),
+    FIELD("trainer_state", "num_tokens", F_LONG, num_tokens),
+    FIELD("trainer_state", "world_size", F_INT, world_size),
+    FIELD("trainer_state", "zero_stage", F_INT, zero_stage),
+    FIELD("trainer_state", "save_only_model", F_INT, save_only_model),
+    FIELD("sampler", "seed", F_LONG, seed),
+    FIELD("sampler", "samples_seen", F_LONG, samples_seen),
+    FIELD("sampler", "rows_per_step", F_LONG, rows_per_step),
+    FIELD("sampler", "num_rows", F_LONG, num_rows),
+    FIELD("scheduler", "lr_scheduler_type", F_INT, lr_scheduler_type),
+    FIELD("scheduler", "learning_rate", F_DOUBLE, learning_rate),
+    FIELD("scheduler", "warmup_steps", F_LONG, warmup_steps),
+    FIELD("scheduler", "total_steps", F_LONG, total_steps),
+    FIELD("scheduler", "last_lr", F_DOUBLE, last_lr),
+    FIELD("model", "bos_token_id", F_INT, bos_token_id),
+    FIELD("model", "eos_token_id", F_INT, eos_token_id),
+    FIELD("optimizer", "step", F_LONG, adam_step),
+};
+
+/* Writes (or reads) field fd of st as an attribute of its group. */
+static int move_field(hid_t f, const Field *fd, CkptState *st, int write)
+{
+	hid_t g = H5Gopen2(f, fd->group, H5P_DEFAULT);
+	char *p = (char *)st + fd->off;
+	long long x = fd->type == F_LONG ? *(long *)p : fd->type == F_INT ? *(int *)p : 0;
+	int rc = g < 0 ? -1
+	         : fd->type == F_DOUBLE
+	             ? (write ? put_double(g, fd->name, *(double *)p)
+	                      : attr_read(g, fd->name, H5T_NATIVE_DOUBLE, p))
+	         : write ? put_long(g, fd->name, (long)x)
+	                 : attr_read(g, fd->name, H5T_NATIVE_LLONG, &x);
+	if (!rc && !write && fd->type == F_LONG)
+		*(long *)p = (long)x;
+	if (!rc && !write && fd->type == F_INT)
+		*(int *)p = (int)x;
+	if (g >= 0)
+		H5Gclose(g);
+	return rc;
+}
+
 /* Writes everything but the tensors and the rng rows; the same calls on every
  * rank (attributes are collective metadata). */
 static int write_state(hid_t f, const Model *m, const CkptState *st, const AdamW *opt)
@@ -188,97 +247,52 @@ static int write_state(hid_t f, const Model *m, const CkptState *st, const AdamW
 	bad |= put_str(f, "format", CKPT_FORMAT_NAME);
 	bad |= put_long(f, "format_version", CKPT_FORMAT_VERSION);
 	bad |= put_str(f, "trl_hpc_version", TRL_VERSION_STRING);
-
-	hid_t g = H5Gcreate2(f, "trainer_state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-	bad |= g < 0 || put_long(g, "global_step", st->global_step) ||
-	       put_long(g, "total_steps", st->total_steps) ||
-	       put_double(g, "epoch", st->epoch) ||
-	       put_long(g, "num_tokens", st->num_tokens) ||
-	       put_long(g, "world_size", st->world_size) ||
-	       put_long(g, "zero_stage", st->zero_stage) ||
-	       put_long(g, "save_only_model", st->save_only_model);
-	if (g >= 0)
-		H5Gclose(g);
-	g = H5Gcreate2(f, "sampler", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-	bad |= g < 0 || put_long(g, "seed", st->seed) ||
-	       put_long(g, "samples_seen", st->samples_seen) ||
-	       put_long(g, "rows_per_step", st->rows_per_step) ||
-	       put_long(g, "num_rows", st->num_rows);
-	if (g >= 0)
-		H5Gclose(g);
-	g = H5Gcreate2(f, "scheduler", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-	bad |= g < 0 || put_long(g, "lr_scheduler_type", st->lr_scheduler_type) ||
-	       put_double(g, "learning_rate", st->learning_rate) ||
-	       put_long(g, "warmup_steps", st->warmup_steps) ||
-	       put_long(g, "total_steps", st->total_steps) ||
-	       put_double(g, "last_lr", st->last_lr);
-	if (g >= 0)
-		H5Gclose(g);
+	const char *const plain[] = {"trainer_state", "sampler", "scheduler",
+	                             "optimizer"};
+	int nplain = st->save_only_model ? 3 : 4; /* no optimizer group */
+	for (int i = 0; i < nplain; i++) {
+		hid_t g = H5Gcreate2(f, plain[i], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+		bad |= g < 0;
+		if (g >= 0)
+			H5Gclose(g);
+	}
+	for (int k = 0; k < (st->save_only_model ? 1 : 3); k++) {
+		hid_t g = new_group(f, GROUP[k]);
+		bad |= g < 0;
+		if (g >= 0)
+			H5Gclose(g);
+	}
+	for (size_t i = 0; i < sizeof FIELDS / sizeof FIELDS[0]; i++)
+		if (!st->save_only_model || strcmp(FIELDS[i].group, "optimizer") != 0)
+			bad |=
+			    move_field(f, &FIELDS[i], (CkptState *)st, 1); /* only read */
 
 	JsonBuf jb = {0};
 	model_config_hf_json(&m->cfg, "float32", &jb);
-	g = new_group(f, "model");
+	hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
 	bad |= g < 0 || jb.oom || put_str(g, "config_json", jb.p ? jb.p : "") ||
-	       put_str(g, "model_name_or_path", st->model_name_or_path) ||
-	       put_long(g, "bos_token_id", st->bos_token_id) ||
-	       put_long(g, "eos_token_id", st->eos_token_id);
+	       put_str(g, "model_name_or_path", st->model_name_or_path);
 	json_buf_free(&jb);
 	if (g >= 0)
 		H5Gclose(g);
 	if (!st->save_only_model) {
-		g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-		bad |= g < 0 || put_long(g, "step", st->adam_step) ||
-		       put_double(g, "beta1", opt->beta1) ||
+		g = H5Gopen2(f, "optimizer", H5P_DEFAULT);
+		bad |= g < 0 || put_double(g, "beta1", opt->beta1) ||
 		       put_double(g, "beta2", opt->beta2) ||
 		       put_double(g, "epsilon", opt->eps) ||
 		       put_double(g, "weight_decay", opt->weight_decay);
 		if (g >= 0)
 			H5Gclose(g);
-		for (int k = 1; k < 3; k++) {
-			hid_t t = new_group(f, GROUP[k]);
-			bad |= t < 0;
-			if (t >= 0)
-				H5Gclose(t);
-		}
 	}
 	return bad ? -1 : 0;
 }
-
-typedef struct Field {
-	const char *group, *name;
-	int is_double;
-	size_t off;
-} Field;
-
-#define LF(g, n, field)                                                                  \
-	{                                                                                \
-		g, n, 0, offsetof(CkptState, field)                                      \
-	}
-#define DF(g, n, field)                                                                  \
-	{                                                                                \
-		g, n, 1, offsetof(CkptState, field)                                      \
-	}
-
-static const Field FIELDS[] = {
-    LF("trainer_state", "global_step", global_step),
-    LF("trainer_state", "total_steps", total_steps),
-    DF("trainer_state", "epoch", epoch),
-    LF("trainer_state", "num_tokens", num_tokens),
-    LF("sampler", "seed", seed),
-    LF("sampler", "samples_seen", samples_seen),
-    LF("sampler", "rows_per_step", rows_per_step),
-    LF("sampler", "num_rows", num_rows),
-    DF("scheduler", "learning_rate", learning_rate),
-    DF("scheduler", "last_lr", last_lr),
-    LF("scheduler", "warmup_steps", warmup_steps),
-};
 
 /* Reads the header and the scalar state; errors name the missing piece. */
 static int read_state(hid_t f, const char *path, CkptState *st, TrlErr *err)
 {
 	memset(st, 0, sizeof *st);
 	char *fmt = read_string(f, "format", 0);
-	long long ver = 0, x;
+	long long ver = 0;
 	int ok = fmt && strcmp(fmt, CKPT_FORMAT_NAME) == 0;
 	free(fmt);
 	if (!ok)
@@ -295,57 +309,21 @@ static int read_state(hid_t f, const char *path, CkptState *st, TrlErr *err)
 		    path, ver, TRL_VERSION_STRING, CKPT_FORMAT_VERSION);
 	for (size_t i = 0; i < sizeof FIELDS / sizeof FIELDS[0]; i++) {
 		const Field *fd = &FIELDS[i];
-		hid_t g = H5Gopen2(f, fd->group, H5P_DEFAULT);
-		char *dst = (char *)st + fd->off;
-		int rc = g < 0           ? -1
-		         : fd->is_double ? attr_read(g, fd->name, H5T_NATIVE_DOUBLE, dst)
-		                         : attr_read(g, fd->name, H5T_NATIVE_LLONG, &x);
-		if (!rc && !fd->is_double)
-			*(long *)dst = (long)x;
-		if (g >= 0)
-			H5Gclose(g);
-		if (rc)
+		if (st->save_only_model && strcmp(fd->group, "optimizer") == 0)
+			continue;
+		if (move_field(f, fd, st, 0) != 0)
 			return trl_errf(err, TRL_EFORMAT,
 			                "%s: attribute %s/%s is missing or unreadable (a "
 			                "damaged or incomplete checkpoint)",
 			                path, fd->group, fd->name);
 	}
-	long long small[5] = {0};
-	const char *const names[5] = {"world_size", "zero_stage", "save_only_model",
-	                              "lr_scheduler_type", "step"};
-	const char *const groups[5] = {"trainer_state", "trainer_state", "trainer_state",
-	                               "scheduler", "optimizer"};
-	for (int i = 0; i < 5; i++) {
-		if (i == 4 && small[2])
-			break; /* a model-only checkpoint has no optimizer */
-		hid_t g = H5Gopen2(f, groups[i], H5P_DEFAULT);
-		int rc = g < 0 ? -1 : attr_read(g, names[i], H5T_NATIVE_LLONG, &small[i]);
-		if (g >= 0)
-			H5Gclose(g);
-		if (rc)
-			return trl_errf(err, TRL_EFORMAT,
-			                "%s: attribute %s/%s is missing or unreadable (a "
-			                "damaged or incomplete checkpoint)",
-			                path, groups[i], names[i]);
-	}
-	st->world_size = (int)small[0];
-	st->zero_stage = (int)small[1];
-	st->save_only_model = (int)small[2];
-	st->lr_scheduler_type = (int)small[3];
-	st->adam_step = (long)small[4];
 	hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
 	char *src = g >= 0 ? read_string(g, "model_name_or_path", 0) : NULL;
 	snprintf(st->model_name_or_path, sizeof st->model_name_or_path, "%s",
 	         src ? src : "");
 	free(src);
-	st->bos_token_id = st->eos_token_id = -1;
-	if (g >= 0) {
-		if (!attr_read(g, "bos_token_id", H5T_NATIVE_LLONG, &x))
-			st->bos_token_id = (int)x;
-		if (!attr_read(g, "eos_token_id", H5T_NATIVE_LLONG, &x))
-			st->eos_token_id = (int)x;
+	if (g >= 0)
 		H5Gclose(g);
-	}
 	if (st->world_size < 1 || st->global_step < 0)
 		return trl_errf(err, TRL_EFORMAT,
 		                "%s: trainer_state has world_size %d and global_step %ld "
