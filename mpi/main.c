@@ -126,23 +126,16 @@ int main(int argc, char **argv)
 		comm_finalize(&comm);
 		return 0;
 	}
-	if (strcmp(argv[1], "tokenize") == 0 || strcmp(argv[1], "generate") == 0) {
+	int (*tool)(int, char **) =
+	    strcmp(argv[1], "tokenize") == 0   ? cmd_tokenize
+	    : strcmp(argv[1], "generate") == 0 ? cmd_generate
+	    : strcmp(argv[1], "export") == 0 || strcmp(argv[1], "inspect") == 0
+	        ? cmd_checkpoint
+	        : NULL;
+	if (tool) {
 		/* One-process tools: under mpirun every rank would do the same work
 		 * and print the same output. */
-		int gen = argv[1][0] == 'g';
-		int status = comm.size != 1 ? 2
-		             : gen          ? cmd_generate(argc, argv)
-		                            : cmd_tokenize(argc, argv);
-		if (comm.size != 1 && comm.rank == 0)
-			fprintf(
-			    stderr,
-			    "trl-hpc %s runs on one process, not under mpirun -np %d\n",
-			    argv[1], comm.size);
-		comm_finalize(&comm);
-		return status;
-	}
-	if (strcmp(argv[1], "export") == 0 || strcmp(argv[1], "inspect") == 0) {
-		int status = comm.size != 1 ? 2 : cmd_checkpoint(argc, argv);
+		int status = comm.size != 1 ? 2 : tool(argc, argv);
 		if (comm.size != 1 && comm.rank == 0)
 			fprintf(
 			    stderr,
