@@ -17,8 +17,7 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-top_builddir=${top_builddir:-.}
-bench=$top_builddir/bench/bench_generate
+. "$here/common.sh"
 python=${PYTHON3:-/usr/bin/python3}
 threads=2
 rounds=1
@@ -35,11 +34,7 @@ shift $((OPTIND - 1))
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(tiny gpt2-124M)
 
-if [ ! -x "$bench" ]; then
-	echo "bench_generate.sh: $bench not found; build it with" \
-		"'make bench/bench_generate' in the build directory (or set top_builddir)" >&2
-	exit 1
-fi
+bench=$(need_bench bench_generate) || exit 1
 have_torch=1
 if ! "$python" -c 'import torch, numpy' 2>/dev/null; then
 	echo "bench_generate.sh: $python cannot import torch and numpy; showing trl-hpc only" >&2
@@ -52,13 +47,6 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/bench_generate.XXXXXX") || exit 1
 trap 'rm -rf "$work"' EXIT
 
 # field NAME LINE: the value of NAME=... in a result line.
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
-# best OLD NEW: the line with more decode_tokens_per_s.
-best() {
-	if [ -z "$1" ]; then echo "$2"; return; fi
-	awk -v a="$(field decode_tokens_per_s "$1")" -v b="$(field decode_tokens_per_s "$2")" \
-		'BEGIN { exit !(b > a) }' && echo "$2" || echo "$1"
-}
 
 declare -A result
 for cfg in "${configs[@]}"; do
@@ -73,14 +61,14 @@ for cfg in "${configs[@]}"; do
 				--prompt_len "$prompt_len" --new_tokens "$new_tokens" "${save[@]}" |
 				grep '^trl-hpc ')
 			echo "$line" >&2
-			[ -n "$line" ] && ours=$(best "$ours" "$line")
+			[ -n "$line" ] && ours=$(best decode_tokens_per_s "$ours" "$line")
 			if [ $have_torch = 1 ] && [ -f "$dir/prompts.txt" ]; then
 				line=$(OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE "$python" \
 					"$here/torch_generate.py" "$dir" --name "$cfg" \
 					--new_tokens "$new_tokens" --threads "$threads" |
 					grep '^pytorch ')
 				echo "$line" >&2
-				[ -n "$line" ] && theirs=$(best "$theirs" "$line")
+				[ -n "$line" ] && theirs=$(best decode_tokens_per_s "$theirs" "$line")
 			fi
 		done
 		rm -rf "$dir"
@@ -99,9 +87,8 @@ for cfg in "${configs[@]}"; do
 		ratio="n/a"
 		same="n/a"
 		if [ -n "$ours" ] && [ -n "$theirs" ]; then
-			ratio=$(awk -v a="$(field decode_tokens_per_s "$ours")" \
-				-v b="$(field decode_tokens_per_s "$theirs")" \
-				'BEGIN { printf "%.2f", a / b }')
+			ratio=$(ratio "$(field decode_tokens_per_s "$ours")" \
+				"$(field decode_tokens_per_s "$theirs")")
 			same=no
 			[ "$(field checksum "$ours")" = "$(field checksum "$theirs")" ] && same=yes
 		fi

@@ -14,8 +14,7 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-top_builddir=${top_builddir:-.}
-bench=$top_builddir/bench/bench_train
+. "$here/common.sh"
 python=${PYTHON3:-/usr/bin/python3}
 threads=2
 rounds=1
@@ -30,11 +29,7 @@ shift $((OPTIND - 1))
 configs=("$@")
 [ ${#configs[@]} -gt 0 ] || configs=(tiny gpt2-124M)
 
-if [ ! -x "$bench" ]; then
-	echo "bench_train.sh: $bench not found; build it with 'make bench/bench_train'" \
-		"in the build directory (or set top_builddir)" >&2
-	exit 1
-fi
+bench=$(need_bench bench_train) || exit 1
 have_torch=1
 if ! "$python" -c 'import torch' 2>/dev/null; then
 	echo "bench_train.sh: $python cannot import torch; showing trl-hpc only" >&2
@@ -45,14 +40,6 @@ extra=()
 [ -n "${STEPS:-}" ] && extra+=(--steps "$STEPS")
 [ -n "${WARMUP:-}" ] && extra+=(--warmup "$WARMUP")
 
-# field NAME LINE: the value of NAME=... in a result line.
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
-# best OLD NEW: the line with more tokens_per_s.
-best() {
-	if [ -z "$1" ]; then echo "$2"; return; fi
-	awk -v a="$(field tokens_per_s "$1")" -v b="$(field tokens_per_s "$2")" \
-		'BEGIN { exit !(b > a) }' && echo "$2" || echo "$1"
-}
 
 declare -A result
 for cfg in "${configs[@]}"; do
@@ -61,13 +48,13 @@ for cfg in "${configs[@]}"; do
 	for ((r = 1; r <= rounds; r++)); do
 		line=$(OMP_NUM_THREADS=$threads "$bench" "$cfg" "${extra[@]}" | grep '^trl-hpc ')
 		echo "$line" >&2
-		[ -n "$line" ] && ours=$(best "$ours" "$line")
+		[ -n "$line" ] && ours=$(best tokens_per_s "$ours" "$line")
 		if [ $have_torch = 1 ]; then
 			line=$(OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE "$python" \
 				"$here/torch_train.py" "$cfg" --threads "$threads" "${extra[@]}" |
 				grep '^pytorch ')
 			echo "$line" >&2
-			[ -n "$line" ] && theirs=$(best "$theirs" "$line")
+			[ -n "$line" ] && theirs=$(best tokens_per_s "$theirs" "$line")
 		fi
 	done
 	result[$cfg,trl-hpc]=$ours
@@ -82,8 +69,7 @@ for cfg in "${configs[@]}"; do
 	theirs=${result[$cfg,pytorch]}
 	ratio="n/a"
 	if [ -n "$ours" ] && [ -n "$theirs" ]; then
-		ratio=$(awk -v a="$(field tokens_per_s "$ours")" -v b="$(field tokens_per_s "$theirs")" \
-			'BEGIN { printf "%.2f", a / b }')
+		ratio=$(ratio "$(field tokens_per_s "$ours")" "$(field tokens_per_s "$theirs")")
 	fi
 	for impl in trl-hpc pytorch; do
 		line=${result[$cfg,$impl]}

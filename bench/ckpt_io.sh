@@ -17,8 +17,7 @@
 # run from there (or set top_builddir).
 set -u
 
-top_builddir=${top_builddir:-.}
-bench=$top_builddir/bench/bench_ckpt
+. "$(cd "$(dirname "$0")" && pwd)/common.sh"
 mpiexec=${MPIEXEC:-mpiexec}
 rounds=3
 ranks="1 2 4"
@@ -33,11 +32,7 @@ while getopts "r:n:d:c:h" opt; do
 	*) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
-if [ ! -x "$bench" ]; then
-	echo "ckpt_io.sh: $bench not found; build it with 'make bench/bench_ckpt'" \
-		"in the build directory (or set top_builddir)" >&2
-	exit 1
-fi
+bench=$(need_bench bench_ckpt) || exit 1
 if [ -z "$dir" ]; then
 	dir=$(mktemp -d "${TMPDIR:-/tmp}/trl-ckpt-bench.XXXXXX")
 	trap 'rm -rf "$dir"' EXIT
@@ -47,9 +42,6 @@ cold=0
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null; }
 (sync && echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null && cold=1
 
-# field NAME LINE: the value of NAME=... in a result line.
-field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { printf "%.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # dd_rate write|read BYTES: MB/s of dd moving BYTES in 16 MiB blocks.
