@@ -38,13 +38,7 @@ per_device_train_batch_size: 4
 assistant_only_loss: true
 seed: 5
 disable_tqdm: true
-model:
-  architecture: llama
-  hidden_size: 32
-  num_hidden_layers: 2
-  num_attention_heads: 4
-  num_key_value_heads: 2
-  intermediate_size: 64
+$(llama_model 2 true)
 YAML
 
 run_limited 300 $MPIRUN -np 2 "$TRL" "$WORK/base.yaml" --output_dir "$WORK/conv" \

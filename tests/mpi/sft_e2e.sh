@@ -20,13 +20,7 @@ logging_steps: 1
 eval_max_new_tokens: 4
 seed: 3
 disable_tqdm: true
-model:
-  architecture: llama
-  hidden_size: 32
-  num_hidden_layers: 2
-  num_attention_heads: 4
-  num_key_value_heads: 2
-  intermediate_size: 64
+$(llama_model 2 true)
 YAML
 
 run() { # run NAME NP [--key value ...]; THREADS=n sets threads per rank (default 1)
