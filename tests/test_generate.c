@@ -11,6 +11,7 @@
 #include "generate.h"
 #include "layers.h"
 #include "model.h"
+#include "random_model.h"
 #include "rng.h"
 #include "tokenizer.h"
 
@@ -48,15 +49,7 @@ static void make_model_cfg(Model *m, ModelConfig mc, uint64_t seed)
 {
 	TrlErr err = {0};
 	cr_assert_eq(model_init(m, &mc, &err), 0, "%s", err.msg);
-	model_init_weights(m, seed);
-	Rng r;
-	rng_seed(&r, seed + 99);
-	for (int i = 0; i < m->table.n; i++) {
-		const ParamInfo *p = &m->table.p[i];
-		if (p->kind == TRL_PARAM_NORM || p->kind == TRL_PARAM_BIAS)
-			for (size_t j = 0; j < p->numel; j++)
-				m->params[p->offset + j] += (float)(0.2 * rng_normal(&r));
-	}
+	random_model_weights(m, seed);
 }
 
 static void make_model(Model *m, TrlArch arch, int V, uint64_t seed)

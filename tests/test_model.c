@@ -11,6 +11,7 @@
 #include "layers.h"
 #include "model.h"
 #include "model_io.h"
+#include "random_model.h"
 #include "rng.h"
 
 static ModelConfig tiny(TrlArch arch, int kv, int bias, int tied)
@@ -30,21 +31,6 @@ static ModelConfig tiny(TrlArch arch, int kv, int bias, int tied)
 	mc.norm_eps = 1e-5f;
 	mc.initializer_range = 0.3f;
 	return mc;
-}
-
-/* Random weights everywhere, norms and biases included, so every gradient is
- * exercised. */
-static void randomise(Model *m, uint64_t seed)
-{
-	model_init_weights(m, seed);
-	Rng r;
-	rng_seed(&r, seed + 99);
-	for (int i = 0; i < m->table.n; i++) {
-		const ParamInfo *p = &m->table.p[i];
-		if (p->kind == TRL_PARAM_NORM || p->kind == TRL_PARAM_BIAS)
-			for (size_t j = 0; j < p->numel; j++)
-				m->params[p->offset + j] += (float)(0.2 * rng_normal(&r));
-	}
 }
 
 /* One (2, 7) batch: row 0 holds two packed documents, row 1 is padded. */
@@ -87,7 +73,7 @@ static void check_gradients(ModelConfig mc)
 	cr_assert_eq(model_init(&m, &mc, &err), 0, "%s", err.msg);
 	cr_assert_eq(model_alloc_activations(&m, 2, 7, &err), 0, "%s", err.msg);
 	cr_assert_eq(batch_alloc(&b, 2, 7, &err), 0);
-	randomise(&m, 5);
+	random_model_weights(&m, 5);
 	fill_batch(&b, mc.vocab_size, 11);
 	model_forward(&m, &b);
 	long n = 0;
@@ -152,7 +138,7 @@ static void check_packing_isolation(ModelConfig mc)
 	cr_assert_eq(model_alloc_activations(&m, 2, 7, &err), 0);
 	cr_assert_eq(batch_alloc(&packed, 2, 7, &err), 0);
 	cr_assert_eq(batch_alloc(&alone, 2, 7, &err), 0);
-	randomise(&m, 8);
+	random_model_weights(&m, 8);
 	fill_batch(&packed, mc.vocab_size, 3);
 	model_forward(&m, &packed);
 	int V = mc.vocab_size;
@@ -252,7 +238,7 @@ Test(model, saved_folder_loads_back_identically)
 	char dir[] = "/tmp/trl-model-XXXXXX";
 	cr_assert_not_null(mkdtemp(dir));
 	cr_assert_eq(model_init(&a, &mc, &err), 0);
-	randomise(&a, 21);
+	random_model_weights(&a, 21);
 	cr_assert_eq(model_save_dir(&a, dir, &err), 0, "%s", err.msg);
 	cr_assert_eq(model_load_dir(&b, dir, &err), 0, "%s", err.msg);
 	cr_assert_eq(b.table.total, a.table.total);
