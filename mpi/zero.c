@@ -83,7 +83,8 @@ static void wait_req(Zero *z, MPI_Request *r)
 /* Moves a finished gradient reduction's result to where the optimizer reads
  * it: stage 1 reduces in place in the full gradient, whose piece lands at the
  * unit's start; stages 2 and 3 add it into the gradient shard (micro-batches
- * accumulate there). */
+ * accumulate there), except the first reduction since the update, which
+ * issue_reduce aimed at the shard itself. */
 static void finish_grad(Zero *z, int u)
 {
 	if (!z->gpending[u])
@@ -97,8 +98,7 @@ static void finish_grad(Zero *z, int u)
 		const float *src = z->gbuf[buf_of(z, u)];
 		float *dst = z->shard_g + z->g_off[u];
 		const long len = (long)n;
-		if (z->g_fresh[u]) { /* first micro-batch since the update */
-			memcpy(dst, src, n * sizeof(float));
+		if (z->g_fresh[u]) { /* the result is in the shard already */
 			z->g_fresh[u] = 0;
 		} else {
 #pragma omp parallel for schedule(static) if (len > 65536)
@@ -128,13 +128,19 @@ static void issue_reduce(Zero *z, int u)
 		MPI_Iallreduce(MPI_IN_PLACE, z->m->grads + z->m->unit_begin[u], (int)len,
 		               MPI_FLOAT, MPI_SUM, z->comm, &z->greq[u]);
 		count(z, u, 2.0);
-	} else {
+	} else if (z->stage == 1 || !z->g_fresh[u]) {
 		/* In place: the whole unit is the input, my piece comes back at
-		 * the start of the buffer. */
+		 * the start of the buffer (finish_grad moves or adds it). */
 		float *buf = z->stage == 1 ? z->m->grads + z->m->unit_begin[u]
 		                           : z->gbuf[buf_of(z, u)];
 		MPI_Ireduce_scatter(MPI_IN_PLACE, buf, cnt, MPI_FLOAT, MPI_SUM, z->comm,
 		                    &z->greq[u]);
+		count(z, u, 1.0);
+	} else {
+		/* The first micro-batch since the update: my piece goes straight
+		 * into the gradient shard. */
+		MPI_Ireduce_scatter(z->gbuf[buf_of(z, u)], z->shard_g + z->g_off[u], cnt,
+		                    MPI_FLOAT, MPI_SUM, z->comm, &z->greq[u]);
 		count(z, u, 1.0);
 	}
 	z->gpending[u] = 1;
