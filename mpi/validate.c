@@ -1,0 +1,101 @@
+/* validate.c - `trl-hpc validate`: the resolved config and, for each ZeRO
+ * stage, the memory and traffic of a rank. */
+#include "train.h"
+
+#include <string.h>
+
+#include "model_io.h"
+#include "params.h"
+#include "zero.h"
+
+static void print_bytes(FILE *out, double b)
+{
+	if (b >= 1024.0 * 1024.0 * 1024.0)
+		fprintf(out, "%9.2f GiB", b / (1024.0 * 1024.0 * 1024.0));
+	else
+		fprintf(out, "%9.1f MiB", b / (1024.0 * 1024.0));
+}
+
+int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, FILE *out,
+                 TrlErr *err)
+{
+	ModelConfig mc = cfg->model;
+	int rc = TRL_OK;
+	if (cfg->model_name_or_path[0]) {
+		char path[TRL_PATH_MAX + 32];
+		snprintf(path, sizeof path, "%s/config.json", cfg->model_name_or_path);
+		rc = model_config_load_json(&mc, path, err);
+	}
+	if (!rc)
+		rc = model_config_check(&mc, err);
+	ParamTable t;
+	memset(&t, 0, sizeof t);
+	if (!rc)
+		rc = params_build(&t, &mc, err);
+	if ((rc = comm_agree(comm, rc, err)) || comm->rank != 0) {
+		params_free(&t);
+		return rc;
+	}
+	config_write_yaml(cfg, out);
+	int N = plan && plan->ranks > 0 ? plan->ranks : comm->size;
+	double limit = plan ? plan->mem_per_rank : 0.0;
+	int B = cfg->per_device_train_batch_size;
+	int B2 =
+	    cfg->per_device_eval_batch_size > B ? cfg->per_device_eval_batch_size : B;
+	double act = (double)model_activation_bytes(&mc, B2, cfg->max_length);
+	int GA = cfg->gradient_accumulation_steps;
+	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",
+	        model_arch_name(mc.arch), model_config_num_params(&mc),
+	        model_config_num_nonembedding_params(&mc));
+	fprintf(out,
+	        "# ZeRO plan for %d rank%s, fp32 AdamW, per rank (the largest shard); "
+	        "activations for B=%d, T=%d; %d accumulation step%s\n",
+	        N, N > 1 ? "s" : "", B2, cfg->max_length, GA, GA > 1 ? "s" : "");
+	fprintf(out, "# stage   parameters    gradients    optimizer      buffers  "
+	             "activations        total  sent per step\n");
+	int fits = -1;
+	for (int st = 0; st <= 3; st++) {
+		ZeroMem zm;
+		double sent;
+		zero_estimate(&t, st, N, cfg->stage3_param_persistence_threshold, GA, &zm,
+		              &sent);
+		double total = zm.params + zm.grads + zm.optim + zm.work + act;
+		fprintf(out, "# %5d", st);
+		print_bytes(out, zm.params);
+		print_bytes(out, zm.grads);
+		print_bytes(out, zm.optim);
+		print_bytes(out, zm.work);
+		print_bytes(out, act);
+		print_bytes(out, total);
+		print_bytes(out, sent);
+		int ok = limit > 0 && total <= limit;
+		fprintf(out, "%s%s\n", st == cfg->zero_stage ? "  <- zero_stage" : "",
+		        ok ? "  fits" : "");
+		if (ok && fits < 0)
+			fits = st;
+	}
+	if (limit > 0 && fits >= 0) {
+		fprintf(out,
+		        "# with %.2f GiB per rank, zero_stage %d is the lowest stage "
+		        "that fits (the least sharding, the fewest bytes sent)\n",
+		        limit / (1024.0 * 1024.0 * 1024.0), fits);
+	} else if (limit > 0) {
+		int need = 0;
+		for (int n = N * 2; n <= (1 << 20) && !need; n *= 2) {
+			ZeroMem zm;
+			double sent;
+			zero_estimate(&t, 3, n, cfg->stage3_param_persistence_threshold,
+			              GA, &zm, &sent);
+			if (zm.params + zm.grads + zm.optim + zm.work + act <= limit)
+				need = n;
+		}
+		fprintf(out, "# with %.2f GiB per rank no stage fits on %d ranks",
+		        limit / (1024.0 * 1024.0 * 1024.0), N);
+		if (need)
+			fprintf(out, "; zero_stage 3 fits on %d ranks", need);
+		fprintf(out, "; a smaller per_device_train_batch_size or max_length "
+		             "shrinks the activations\n");
+	}
+	params_free(&t);
+	return TRL_OK;
+}
