@@ -65,7 +65,7 @@ static int wire(const ModelConfig *mc, const ParamTable *t, float *base, ModelPt
 		w->wpe = ptr(t, base, "transformer.wpe.weight");
 		w->lnf_w = ptr(t, base, "transformer.ln_f.weight");
 		w->lnf_b = ptr(t, base, "transformer.ln_f.bias");
-		w->lm_head = w->wte;
+		w->lm_head = mc->num_labels > 0 ? ptr(t, base, "score.weight") : w->wte;
 		for (int l = 0; l < L; l++) {
 			LayerPtrs *p = &w->layer[l];
 			const char *h = "transformer.h";
@@ -85,8 +85,9 @@ static int wire(const ModelConfig *mc, const ParamTable *t, float *base, ModelPt
 	} else {
 		w->wte = ptr(t, base, "model.embed_tokens.weight");
 		w->lnf_w = ptr(t, base, "model.norm.weight");
-		w->lm_head =
-		    mc->tie_word_embeddings ? w->wte : ptr(t, base, "lm_head.weight");
+		w->lm_head = mc->num_labels > 0        ? ptr(t, base, "score.weight")
+		             : mc->tie_word_embeddings ? w->wte
+		                                       : ptr(t, base, "lm_head.weight");
 		for (int l = 0; l < L; l++) {
 			LayerPtrs *p = &w->layer[l];
 			const char *m = "model.layers";
@@ -296,7 +297,7 @@ static Sizes sizes_of(const ModelConfig *mc, int B, int T)
 	s.QD = (size_t)mc->head_dim * (size_t)mc->num_attention_heads;
 	s.KVD = (size_t)mc->head_dim * (size_t)mc->num_key_value_heads;
 	s.I = (size_t)mc->intermediate_size;
-	s.V = (size_t)mc->vocab_size;
+	s.V = (size_t)model_config_out_dim(mc);
 	s.BHTT = (size_t)B * mc->num_attention_heads * T * T;
 	s.L = (size_t)mc->num_hidden_layers;
 	return s;
@@ -487,7 +488,7 @@ void model_forward(Model *m, const Batch *b)
 	int C = mc->hidden_size, H = mc->num_attention_heads,
 	    KV = mc->num_key_value_heads;
 	int D = mc->head_dim, QD = H * D, KVD = KV * D, I = mc->intermediate_size;
-	int V = mc->vocab_size, L = mc->num_hidden_layers,
+	int V = model_config_out_dim(mc), L = mc->num_hidden_layers,
 	    gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w;
 	int tied = w->lm_head == w->wte;
@@ -578,7 +579,7 @@ void model_backward(Model *m, const Batch *b)
 	int C = mc->hidden_size, H = mc->num_attention_heads,
 	    KV = mc->num_key_value_heads;
 	int D = mc->head_dim, QD = H * D, KVD = KV * D, I = mc->intermediate_size;
-	int V = mc->vocab_size, L = mc->num_hidden_layers,
+	int V = model_config_out_dim(mc), L = mc->num_hidden_layers,
 	    gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w, *g = &m->g;
 	size_t NC = (size_t)N * C, NI = (size_t)N * I;
@@ -699,6 +700,7 @@ void model_backward(Model *m, const Batch *b)
 double model_flops_per_token(const ModelConfig *mc, int T)
 {
 	double n = (double)model_config_num_nonembedding_params(mc);
-	double L = mc->num_hidden_layers, C = mc->hidden_size, V = mc->vocab_size;
+	double L = mc->num_hidden_layers, C = mc->hidden_size,
+	       V = model_config_out_dim(mc);
 	return 6.0 * n + 6.0 * L * T * C + 6.0 * C * V;
 }

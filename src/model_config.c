@@ -41,6 +41,24 @@ const char *model_hf_arch_name(TrlHfType t)
 	return (int)t >= 0 && (int)t < N_HF_TYPES ? hf_names[t].arch : "unknown";
 }
 
+const char *model_hf_cls_name(TrlHfType t)
+{
+	static const char *const cls[] = {
+	    [TRL_HF_AUTO] = "?",
+	    [TRL_HF_LLAMA] = "LlamaForSequenceClassification",
+	    [TRL_HF_QWEN2] = "Qwen2ForSequenceClassification",
+	    [TRL_HF_QWEN3] = "Qwen3ForSequenceClassification",
+	    [TRL_HF_MISTRAL] = "MistralForSequenceClassification",
+	    [TRL_HF_GPT2] = "GPT2ForSequenceClassification",
+	};
+	return (int)t >= 0 && (int)t < N_HF_TYPES ? cls[t] : "unknown";
+}
+
+int model_config_out_dim(const ModelConfig *mc)
+{
+	return mc->num_labels > 0 ? mc->num_labels : mc->vocab_size;
+}
+
 int model_hf_type_parse(const char *name, TrlHfType *out)
 {
 	for (int i = 1; i < N_HF_TYPES; i++)
@@ -190,7 +208,9 @@ size_t model_config_num_params(const ModelConfig *mc)
 	size_t n = model_config_num_nonembedding_params(mc) + V * C;
 	if (mc->arch == TRL_ARCH_GPT2)
 		n += (size_t)mc->max_position_embeddings * C;
-	if (!mc->tie_word_embeddings)
+	if (mc->num_labels > 0)
+		n += (size_t)mc->num_labels * C;
+	else if (!mc->tie_word_embeddings)
 		n += V * C;
 	return n;
 }
@@ -218,7 +238,17 @@ void model_config_hf_json(const ModelConfig *mc, const char *torch_dtype, JsonBu
 	TrlHfType t = mc->model_type;
 	json_buf_puts(b, "{\n");
 	json_buf_printf(b, "  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n",
-	                model_hf_arch_name(t), model_hf_type_name(t));
+	                mc->num_labels > 0 ? model_hf_cls_name(t) : model_hf_arch_name(t),
+	                model_hf_type_name(t));
+	if (mc->num_labels > 0) {
+		json_buf_puts(b, "  \"id2label\": {");
+		for (int i = 0; i < mc->num_labels; i++)
+			json_buf_printf(b, "%s\"%d\": \"LABEL_%d\"", i ? ", " : "", i, i);
+		json_buf_puts(b, "},\n  \"label2id\": {");
+		for (int i = 0; i < mc->num_labels; i++)
+			json_buf_printf(b, "%s\"LABEL_%d\": %d", i ? ", " : "", i, i);
+		json_buf_puts(b, "},\n");
+	}
 	if (t == TRL_HF_GPT2) {
 		json_buf_printf(
 		    b,

@@ -47,6 +47,10 @@ typedef struct ModelConfig {
 	int sliding_window; /* mistral/qwen: attention window; 0 = none. A batch
 	                     * longer than it is refused (no windowed kernel). */
 	TrlHfType model_type;
+	int num_labels; /* 0: a causal LM (lm_head, vocab_size outputs); > 0: a
+	                 * sequence classifier (<Arch>ForSequenceClassification):
+	                 * score.weight (num_labels, C), never tied, read at the
+	                 * last real token of each row (reward models) */
 	float rope_theta;
 	float norm_eps; /* rms_norm_eps (llama) or layer_norm_epsilon (gpt2) */
 	float initializer_range;
@@ -65,6 +69,10 @@ const char *model_arch_name(TrlArch a);
  * name. */
 const char *model_hf_type_name(TrlHfType t);
 const char *model_hf_arch_name(TrlHfType t);
+/* "LlamaForSequenceClassification", ... */
+const char *model_hf_cls_name(TrlHfType t);
+/* Outputs per position: num_labels for a classifier, else vocab_size. */
+int model_config_out_dim(const ModelConfig *mc);
 int model_hf_type_parse(const char *name, TrlHfType *out);
 
 /* Whether a llama-family o_proj has a bias (llama/qwen3 with attention_bias). */

@@ -349,11 +349,13 @@ static int config_from_json(ModelConfig *mc, const JsonValue *root, const char *
 		              "%s: model_type '%s' is not supported (supported: llama, "
 		              "qwen2, qwen3, mistral, gpt2)",
 		              path, type);
-	} else if (arch && strcmp(arch, model_hf_arch_name(mc->model_type)) != 0) {
+	} else if (arch && strcmp(arch, model_hf_arch_name(mc->model_type)) != 0 &&
+	           strcmp(arch, model_hf_cls_name(mc->model_type)) != 0) {
 		rc = trl_errf(err, TRL_EUNSUPPORTED,
 		              "%s: architecture '%s' is not supported for model_type "
-		              "'%s' (only %s)",
-		              path, arch, type, model_hf_arch_name(mc->model_type));
+		              "'%s' (only %s or %s)",
+		              path, arch, type, model_hf_arch_name(mc->model_type),
+		              model_hf_cls_name(mc->model_type));
 	} else if (mc->model_type == TRL_HF_GPT2) {
 		rc = load_gpt2_keys(mc, root, path, err);
 	} else {
@@ -365,6 +367,20 @@ static int config_from_json(ModelConfig *mc, const JsonValue *root, const char *
 	if (!rc)
 		rc = get_float(root, path, "initializer_range", &mc->initializer_range,
 		               err);
+	/* A sequence classifier has as many labels as id2label names
+	 * (transformers' num_labels; its default is 2). */
+	if (!rc && arch && strcmp(arch, model_hf_cls_name(mc->model_type)) == 0) {
+		const JsonValue *labels = json_get(root, "id2label");
+		int64_t n = 2;
+		if (labels && labels->type == JSON_OBJECT)
+			n = (int64_t)labels->len;
+		else if (json_get(root, "num_labels"))
+			json_int(json_get(root, "num_labels"), &n);
+		if (n < 1 || n > 1 << 20)
+			rc = trl_errf(err, TRL_EFORMAT, "%s: %lld labels (id2label)",
+			              path, (long long)n);
+		mc->num_labels = (int)n;
+	}
 	return rc;
 }
 
@@ -496,6 +512,12 @@ static int index_files(const JsonValue *root, const char *path, const char ***fi
 
 int model_load_dir(Model *m, const char *dir, TrlErr *err)
 {
+	return model_load_dir_head(m, dir, -1, 0, NULL, err);
+}
+
+int model_load_dir_head(Model *m, const char *dir, int num_labels, uint64_t seed,
+                        int *head_initialized, TrlErr *err)
+{
 	char path[PATH_CAP], where[PATH_CAP];
 	ModelConfig mc;
 	JsonValue *index = NULL;
@@ -506,6 +528,10 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err)
 	int rc = model_config_load_json(&mc, path, err);
 	if (rc)
 		return rc;
+	if (num_labels >= 0)
+		mc.num_labels = num_labels;
+	if (head_initialized)
+		*head_initialized = 0;
 	rc = model_init(m, &mc, err);
 	if (rc)
 		return rc;
@@ -542,7 +568,18 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err)
 	}
 	if (rc)
 		goto fail;
-	for (int i = 0; i < m->table.n; i++)
+	for (int i = 0; i < m->table.n; i++) {
+		const ParamInfo *p = &m->table.p[i];
+		if (!loaded[i] && mc.num_labels > 0 &&
+		    strcmp(p->name, "score.weight") == 0) {
+			/* A causal LM becoming a classifier: a new head, drawn as
+			 * transformers draws it (N(0, initializer_range)). */
+			model_init_weights_range(m, seed, m->params + p->offset,
+			                         p->offset, p->offset + p->numel);
+			loaded[i] = 1;
+			if (head_initialized)
+				*head_initialized = 1;
+		}
 		if (!loaded[i]) {
 			rc = trl_errf(
 			    err, TRL_EFORMAT,
@@ -552,6 +589,7 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err)
 			    model_hf_type_name(m->cfg.model_type));
 			goto fail;
 		}
+	}
 	free(files);
 	free(loaded);
 	json_free(index);

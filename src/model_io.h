@@ -48,6 +48,15 @@ int model_save_dir(const Model *m, const char *dir, TrlErr *err);
 
 int model_load_dir(Model *m, const char *dir, TrlErr *err);
 
+/* model_load_dir with the head chosen by the caller: num_labels >= 0
+ * overrides config.json's (0 a causal LM, > 0 a sequence classifier, -1 as
+ * the folder says). A classifier read from a causal LM's folder has no
+ * score.weight there: it is drawn from seed, N(0, initializer_range), and
+ * *head_initialized (when not NULL) is set to 1; the folder's lm_head is
+ * ignored. */
+int model_load_dir_head(Model *m, const char *dir, int num_labels, uint64_t seed,
+                        int *head_initialized, TrlErr *err);
+
 /* Reads a Hugging Face config.json into mc (architecture from model_type).
  * mc is not yet checked: model_init (or model_config_check) does that. */
 int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err);

@@ -149,9 +149,14 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 			t->layer_end[l] = bl.off;
 		}
 		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "model.norm.weight");
-		if (!mc->tie_word_embeddings)
+		if (!mc->tie_word_embeddings && mc->num_labels <= 0)
 			rc |= add(&bl, TRL_PARAM_MATRIX, -1, V, C, "lm_head.weight");
 	}
+	/* A sequence classifier's head replaces lm_head (Hugging Face's
+	 * *ForSequenceClassification: a bias-free Linear named score). */
+	if (mc->num_labels > 0)
+		rc |= add(&bl, TRL_PARAM_MATRIX, -1, (size_t)mc->num_labels, C,
+		          "score.weight");
 	if (rc)
 		goto nomem;
 	if (bl.too_big || bl.off > TRL_PARAMS_MAX) {

@@ -425,8 +425,8 @@ Test(model_io, unsupported_architecture_is_an_error_naming_it)
 {
 	Model a;
 	save_tiny(TRL_HF_QWEN2, &a);
-	edit("config.json", "Qwen2ForCausalLM", "Qwen2ForSequenceClassification");
-	expect_load_error("Qwen2ForSequenceClassification", "not supported");
+	edit("config.json", "Qwen2ForCausalLM", "Qwen2ForTokenClassification");
+	expect_load_error("Qwen2ForTokenClassification", "not supported");
 	model_free(&a);
 }
 
@@ -490,4 +490,62 @@ Test(model_io, head_dim_need_not_divide_hidden_size)
 	mc.head_dim = 8;
 	cr_assert_neq(model_init(&m, &mc, &err), 0);
 	cr_assert(strstr(err.msg, "head_dim"), "%s", err.msg);
+}
+
+/* A reward model leaves as <Arch>ForSequenceClassification with score.weight
+ * and id2label, and comes back as the same classifier; a causal LM read as a
+ * classifier gets a new score head drawn from the seed. */
+Test(model_io, sequence_classifier_round_trips)
+{
+	ModelConfig mc = tiny(TRL_HF_LLAMA);
+	mc.num_labels = 1;
+	Model a, b;
+	TrlErr err;
+	cr_assert_eq(model_init(&a, &mc, &err), 0, "%s", err.msg);
+	randomise(&a, 99);
+	cr_assert_eq(model_save_dir(&a, dir, &err), 0, "%s", err.msg);
+	char path[512], *text = NULL;
+	size_t len = 0;
+	snprintf(path, sizeof path, "%s/config.json", dir);
+	cr_assert_eq(trl_read_file(path, &text, &len, &err), 0);
+	cr_assert(strstr(text, "\"LlamaForSequenceClassification\""), "%s", text);
+	cr_assert(strstr(text, "\"id2label\": {\"0\": \"LABEL_0\"}"), "%s", text);
+	trl_free(text);
+	cr_assert_eq(model_load_dir(&b, dir, &err), 0, "%s", err.msg);
+	cr_assert_eq(b.cfg.num_labels, 1);
+	cr_assert_eq(b.table.total, a.table.total);
+	cr_assert_eq(memcmp(a.params, b.params, a.table.total * sizeof(float)), 0);
+	cr_assert_not_null(params_find(&b.table, "score.weight"));
+	cr_assert_null(params_find(&b.table, "lm_head.weight"));
+	model_free(&b);
+	model_free(&a);
+
+	Model lm, cls;
+	mc = tiny(TRL_HF_LLAMA);
+	mc.tie_word_embeddings = 0;
+	cr_assert_eq(model_init(&lm, &mc, &err), 0, "%s", err.msg);
+	randomise(&lm, 5);
+	cr_assert_eq(model_save_dir(&lm, dir, &err), 0, "%s", err.msg);
+	int fresh = 0;
+	cr_assert_eq(model_load_dir_head(&cls, dir, 1, 42, &fresh, &err), 0, "%s",
+	             err.msg);
+	cr_assert_eq(fresh, 1);
+	const ParamInfo *p = params_find(&cls.table, "score.weight");
+	cr_assert_not_null(p);
+	cr_assert_eq(p->shape[0], 1);
+	double ss = 0.0;
+	for (size_t i = 0; i < p->numel; i++)
+		ss += (double)cls.params[p->offset + i] * cls.params[p->offset + i];
+	double sd = sqrt(ss / (double)p->numel);
+	cr_assert(sd > 0.5 * mc.initializer_range && sd < 2.0 * mc.initializer_range,
+	          "score head std %g, initializer_range %g", sd,
+	          (double)mc.initializer_range);
+	/* The body is the causal LM's. */
+	const ParamInfo *q = params_find(&cls.table, "model.norm.weight");
+	const ParamInfo *q0 = params_find(&lm.table, "model.norm.weight");
+	cr_assert_eq(memcmp(cls.params + q->offset, lm.params + q0->offset,
+	                    q->numel * sizeof(float)),
+	             0);
+	model_free(&cls);
+	model_free(&lm);
 }
