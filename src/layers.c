@@ -545,6 +545,77 @@ void attention_forward_naive(float *out, float *att, const float *q, const float
 
 /* ---- cross-entropy --------------------------------------------------------- */
 
+void tokens_logprob_forward(const TokenStats *s, const float *logits,
+                            const int32_t *targets, int N, int V)
+{
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < N; n++) {
+		const float *l = logits + (size_t)n * V;
+		int tgt = targets[n];
+		if (tgt < 0) {
+			s->lp[n] = s->lse[n] = 0.0f;
+			if (s->wpo)
+				s->wpo[n] = 0.0f;
+			if (s->mean_logit)
+				s->mean_logit[n] = 0.0f;
+			if (s->entropy)
+				s->entropy[n] = 0.0f;
+			if (s->correct)
+				s->correct[n] = 0;
+			continue;
+		}
+		float mx = l[0];
+		int am = 0;
+		for (int v = 1; v < V; v++)
+			if (l[v] > mx) {
+				mx = l[v];
+				am = v;
+			}
+		/* Sums in double: sum e^(z - max), sum e^(z - max) (z - max) for the
+		 * entropy, sum e^(2 (z - max)) for WPO, sum z. */
+		double se = 0.0, sez = 0.0, se2 = 0.0, sz = 0.0;
+		for (int v = 0; v < V; v++) {
+			double d = (double)l[v] - mx, e = exp(d);
+			se += e;
+			sez += e * d;
+			se2 += e * e;
+			sz += l[v];
+		}
+		double lse = mx + log(se);
+		s->lp[n] = (float)((double)l[tgt] - lse);
+		s->lse[n] = (float)lse;
+		/* logsumexp(2z) - 2 logsumexp(z) = log se2 - 2 log se. */
+		if (s->wpo)
+			s->wpo[n] = (float)(log(se2) - 2.0 * log(se));
+		if (s->mean_logit)
+			s->mean_logit[n] = (float)(sz / V);
+		/* H = lse - sum p z = log se - sez / se. */
+		if (s->entropy)
+			s->entropy[n] = (float)(log(se) - sez / se);
+		if (s->correct)
+			s->correct[n] = am == tgt;
+	}
+}
+
+void tokens_logprob_backward(float *logits, const int32_t *targets, const float *lse,
+                             const float *coef, int N, int V)
+{
+#pragma omp parallel for schedule(static)
+	for (int n = 0; n < N; n++) {
+		float *l = logits + (size_t)n * V;
+		int tgt = targets[n];
+		float c = tgt >= 0 ? coef[n] : 0.0f;
+		if (c == 0.0f) {
+			memset(l, 0, (size_t)V * sizeof *l);
+			continue;
+		}
+		float m = lse[n];
+		for (int v = 0; v < V; v++)
+			l[v] = -c * expf(l[v] - m);
+		l[tgt] += c;
+	}
+}
+
 double crossentropy_forward_backward(float *logits, const int32_t *targets, int N, int V,
                                      float grad_scale, long *count, long *correct)
 {

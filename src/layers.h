@@ -97,6 +97,26 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, int n_s
 double crossentropy_forward_backward(float *logits, const int32_t *targets, int N, int V,
                                      float grad_scale, long *count, long *correct);
 
+/* Per-token figures of rows of logits (N, V) at targets (N), -1 = ignored
+ * (every output is 0 there): lp = log softmax(z)[target], lse =
+ * logsumexp(z) (kept for tokens_logprob_backward), and, when not NULL, wpo =
+ * logsumexp(2 z) - 2 logsumexp(z) (WPO's log normaliser), mean_logit = the
+ * mean of z over the vocabulary, entropy = -sum p log p, correct = argmax ==
+ * target. Arrays (N); the logits are not changed. */
+typedef struct TokenStats {
+	float *lp, *lse;                   /* (N) required */
+	float *wpo, *mean_logit, *entropy; /* (N) or NULL */
+	uint8_t *correct;                  /* (N) or NULL */
+} TokenStats;
+void tokens_logprob_forward(const TokenStats *s, const float *logits,
+                            const int32_t *targets, int N, int V);
+
+/* Backward of loss = sum_n coef[n] * lp[n]: replaces the logits IN PLACE by
+ * d loss / d z = coef[n] * (onehot(target) - softmax(z)), using the lse of
+ * the forward; rows with target -1 or coef 0 become 0. */
+void tokens_logprob_backward(float *logits, const int32_t *targets, const float *lse,
+                             const float *coef, int N, int V);
+
 /* Reference (naive, triple-loop, no BLAS) versions kept beside the fast ones
  * as the oracle for tests. */
 void matmul_forward_naive(float *out, const float *in, const float *w, const float *bias,

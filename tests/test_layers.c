@@ -1083,3 +1083,96 @@ Test(layers, crossentropy_all_ignored_is_zero)
 	for (int i = 0; i < 6; i++)
 		cr_assert_eq(logits[i], 0.0f);
 }
+
+/* tokens_logprob_*: per-token log-probs and the other figures against a
+ * double-precision reference, and the backward of sum_n coef[n] lp[n]
+ * against finite differences. */
+typedef struct LpCtx {
+	const float *logits;
+	float *work;
+	const int32_t *targets;
+	const float *coef;
+	int N, V;
+	TokenStats s;
+} LpCtx;
+
+static double lp_loss(void *ctx)
+{
+	LpCtx *c = ctx;
+	tokens_logprob_forward(&c->s, c->logits, c->targets, c->N, c->V);
+	double L = 0.0;
+	for (int n = 0; n < c->N; n++)
+		L += (double)c->coef[n] * c->s.lp[n];
+	return L;
+}
+
+Test(layers, token_logprobs_match_reference_and_fd)
+{
+	const int N = 9, V = 13;
+	const size_t n = (size_t)N * V;
+	Rng r;
+	rng_seed(&r, 4242);
+	float *logits = falloc(n), *work = falloc(n), *coef = falloc(N);
+	int32_t tg[9];
+	fd_fill_normal(logits, n, &r, 2.0);
+	for (int j = 0; j < V; j++)
+		logits[4 * V + j] += 150.0f; /* exp overflows float without the max */
+	for (int i = 0; i < N; i++) {
+		tg[i] = (int32_t)rng_below(&r, V);
+		coef[i] = (float)(rng_normal(&r) * 0.7);
+	}
+	tg[2] = -1;
+	coef[6] = 0.0f;
+	float lp[9], lse[9], wpo[9], ml[9], ent[9];
+	uint8_t ok[9];
+	LpCtx c = {logits, work, tg, coef, N, V, {lp, lse, wpo, ml, ent, ok}};
+	lp_loss(&c);
+	for (int i = 0; i < N; i++) {
+		const float *l = logits + (size_t)i * V;
+		if (tg[i] < 0) {
+			cr_assert(lp[i] == 0.0f && ent[i] == 0.0f && ok[i] == 0);
+			continue;
+		}
+		double mx = l[0], s = 0, s2 = 0, sz = 0, h = 0;
+		int am = 0;
+		for (int v = 1; v < V; v++)
+			if (l[v] > mx)
+				mx = l[v], am = v;
+		for (int v = 0; v < V; v++) {
+			s += exp(l[v] - mx);
+			s2 += exp(2.0 * (l[v] - mx));
+			sz += l[v];
+		}
+		for (int v = 0; v < V; v++) {
+			double p = exp(l[v] - mx) / s;
+			h -= p * log(p);
+		}
+		double want = l[tg[i]] - mx - log(s);
+		cr_assert(fabs(lp[i] - want) < 1e-5 * (1 + fabs(want)), "lp[%d] %g vs %g",
+		          i, (double)lp[i], want);
+		cr_assert(fabs(lse[i] - (mx + log(s))) < 1e-5 * (1 + fabs(mx)));
+		cr_assert(fabs(wpo[i] - (log(s2) - 2 * log(s))) < 1e-5, "wpo[%d]", i);
+		cr_assert(fabs(ml[i] - sz / V) < 1e-4 * (1 + fabs(sz / V)),
+		          "mean_logit[%d]", i);
+		cr_assert(fabs(ent[i] - h) < 1e-5, "entropy[%d] %g vs %g", i,
+		          (double)ent[i], h);
+		cr_assert_eq(ok[i], am == tg[i]);
+	}
+	/* Backward: analytic d L / d z against central differences. */
+	memcpy(work, logits, n * sizeof(float));
+	tokens_logprob_backward(work, tg, lse, coef, N, V);
+	double *num = calloc(n, sizeof(double));
+	fd_numeric(num, logits, n, FD_H, lp_loss, &c);
+	FdReport rep;
+	double err = fd_error(work, num, n, &rep);
+	cr_assert(err <= FD_TOL, "token logprob backward: err %g at %zu (%g vs %g)", err,
+	          rep.worst, rep.analytic, rep.numeric);
+	for (int v = 0; v < V; v++) {
+		cr_assert_eq(work[2 * V + v], 0.0f, "ignored row has no gradient");
+		cr_assert_eq(work[6 * V + v], 0.0f, "coef 0 row has no gradient");
+	}
+	free(num);
+	free(logits);
+	free(work);
+	free(coef);
+}
