@@ -60,8 +60,17 @@ _Static_assert(TRL_SAVE_NO == 0 && TRL_SAVE_STEPS == 1 && TRL_SAVE_EPOCH == 2,
 _Static_assert(TRL_TRUNC_KEEP_START == 0 && TRL_TRUNC_KEEP_END == 1,
                "truncation choices follow TrlTruncation");
 _Static_assert(TRL_ARCH_LLAMA == 0 && TRL_ARCH_GPT2 == 1, "arch choices follow TrlArch");
+_Static_assert(TRL_METHOD_SFT == 0 && TRL_METHOD_REWARD == 1 && TRL_METHOD_DPO == 2 &&
+                   TRL_METHOD_KTO == 3 && TRL_METHOD_ORPO == 4 && TRL_METHOD_CPO == 5,
+               "method choices follow TrlMethod");
+_Static_assert(sizeof(TrlFDivType) == sizeof(int) && sizeof(TrlSampling) == sizeof(int),
+               "enum keys are int-sized");
 
-static const char *const method_choices[] = {"sft", NULL};
+static const char *const method_choices[] = {"sft", "reward", "dpo", "kto",
+                                             "orpo", "cpo", NULL};
+static const char *const fdiv_choices[] = {"reverse_kl", "forward_kl", "js_divergence",
+                                           "alpha_divergence", NULL};
+static const char *const sampling_choices[] = {"random", "sequential", NULL};
 static const char *const sched_choices[] = {"constant", "constant_with_warmup", "linear",
                                             "cosine", NULL};
 static const char *const trunc_choices[] = {"keep_start", "keep_end", NULL};
@@ -80,7 +89,9 @@ static const char *const dataset_format_choices[] = {
 
 static const Key keys[] = {
     {"method", K_ENUM, F(method), "sft", .choices = method_choices, .group = "Run",
-     .help = "Post-training method: supervised fine-tuning (TRL's SFTTrainer)."},
+     .help = "Post-training method, as TRL's trainers: sft (SFTTrainer), reward "
+             "(RewardTrainer), dpo (DPOTrainer), kto (KTOTrainer), orpo "
+             "(ORPOTrainer), cpo (CPOTrainer: CPO, SimPO, AlphaPO)."},
     {"model_name_or_path", K_STRING, F(model_name_or_path), "",
      .help = "Folder of a pretrained model to fine-tune; empty trains a new model "
              "shaped by the model keys."},
@@ -229,6 +240,68 @@ static const Key keys[] = {
     {"eval_max_samples", K_INT, F(eval_max_samples), "0", GE(0),
      .help = "Evaluate on at most this many test rows; 0 = the whole split."},
 
+    {"train_sampling_strategy", K_ENUM, F(train_sampling_strategy), "random",
+     .choices = sampling_choices,
+     .help = "Order of the training rows: random (a seeded shuffle each epoch) or "
+             "sequential (file order). kto with its KL term defaults to sequential, "
+             "as TRL's KTOConfig does."},
+
+    {"beta", K_DOUBLE, F(beta), "0.1", GE(0),
+     .group = "Preference and reward methods (dpo, kto, orpo, cpo, reward)",
+     .help = "Strength of the implicit KL penalty (dpo, kto, cpo; orpo's weight of "
+             "the odds-ratio term; ipo's tau)."},
+    {"loss_type", K_STRING, F(loss_type), "",
+     .help = "dpo: sigmoid, hinge, ipo, exo_pair, nca_pair, robust, bco_pair, "
+             "sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft, "
+             "sigmoid_norm, or a list of them (MPO: [sigmoid, bco_pair, sft]); kto: "
+             "kto or apo_zero_unpaired; cpo: sigmoid, hinge, ipo or simpo. Empty = "
+             "the method's default (sigmoid, kto, sigmoid)."},
+    {"loss_weights", K_STRING, F(loss_weights), "",
+     .help = "dpo: one weight per loss_type entry (a list); empty = 1 each."},
+    {"label_smoothing", K_DOUBLE, F(label_smoothing), "0", IN(0, 1),
+     .help = "dpo robust: the label-flip rate (< 0.5); exo_pair: its epsilon "
+             "(1e-3 suggested); aot, aot_unpaired and cpo sigmoid: smoothing."},
+    {"use_weighting", K_BOOL, F(use_weighting), "false",
+     .help = "dpo: weight each pair by its WPO weight (not with aot losses)."},
+    {"ld_alpha", K_DOUBLE, F(ld_alpha), "1.0", IN(0, 1),
+     .help = "dpo: LD-DPO's weight of the completion tokens past the shorter of the "
+             "pair's two; 1 = TRL's None (every token counts fully)."},
+    {"f_divergence_type", K_ENUM, F(f_divergence_type), "reverse_kl",
+     .choices = fdiv_choices,
+     .help = "dpo: the f-divergence of the implicit reward (f-DPO)."},
+    {"f_alpha_divergence_coef", K_DOUBLE, F(f_alpha_divergence_coef), "0.5",
+     .help = "dpo: alpha of alpha_divergence."},
+    {"discopop_tau", K_DOUBLE, F(discopop_tau), "0.05", GT(0),
+     .help = "dpo discopop: temperature of the mixing between its two terms."},
+    {"precompute_ref_log_probs", K_BOOL, F(precompute_ref_log_probs), "false",
+     .help = "dpo, kto: compute the reference log-probs of every example in one pass "
+             "before training and keep them with the data; no reference model is "
+             "held during training."},
+    {"ref_model_name_or_path", K_STRING, F(ref_model_name_or_path), "",
+     .help = "dpo, kto: folder of the reference model; empty = a frozen copy of the "
+             "model training starts from."},
+    {"sync_ref_model", K_BOOL, F(sync_ref_model), "false",
+     .help = "dpo, kto: TR-DPO: every ref_model_sync_steps steps the reference "
+             "becomes alpha * policy + (1 - alpha) * reference."},
+    {"ref_model_mixup_alpha", K_DOUBLE, F(ref_model_mixup_alpha), "0.6", IN(0, 1),
+     .help = "sync_ref_model: the policy's share alpha in each update."},
+    {"ref_model_sync_steps", K_INT, F(ref_model_sync_steps), "512", GE(1),
+     .help = "sync_ref_model: optimizer steps between reference updates."},
+    {"center_rewards_coefficient", K_DOUBLE, F(center_rewards_coefficient), "0",
+     GE(0),
+     .help = "reward: weight of mean((r_chosen + r_rejected)^2), which keeps rewards "
+             "centred on zero (0.01 suggested); 0 = TRL's None."},
+    {"desirable_weight", K_DOUBLE, F(desirable_weight), "1.0", GT(0),
+     .help = "kto: weight of the desirable examples' losses."},
+    {"undesirable_weight", K_DOUBLE, F(undesirable_weight), "1.0", GT(0),
+     .help = "kto: weight of the undesirable examples' losses."},
+    {"cpo_alpha", K_DOUBLE, F(cpo_alpha), "1.0", GE(0),
+     .help = "cpo: weight of the NLL of the chosen completions (SimPO: 0)."},
+    {"simpo_gamma", K_DOUBLE, F(simpo_gamma), "0.5",
+     .help = "cpo simpo: the target reward margin gamma."},
+    {"alpha", K_DOUBLE, F(alpha), "0",
+     .help = "cpo: AlphaPO's alpha; 0 = the log-probability reward."},
+
     {"model.architecture", K_ENUM, F(model.arch), "llama", .choices = arch_choices,
      .group = "Model (the YAML `model:` block; Hugging Face config.json names)",
      .help = "Model family: llama (RMSNorm, RoPE, SwiGLU, grouped-query attention; "
@@ -267,6 +340,14 @@ static const Key keys[] = {
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
+_Static_assert(NKEYS <= sizeof(((Config *)0)->given), "Config.given has a slot per key");
+
+/* Keys whose YAML value may also be a sequence of scalars, stored joined by
+ * commas (the command line writes the commas itself). */
+static int is_list_key(const Key *k)
+{
+	return strcmp(k->name, "loss_type") == 0 || strcmp(k->name, "loss_weights") == 0;
+}
 
 /* Other names for a key, as Hugging Face config.json files spell it. */
 static const struct {
@@ -638,6 +719,7 @@ static int set_named(Config *c, const char *key, const char *value, const char *
 	char why[1024];
 	if (parse_value(k, c, value ? value : "", 0, why, sizeof why))
 		return trl_errf(err, TRL_EINVAL, "%s: %s%s: %s", org, dash, key, why);
+	c->given[k - keys] = 1;
 	return 0;
 }
 
@@ -787,9 +869,37 @@ static int load_value(Loader *L, const Key *k)
 	int rc = next_event(L, &ev);
 	if (rc)
 		return rc;
-	if (ev.type != YAML_SCALAR_EVENT) {
-		rc = fail_at(L, ev.start_mark, "%s: expected a single value, found %s",
-		             k->name, event_what(&ev));
+	if (ev.type == YAML_SEQUENCE_START_EVENT && is_list_key(k)) {
+		yaml_mark_t start = ev.start_mark;
+		char joined[1024] = "";
+		size_t n = 0;
+		yaml_event_delete(&ev);
+		for (;;) {
+			if ((rc = next_event(L, &ev)))
+				return rc;
+			if (ev.type == YAML_SEQUENCE_END_EVENT)
+				break;
+			if (ev.type != YAML_SCALAR_EVENT) {
+				rc = fail_at(L, ev.start_mark,
+				             "%s: expected a list of single values, found %s",
+				             k->name, event_what(&ev));
+				yaml_event_delete(&ev);
+				return rc;
+			}
+			const char *s = (const char *)ev.data.scalar.value;
+			int w = snprintf(joined + n, sizeof joined - n, "%s%s", n ? "," : "", s);
+			n += w > 0 ? (size_t)w : 0;
+			yaml_event_delete(&ev);
+			if (n >= sizeof joined)
+				return fail_at(L, start, "%s: the list is too long", k->name);
+		}
+		char why[1024];
+		if (parse_value(k, L->c, joined, 0, why, sizeof why))
+			rc = fail_at(L, start, "%s: %s", k->name, why);
+	} else if (ev.type != YAML_SCALAR_EVENT) {
+		rc = fail_at(L, ev.start_mark, "%s: expected a single value%s, found %s",
+		             k->name, is_list_key(k) ? " or a list" : "",
+		             event_what(&ev));
 	} else {
 		char why[1024];
 		if (parse_value(k, L->c, (const char *)ev.data.scalar.value,
@@ -797,6 +907,8 @@ static int load_value(Loader *L, const Key *k)
 			rc = fail_at(L, ev.start_mark, "%s: %s", k->name, why);
 	}
 	yaml_event_delete(&ev);
+	if (!rc)
+		L->c->given[k - keys] = 1;
 	return rc;
 }
 
@@ -954,8 +1066,37 @@ fail:
 	return rc;
 }
 
+/* TRL's per-trainer defaults that differ from SFT's, for keys nobody set. */
+static void method_defaults(Config *c)
+{
+	static const struct {
+		TrlMethod m;
+		const char *key, *value;
+	} defs[] = {
+	    {TRL_METHOD_REWARD, "learning_rate", "1e-4"},
+	    {TRL_METHOD_DPO, "learning_rate", "1e-6"},
+	    {TRL_METHOD_KTO, "learning_rate", "1e-6"},
+	    {TRL_METHOD_ORPO, "learning_rate", "1e-6"},
+	    {TRL_METHOD_CPO, "learning_rate", "1e-6"},
+	    {TRL_METHOD_DPO, "loss_type", "sigmoid"},
+	    {TRL_METHOD_KTO, "loss_type", "kto"},
+	    {TRL_METHOD_CPO, "loss_type", "sigmoid"},
+	    {TRL_METHOD_KTO, "train_sampling_strategy", "sequential"},
+	};
+	for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
+		const Key *k = key_find(defs[i].key);
+		if (c->method != defs[i].m || !k || c->given[k - keys])
+			continue;
+		char why[256];
+		int rc = parse_value(k, c, defs[i].value, 0, why, sizeof why);
+		assert(rc == 0 && "every method default passes its own validation");
+		(void)rc;
+	}
+}
+
 int config_finish(Config *c, TrlErr *err)
 {
+	method_defaults(c);
 	if (c->dataset_name[0] == '\0')
 		return trl_errf(
 		    err, TRL_EINVAL,

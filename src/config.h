@@ -24,7 +24,22 @@
 
 #define TRL_PATH_MAX 1024
 
-typedef enum { TRL_METHOD_SFT = 0 } TrlMethod;
+typedef enum {
+	TRL_METHOD_SFT = 0,
+	TRL_METHOD_REWARD,
+	TRL_METHOD_DPO,
+	TRL_METHOD_KTO,
+	TRL_METHOD_ORPO,
+	TRL_METHOD_CPO
+} TrlMethod;
+/* f_divergence_type: the same values as losses.h's TrlFDivergence. */
+typedef enum {
+	TRL_FDIV_TYPE_REVERSE_KL = 0,
+	TRL_FDIV_TYPE_FORWARD_KL,
+	TRL_FDIV_TYPE_JS,
+	TRL_FDIV_TYPE_ALPHA
+} TrlFDivType;
+typedef enum { TRL_SAMPLING_RANDOM = 0, TRL_SAMPLING_SEQUENTIAL } TrlSampling;
 typedef enum {
 	TRL_SCHED_CONSTANT = 0,
 	TRL_SCHED_CONSTANT_WITH_WARMUP,
@@ -44,7 +59,7 @@ typedef enum {
 } TrlDatasetFormat;
 
 typedef struct Config {
-	TrlMethod method;                      /* method: sft */
+	TrlMethod method;                      /* method: sft, reward, dpo, ... */
 	char model_name_or_path[TRL_PATH_MAX]; /* "" = new model from the model: block */
 	char output_dir[TRL_PATH_MAX];
 	char dataset_name[TRL_PATH_MAX]; /* a .jsonl file, or a folder of <split>.jsonl */
@@ -93,8 +108,28 @@ typedef struct Config {
 	int zero_stage;        /* 0-3 */
 	long stage3_param_persistence_threshold; /* units below stay whole */
 	int overlap_comm; /* non-blocking collectives overlap compute */
+	TrlSampling train_sampling_strategy; /* random: shuffled each epoch */
+	/* Preference and reward methods (TRL's names and defaults). */
+	double beta;
+	char loss_type[256];    /* "" = the method's default; a comma-separated list */
+	char loss_weights[256]; /* "" = 1 for each loss_type; comma-separated */
+	double label_smoothing;
+	int use_weighting;
+	double ld_alpha; /* 1 = TRL's None (the whole completion counts) */
+	TrlFDivType f_divergence_type;
+	double f_alpha_divergence_coef;
+	double discopop_tau;
+	int precompute_ref_log_probs;
+	char ref_model_name_or_path[TRL_PATH_MAX]; /* "" = a frozen copy of the start */
+	int sync_ref_model;
+	double ref_model_mixup_alpha;
+	int ref_model_sync_steps;
+	double center_rewards_coefficient; /* 0 = TRL's None */
+	double desirable_weight, undesirable_weight;
+	double cpo_alpha, simpo_gamma, alpha;
 	ModelConfig model;
 	char source[TRL_PATH_MAX]; /* the YAML file the config came from, or "" */
+	unsigned char given[160]; /* per schema key: set by the YAML or a flag */
 } Config;
 
 /* Every field at its schema default. */
@@ -113,7 +148,9 @@ int config_set(Config *c, const char *key, const char *value, const char *origin
 /* Parses `--key value` / `--key=value` pairs in argv[first..argc). */
 int config_apply_args(Config *c, int argc, char **argv, int first, TrlErr *err);
 
-/* Checks relations between keys and fills derived values; call once at the end. */
+/* Checks relations between keys and fills derived values: TRL's per-method
+ * defaults (learning_rate, train_sampling_strategy, loss_type) for keys
+ * neither the YAML nor a flag gave; call once at the end. */
 int config_finish(Config *c, TrlErr *err);
 
 /* The resolved config as YAML that config_load_yaml reads back unchanged. */

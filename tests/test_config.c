@@ -579,6 +579,9 @@ static void expect_round_trip(const Config *c)
 	unlink(tmp);
 	cr_assert_eq(rc, 0, "%s", err.msg);
 	memcpy(back.source, c->source, sizeof back.source);
+	/* given records where values came from (the file gives every key), not
+	 * the values. */
+	memcpy(back.given, c->given, sizeof back.given);
 	cr_assert_eq(memcmp(&back, c, sizeof back), 0);
 }
 
@@ -611,6 +614,12 @@ Test(config, write_yaml_round_trips)
 	    {"model.initializer_range", "0.0123456789"},
 	    {"model.tie_word_embeddings", "false"},
 	    {"model.num_key_value_heads", "2"},
+	    {"method", "dpo"},
+	    {"loss_type", "sigmoid,bco_pair,sft"},
+	    {"loss_weights", "0.8,0.2,1"},
+	    {"f_divergence_type", "alpha_divergence"},
+	    {"ref_model_name_or_path", "models/ref"},
+	    {"beta", "0.05"},
 	};
 	for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
 		cr_assert_eq(config_set(&c, sets[i][0], sets[i][1], "test", &err), 0,
@@ -715,8 +724,64 @@ Test(config, help_and_markdown_list_every_key)
 		cr_assert(strstr(md, cell), "markdown misses %s", name);
 		keys++;
 	}
-	cr_assert_eq(keys, 62); /* every key of the schema, model block included */
+	cr_assert_eq(keys, 83); /* every key of the schema, model block included */
 	free(yaml);
 	free(help);
 	free(md);
+}
+
+Test(config, loss_type_takes_a_yaml_list)
+{
+	Config c;
+	TrlErr err;
+	cr_assert_eq(load_text(&c,
+	                       "method: dpo\nloss_type: [sigmoid, bco_pair, sft]\n"
+	                       "loss_weights:\n  - 0.8\n  - 0.2\n  - 1.0\n",
+	                       NULL, &err),
+	             0, "%s", err.msg);
+	cr_assert_str_eq(c.loss_type, "sigmoid,bco_pair,sft");
+	cr_assert_str_eq(c.loss_weights, "0.8,0.2,1.0");
+	cr_assert_eq(c.method, TRL_METHOD_DPO);
+	/* Only the list keys take a sequence. */
+	char path[64];
+	cr_assert_neq(load_text(&c, "beta: [0.1, 0.2]\n", path, &err), 0);
+	cr_assert(strstr(err.msg, "beta: expected a single value, found a list"), "%s",
+	          err.msg);
+	cr_assert_neq(load_text(&c, "loss_type: [[sigmoid]]\n", path, &err), 0);
+	cr_assert(strstr(err.msg, "loss_type: expected a list of single values"), "%s",
+	          err.msg);
+}
+
+/* TRL's trainers have their own defaults: DPOConfig's learning_rate is 1e-6,
+ * KTOConfig samples sequentially. They apply only to keys nobody set. */
+Test(config, method_defaults_apply_to_keys_not_given)
+{
+	Config c;
+	TrlErr err;
+	cr_assert_eq(load_text(&c, "method: dpo\ndataset_name: d.jsonl\n", NULL, &err),
+	             0);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	cr_assert_eq(c.learning_rate, 1e-6);
+	cr_assert_str_eq(c.loss_type, "sigmoid");
+	cr_assert_eq(
+	    load_text(&c, "method: dpo\ndataset_name: d.jsonl\nlearning_rate: 3e-4\n",
+	              NULL, &err),
+	    0);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	cr_assert_eq(c.learning_rate, 3e-4);
+	cr_assert_eq(load_text(&c, "method: kto\ndataset_name: d.jsonl\n", NULL, &err),
+	             0);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	cr_assert_eq(c.train_sampling_strategy, TRL_SAMPLING_SEQUENTIAL);
+	cr_assert_str_eq(c.loss_type, "kto");
+	cr_assert_eq(load_text(&c, "method: reward\ndataset_name: d.jsonl\n", NULL, &err),
+	             0);
+	cr_assert_eq(config_set(&c, "learning_rate", "5e-5", "command line", &err), 0);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	cr_assert_eq(c.learning_rate, 5e-5);
+	cr_assert_eq(load_text(&c, "method: sft\ndataset_name: d.jsonl\n", NULL, &err),
+	             0);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	cr_assert_eq(c.learning_rate, 2e-5);
+	cr_assert_str_eq(c.loss_type, "");
 }
