@@ -1259,6 +1259,109 @@ long batch_fill(Batch *b, const Dataset *d, const RowSet *rs, const int *idx, in
 	return ntarget;
 }
 
+/* Writes row r (of T positions) of b: the tokens a[0..na) then c[0..nc), cut
+ * to T, with their masks; positions from 0, padding after. Returns the
+ * number of targets. */
+static long put_row(Batch *b, int r, int T, const int32_t *a, const uint8_t *ma, int na,
+                    const int32_t *c, const uint8_t *mc, int nc, int pad_id)
+{
+	size_t base = (size_t)r * (size_t)T;
+	int n = na + nc < T ? na + nc : T;
+	long ntarget = 0;
+	for (int t = 0; t < T; t++) {
+		size_t o = base + (size_t)t;
+		if (t >= n) {
+			b->ids[o] = pad_id;
+			b->pos[o] = 0;
+			b->doc[o] = -1;
+			b->targets[o] = -1;
+			continue;
+		}
+		b->ids[o] = t < na ? a[t] : c[t - na];
+		b->pos[o] = t;
+		b->doc[o] = 0;
+		int u = t + 1;
+		int m = u < n && (u < na ? ma[u] : mc[u - na]);
+		b->targets[o] = m ? (u < na ? a[u] : c[u - na]) : -1;
+		ntarget += m;
+	}
+	return ntarget;
+}
+
+long batch_fill_pairs(Batch *b, const Dataset *d, const int *idx, int n, int pad_id)
+{
+	int T = 1;
+	for (int i = 0; i < n; i++) {
+		const Example *e = &d->ex[idx[i]];
+		T = e->len > T ? e->len : T;
+		T = e->rejected_len > T ? e->rejected_len : T;
+	}
+	b->B = 2 * n;
+	b->T = T;
+	long ntarget = 0;
+	for (int i = 0; i < n; i++) {
+		const Example *e = &d->ex[idx[i]];
+		ntarget +=
+		    put_row(b, i, T, e->ids, e->mask, e->len, NULL, NULL, 0, pad_id);
+		ntarget += put_row(b, n + i, T, e->rejected_ids, e->rejected_mask,
+		                   e->rejected_len, NULL, NULL, 0, pad_id);
+	}
+	return ntarget;
+}
+
+long batch_fill_mismatched(Batch *b, const Dataset *d, const int *idx, const int *partner,
+                           int n, int max_len, int pad_id)
+{
+	int T = 1;
+	for (int i = 0; i < n; i++) {
+		const Example *e = &d->ex[idx[i]], *p = &d->ex[partner[i]];
+		int len = e->prompt_len + p->len - p->prompt_len;
+		len = max_len > 0 && len > max_len ? max_len : len;
+		T = len > T ? len : T;
+	}
+	b->B = n;
+	b->T = T;
+	long ntarget = 0;
+	for (int i = 0; i < n; i++) {
+		const Example *e = &d->ex[idx[i]], *p = &d->ex[partner[i]];
+		ntarget += put_row(b, i, T, e->ids, e->mask, e->prompt_len,
+		                   p->ids + p->prompt_len, p->mask + p->prompt_len,
+		                   p->len - p->prompt_len, pad_id);
+	}
+	return ntarget;
+}
+
+int dataset_unpair(Dataset *d, TrlErr *err)
+{
+	if (d->format != TRL_FMT_PREFERENCE)
+		return TRL_OK;
+	Example *ex = malloc((size_t)(2 * d->n > 0 ? 2 * d->n : 1) * sizeof *ex);
+	if (!ex)
+		return trl_errf(err, TRL_ENOMEM, "out of memory unpairing %d pairs",
+		                d->n);
+	for (int i = 0; i < d->n; i++) {
+		const Example *e = &d->ex[i];
+		Example c = *e, r = *e;
+		c.rejected_ids = r.rejected_ids = NULL;
+		c.rejected_mask = r.rejected_mask = NULL;
+		c.rejected_len = r.rejected_len = r.rejected_prompt_len =
+		    c.rejected_prompt_len = 0;
+		c.label = 1;
+		r.ids = e->rejected_ids;
+		r.mask = e->rejected_mask;
+		r.len = e->rejected_len;
+		r.prompt_len = e->rejected_prompt_len;
+		r.label = 0;
+		ex[2 * i] = c;
+		ex[2 * i + 1] = r;
+	}
+	free(d->ex);
+	d->ex = ex;
+	d->n *= 2;
+	d->format = TRL_FMT_UNPAIRED_PREFERENCE;
+	return TRL_OK;
+}
+
 void sampler_permutation(int *perm, int n, uint64_t seed, long epoch)
 {
 	Rng r;

@@ -161,6 +161,23 @@ void rows_free(RowSet *rs);
 long batch_fill(Batch *b, const Dataset *d, const RowSet *rs, const int *idx, int nrows,
                 int pad_id);
 
+/* Preference micro-batch of the n examples idx[0..n): rows 0..n-1 are prompt +
+ * chosen, rows n..2n-1 prompt + rejected (TRL's [chosen; rejected]), padded
+ * to the longest. Returns the number of target tokens. */
+long batch_fill_pairs(Batch *b, const Dataset *d, const int *idx, int n, int pad_id);
+
+/* KTO's mismatched rows: row i is the prompt of example idx[i] followed by the
+ * completion of example partner[i] (mask on that completion), cut to max_len
+ * (<= 0: no cut). Returns the number of target tokens. */
+long batch_fill_mismatched(Batch *b, const Dataset *d, const int *idx, const int *partner,
+                           int n, int max_len, int pad_id);
+
+/* Turns a preference dataset into unpaired preference data as TRL's
+ * unpair_preference_dataset does: pair i becomes example 2i (prompt + chosen,
+ * label 1) and 2i+1 (prompt + rejected, label 0), sharing the pool. Other
+ * formats are left as they are. */
+int dataset_unpair(Dataset *d, TrlErr *err);
+
 /* Longest row, for allocating activations. */
 int rows_max_len(const RowSet *rs);
 
