@@ -17,9 +17,6 @@
 #include "optim.h"
 #include "trainer.h"
 
-static const Method METHOD_SFT = {
-    "sft", {TRL_FMT_LANGUAGE_MODELING, TRL_FMT_PROMPT_COMPLETION}, 2};
-
 /* ---- threads ----------------------------------------------------------------- */
 
 int trl_setup_threads(const Config *cfg, const Comm *comm)
@@ -71,24 +68,37 @@ static int load_model(Trainer *tr, TrlErr *err)
 	unsigned flags = zero_model_flags(cfg->zero_stage);
 	Model full;
 	memset(&full, 0, sizeof full);
-	int rc;
+	int rc, head_new = 0;
+	/* A reward model is a sequence classifier with one label; the other
+	 * methods train a causal LM whatever the folder holds. */
+	int labels = tr->method->classifier ? 1 : 0;
 	if (cfg->model_name_or_path[0] && tr->resume_path[0]) {
 		char path[TRL_PATH_MAX + 16];
 		ModelConfig mc;
 		snprintf(path, sizeof path, "%s/config.json", cfg->model_name_or_path);
 		rc = model_config_load_json(&mc, path, err);
+		mc.num_labels = labels;
 		if (!rc)
 			rc = model_init_flags(&tr->model, &mc, flags, err);
 	} else if (cfg->model_name_or_path[0]) {
 		Model *dst = flags ? &full : &tr->model;
-		rc = model_load_dir(dst, cfg->model_name_or_path, err);
+		rc = model_load_dir_head(dst, cfg->model_name_or_path, labels,
+		                         (uint64_t)cfg->seed, &head_new, err);
 		if (!rc && flags)
 			rc = model_init_flags(&tr->model, &full.cfg, flags, err);
-		if (!rc && tr->model.params)
+		if (!rc && tr->model.params && flags)
 			memcpy(tr->model.params, full.params,
 			       full.table.total * sizeof(float));
+		if (!rc && head_new && tr->comm->rank == 0)
+			printf("note: %s is a causal LM: the reward model's score head "
+			       "(score.weight) starts from N(0, %g) and its lm_head is "
+			       "dropped\n",
+			       cfg->model_name_or_path,
+			       (double)tr->model.cfg.initializer_range);
 	} else {
-		rc = model_init_flags(&tr->model, &cfg->model, flags, err);
+		ModelConfig mc = cfg->model;
+		mc.num_labels = labels;
+		rc = model_init_flags(&tr->model, &mc, flags, err);
 		if (!rc && tr->model.params && !tr->resume_path[0])
 			model_init_weights(&tr->model, (uint64_t)cfg->seed);
 	}
@@ -119,6 +129,8 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	int T = rows_max_len(&tr->train_rows);
 	if (tr->has_test && rows_max_len(&tr->test_rows) > T)
 		T = rows_max_len(&tr->test_rows);
+	int Tm = train_max_method_len(tr);
+	T = Tm > T ? Tm : T;
 	if (T < 1)
 		T = 1;
 	if (T > tr->model.cfg.max_position_embeddings)
@@ -131,11 +143,33 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	tr->maxT = T;
 	int B = cfg->per_device_train_batch_size;
 	int Be = cfg->per_device_eval_batch_size;
-	int rc = model_alloc_activations(&tr->model, B > Be ? B : Be, T, err);
+	int f = tr->method->rows_per_example;
+	tr->rows_cap = (B > Be ? B : Be) * f;
+	int rc = model_alloc_activations(&tr->model, tr->rows_cap, T, err);
 	if (rc)
 		return rc;
 	int GA = cfg->gradient_accumulation_steps;
+	size_t NT = (size_t)tr->rows_cap * (size_t)T;
 	tr->mb = calloc((size_t)GA, sizeof *tr->mb);
+	tr->mb_idx = calloc((size_t)GA * (size_t)B, sizeof *tr->mb_idx);
+	tr->ts.lp = malloc(NT * sizeof(float));
+	tr->ts.lse = malloc(NT * sizeof(float));
+	tr->ts.wpo = malloc(NT * sizeof(float));
+	tr->ts.mean_logit = malloc(NT * sizeof(float));
+	tr->ts.entropy = malloc(NT * sizeof(float));
+	tr->ts.correct = malloc(NT);
+	tr->coef = malloc(NT * sizeof(float));
+	tr->rowbuf = calloc(8 * (size_t)tr->rows_cap, sizeof(double));
+	tr->ibuf = calloc(2 * (size_t)tr->rows_cap, sizeof(int));
+	tr->tbuf = malloc(NT * sizeof *tr->tbuf);
+	if (!tr->mb_idx || !tr->ts.lp || !tr->ts.lse || !tr->ts.wpo ||
+	    !tr->ts.mean_logit || !tr->ts.entropy || !tr->ts.correct || !tr->coef ||
+	    !tr->rowbuf || !tr->ibuf || !tr->tbuf)
+		return trl_errf(err, TRL_ENOMEM, "out of memory");
+	if (cfg->method == TRL_METHOD_KTO)
+		rc = batch_alloc(&tr->klb, tr->rows_cap, T, err);
+	if (rc)
+		return rc;
 	tr->idx = calloc((size_t)(B > Be ? B : Be), sizeof *tr->idx);
 	tr->gen_len = calloc((size_t)Be, sizeof(int));
 	tr->gen_done = calloc((size_t)Be, sizeof(int));
@@ -145,9 +179,9 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	    !tr->gen_ex)
 		return trl_errf(err, TRL_ENOMEM, "out of memory");
 	for (int j = 0; j < GA && !rc; j++)
-		rc = batch_alloc(&tr->mb[j], B, T, err);
+		rc = batch_alloc(&tr->mb[j], B * f, T, err);
 	if (!rc)
-		rc = batch_alloc(&tr->eval, Be, T, err);
+		rc = batch_alloc(&tr->eval, Be * f, T, err);
 	long n = tr->train_rows.n;
 	for (int k = 0; k < 2 && !rc; k++) {
 		tr->perm[k] = malloc((size_t)n * sizeof(int));
@@ -171,6 +205,25 @@ static void trainer_free(Trainer *tr)
 	free(tr->gen_ex);
 	free(tr->perm[0]);
 	free(tr->perm[1]);
+	free(tr->mb_idx);
+	free(tr->ts.lp);
+	free(tr->ts.lse);
+	free(tr->ts.wpo);
+	free(tr->ts.mean_logit);
+	free(tr->ts.entropy);
+	free(tr->ts.correct);
+	free(tr->coef);
+	free(tr->rowbuf);
+	free(tr->ibuf);
+	free(tr->tbuf);
+	batch_free(&tr->klb);
+	for (int s = 0; s < 2; s++) {
+		free(tr->pre[s][0]);
+		free(tr->pre[s][1]);
+		free(tr->partner[s]);
+		free(tr->margin[s]);
+	}
+	ref_free(tr);
 	zero_free(&tr->zero);
 	model_free(&tr->model);
 	rows_free(&tr->train_rows);
@@ -194,9 +247,68 @@ static void format_eta(char *buf, size_t cap, double s)
 }
 
 typedef struct LogWindow {
-	double loss_sum, t0;
-	long targets, correct, tokens;
+	double t0;
+	long tokens;
 } LogWindow;
+
+/* One metrics.jsonl line and the console line of a logging window. */
+static void log_step(Trainer *tr, long done, double gnorm, double lr, LogWindow *w,
+                     int tty)
+{
+	const Config *cfg = tr->cfg;
+	const Method *me = tr->method;
+	const Metrics *mt = &tr->window;
+	double now = trl_now(), dt = now - w->t0;
+	double v[MET_N];
+	for (int k = 0; k < MET_N; k++)
+		v[k] = mt->cnt[k] > 0 ? mt->sum[k] / mt->cnt[k] : 0.0;
+	/* KTO logs the margin as the difference of the two means. */
+	if (mt->cnt[MET_REWARDS_MARGINS] == 0)
+		v[MET_REWARDS_MARGINS] = v[MET_REWARDS_CHOSEN] - v[MET_REWARDS_REJECTED];
+	double tps = dt > 0 ? w->tokens / dt : 0.0;
+	double rate = (now - tr->t_start) / (done - tr->start_step);
+	char eta[32];
+	format_eta(eta, sizeof eta, rate * (tr->total_steps - done));
+	if (tr->metrics) {
+		fprintf(tr->metrics,
+		        "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, "
+		        "\"grad_norm\": %.6f, \"learning_rate\": %.6e, "
+		        "\"num_tokens\": %ld",
+		        done, train_epoch_at(tr, done), v[MET_LOSS], gnorm, lr,
+		        tr->total_tokens);
+		for (int k = 1; k < MET_N; k++)
+			if (me->metrics & (1u << k))
+				fprintf(tr->metrics, ", \"%s\": %.6f", metric_names[k],
+				        v[k]);
+		if (me->metrics & (1u << MET_MEAN_REWARD))
+			fprintf(tr->metrics,
+			        ", \"min_reward\": %.6f, \"max_reward\": %.6f",
+			        mt->min_reward, mt->max_reward);
+		fprintf(tr->metrics, ", \"tokens_per_second\": %.1f}\n", tps);
+		fflush(tr->metrics);
+	}
+	const char *an = me->main_metric == MET_MEAN_TOKEN_ACCURACY
+	                     ? "acc"
+	                     : metric_names[me->main_metric];
+	double av = v[me->main_metric];
+	if (tty) {
+		fprintf(
+		    stderr,
+		    "\rstep %ld/%ld | loss %.4f | %s %.3f | lr %.2e | %.0f tok/s | ETA "
+		    "%s   ",
+		    done, tr->total_steps, v[MET_LOSS], an, av, lr, tps, eta);
+		if (done == tr->total_steps)
+			fputc('\n', stderr);
+		fflush(stderr);
+	} else if (!cfg->disable_tqdm) {
+		printf("step %ld/%ld  loss %.4f  %s %.3f  grad_norm %.3f  lr %.2e  %.0f "
+		       "tok/s  ETA %s\n",
+		       done, tr->total_steps, v[MET_LOSS], an, av, gnorm, lr, tps, eta);
+		fflush(stdout);
+	}
+	metrics_clear(&tr->window);
+	*w = (LogWindow){now, 0};
+}
 
 /* Runs every optimizer step; returns the agreed status of the intermediate
  * exports and saves (every rank takes part in the agreement at the same
@@ -205,25 +317,27 @@ static int train_loop(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
 	const Comm *c = tr->comm;
-	Model *m = &tr->model;
+	const Method *me = tr->method;
 	int B = cfg->per_device_train_batch_size, GA = cfg->gradient_accumulation_steps;
 	long nrows = tr->train_rows.n;
 	int tty = isatty(STDERR_FILENO) && !cfg->disable_tqdm;
-	LogWindow w = {0, trl_now(), 0, 0, 0};
+	LogWindow w = {trl_now(), 0};
+	metrics_clear(&tr->window);
 
 	for (long step = tr->start_step; step < tr->total_steps; step++) {
 		/* Fill every micro-batch first: the loss of the whole accumulated global
-		 * batch is normalised by its total number of target tokens. The same
-		 * sum carries the stop signals: every rank sees any rank's. */
+		 * batch is normalised by its total number of target tokens (sft) or
+		 * micro-batches (the others). The same sum carries the stop signals:
+		 * every rank sees any rank's. */
 		long counts[3] = {
 		    0, 0, train_stop_signal != 0}; /* targets, real tokens, stop */
 		for (int j = 0; j < GA; j++) {
 			long base = train_samples_before(tr, step) +
 			            ((long)j * c->size + c->rank) * B;
+			int *idx = tr->mb_idx + (size_t)j * B;
 			for (int i = 0; i < B; i++)
-				tr->idx[i] = train_stream_row(tr, base + i);
-			counts[0] += batch_fill(&tr->mb[j], &tr->train, &tr->train_rows,
-			                        tr->idx, B, tr->tok.pad_id);
+				idx[i] = train_stream_row(tr, base + i);
+			counts[0] += me->fill(tr, &tr->mb[j], 0, idx, B);
 			const Batch *b = &tr->mb[j];
 			for (int t = 0; t < b->B * b->T; t++)
 				counts[1] += b->doc[t] >= 0;
@@ -245,31 +359,27 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		/* A global batch without a single target token (every completion
 		 * truncated away) has no gradient: all ranks see the same count, so
 		 * all skip the update together and the step still counts. */
-		float scale = counts[0] > 0 ? 1.0f / (float)counts[0] : 0.0f;
 		int skip = counts[0] == 0;
+		double scale = cfg->method == TRL_METHOD_SFT
+		                   ? (skip ? 0.0 : (double)(1.0f / (float)counts[0]))
+		                   : 1.0 / ((double)GA * c->size);
 
-		double loss_sum = 0.0, t_step = trl_now();
-		long correct = 0, targets = 0;
+		double t_step = trl_now();
+		Metrics step_m;
+		metrics_clear(&step_m);
 		for (int j = 0; j < GA && !skip; j++) {
-			Batch *b = &tr->mb[j];
 			zero_begin_micro(&tr->zero, j == GA - 1);
-			model_forward(m, b);
-			loss_sum += crossentropy_forward_backward(
-			    m->logits, b->targets, b->B * b->T, m->cfg.vocab_size, scale,
-			    &targets, &correct);
-			model_backward(m, b);
+			me->micro(tr, &tr->mb[j], 0, tr->mb_idx + (size_t)j * B, B, scale,
+			          1, 1, &step_m);
 		}
 		/* Data parallel: every rank's gradient is already divided by the
-		 * global token count, so their sum (reduced per unit during the
-		 * backward) is the gradient of the mean loss. */
-		double stats[1] = {loss_sum};
-		long cs[2] = {targets, correct};
+		 * global count, so their sum (reduced per unit during the backward)
+		 * is the gradient of the mean loss. */
 		double gnorm = 0.0;
 		double lr = lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate, step,
 		                       tr->total_steps, tr->warmup);
 		if (!skip) {
-			comm_sum_double(c, stats, 1);
-			comm_sum_long(c, cs, 2);
+			metrics_reduce(&step_m, c);
 			zero_step(&tr->zero, lr, cfg->max_grad_norm, &gnorm);
 			tr->steps_run++;
 			tr->step_s += trl_now() - t_step;
@@ -284,50 +394,16 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		}
 
 		tr->total_tokens += counts[1];
-		w.loss_sum += stats[0];
-		w.targets += cs[0];
-		w.correct += cs[1];
+		metrics_merge(&tr->window, &step_m);
 		w.tokens += counts[1];
 		long done = step + 1;
 		int last = done == tr->total_steps;
-		if (c->rank == 0 && (done % cfg->logging_steps == 0 || last)) {
-			double now = trl_now(), dt = now - w.t0;
-			double loss = w.targets ? w.loss_sum / w.targets : 0.0;
-			double acc = w.targets ? (double)w.correct / w.targets : 0.0;
-			double tps = dt > 0 ? w.tokens / dt : 0.0;
-			double epoch = train_epoch_at(tr, done);
-			double rate = (now - tr->t_start) / (done - tr->start_step);
-			char eta[32];
-			format_eta(eta, sizeof eta, rate * (tr->total_steps - done));
-			if (tr->metrics) {
-				fprintf(
-				    tr->metrics,
-				    "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, "
-				    "\"grad_norm\": %.6f, \"learning_rate\": %.6e, "
-				    "\"num_tokens\": %ld, \"mean_token_accuracy\": %.6f, "
-				    "\"tokens_per_second\": %.1f}\n",
-				    done, epoch, loss, gnorm, lr, tr->total_tokens, acc,
-				    tps);
-				fflush(tr->metrics);
-			}
-			if (tty) {
-				fprintf(stderr,
-				        "\rstep %ld/%ld | loss %.4f | acc %.3f | lr %.2e "
-				        "| %.0f "
-				        "tok/s | ETA %s   ",
-				        done, tr->total_steps, loss, acc, lr, tps, eta);
-				if (last)
-					fputc('\n', stderr);
-				fflush(stderr);
-			} else if (!cfg->disable_tqdm) {
-				printf("step %ld/%ld  loss %.4f  acc %.3f  grad_norm "
-				       "%.3f  lr "
-				       "%.2e  %.0f tok/s  ETA %s\n",
-				       done, tr->total_steps, loss, acc, gnorm, lr, tps,
-				       eta);
-				fflush(stdout);
-			}
-			w = (LogWindow){0, now, 0, 0, 0};
+		ref_sync(tr, done);
+		if (done % cfg->logging_steps == 0 || last) {
+			if (c->rank == 0)
+				log_step(tr, done, gnorm, lr, &w, tty);
+			else
+				metrics_clear(&tr->window);
 		}
 		if (cfg->eval_steps > 0 && done % cfg->eval_steps == 0 && !last) {
 			if (tty && c->rank == 0)
@@ -367,9 +443,7 @@ static int setup(Trainer *tr, TrlErr *err)
 	const Config *cfg = tr->cfg;
 	const Comm *c = tr->comm;
 	int rc = TRL_OK;
-	if (cfg->method != TRL_METHOD_SFT)
-		rc = trl_errf(err, TRL_EUNSUPPORTED, "method: only sft is implemented");
-	tr->method = &METHOD_SFT;
+	rc = method_select(tr, err);
 	if (!rc && c->rank == 0)
 		rc = trl_mkdirs(cfg->output_dir, err);
 	/* Every rank checks the name; rank 0's answer is the one all open,
@@ -436,8 +510,12 @@ static int setup(Trainer *tr, TrlErr *err)
 		              "max_length (%d)",
 		              cfg->max_length);
 	if (!rc)
+		rc = train_prepare_method_data(tr, err);
+	if (!rc)
 		rc = alloc_buffers(tr, err);
 	if ((rc = comm_agree(c, rc, err)))
+		return rc;
+	if ((rc = ref_setup(tr, err)))
 		return rc;
 
 	tr->rows_per_step = (long)cfg->per_device_train_batch_size *

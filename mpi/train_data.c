@@ -1,6 +1,7 @@
 /* train_data.c - the tokenizer, the datasets and the sample stream of a run. */
 #include "trainer.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -182,10 +183,107 @@ int train_check_ids(const Dataset *d, int V, const char *split, TrlErr *err)
 int train_stream_row(Trainer *tr, long p)
 {
 	long n = tr->train_rows.n, epoch = p / n;
+	if (tr->cfg->train_sampling_strategy == TRL_SAMPLING_SEQUENTIAL)
+		return (int)(p % n);
 	int k = (int)(epoch & 1);
 	if (tr->perm_epoch[k] != epoch) {
 		sampler_permutation(tr->perm[k], (int)n, (uint64_t)tr->cfg->seed, epoch);
 		tr->perm_epoch[k] = epoch;
 	}
 	return tr->perm[k][p % n];
+}
+
+/* kto: the KL row of an example takes the completion of the one before it
+ * within its chunk of per_device_train_batch_size examples in file order
+ * (the first takes the chunk's last), as TRL's KTOTrainer rotates them. */
+static int kto_partners(Trainer *tr, int split, TrlErr *err)
+{
+	const Dataset *d = split ? &tr->test : &tr->train;
+	int B = tr->cfg->per_device_train_batch_size, n = d->n;
+	int *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
+	if (!p)
+		return trl_errf(err, TRL_ENOMEM, "out of memory");
+	for (int c0 = 0; c0 < n; c0 += B) {
+		int c1 = c0 + B < n ? c0 + B : n;
+		for (int i = c0; i < c1; i++)
+			p[i] = i == c0 ? c1 - 1 : i - 1;
+	}
+	tr->partner[split] = p;
+	return TRL_OK;
+}
+
+/* reward: the optional margin column of each row (TRL's RewardTrainer
+ * subtracts it inside the logsigmoid); NULL when no row has one. */
+static int reward_margins(Trainer *tr, int split, TrlErr *err)
+{
+	const Dataset *d = split ? &tr->test : &tr->train;
+	double *m = NULL;
+	for (int i = 0; i < d->n; i++) {
+		if (!strstr(d->ex[i].extra, "\"margin\""))
+			continue;
+		JsonValue *root = NULL;
+		JsonError je;
+		double v = 0.0;
+		if (json_parse(d->ex[i].extra, strlen(d->ex[i].extra), &root, &je) != 0 ||
+		    json_num(json_get(root, "margin"), &v) != 0 || !isfinite(v)) {
+			json_free(root);
+			free(m);
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "%s split, line %d: the margin column must be a number",
+			    split ? "test" : "train", d->ex[i].line);
+		}
+		json_free(root);
+		if (!m && !(m = calloc((size_t)d->n, sizeof *m)))
+			return trl_errf(err, TRL_ENOMEM, "out of memory");
+		m[i] = v;
+	}
+	tr->margin[split] = m;
+	return TRL_OK;
+}
+
+int train_prepare_method_data(Trainer *tr, TrlErr *err)
+{
+	int rc = TRL_OK;
+	for (int s = 0; s < 1 + tr->has_test && !rc; s++) {
+		Dataset *d = s ? &tr->test : &tr->train;
+		if (tr->cfg->method == TRL_METHOD_KTO) {
+			/* Paired data is unpaired as TRL does; the rows follow. */
+			if (d->format == TRL_FMT_PREFERENCE) {
+				rc = dataset_unpair(d, err);
+				RowSet *rs = s ? &tr->test_rows : &tr->train_rows;
+				rows_free(rs);
+				if (!rc)
+					rc = rows_unpacked(rs, d, err);
+			}
+			if (!rc && tr->kto.type == TRL_KTO_KTO)
+				rc = kto_partners(tr, s, err);
+		}
+		if (!rc && tr->cfg->method == TRL_METHOD_REWARD)
+			rc = reward_margins(tr, s, err);
+	}
+	return rc;
+}
+
+int train_max_method_len(const Trainer *tr)
+{
+	int T = 0;
+	for (int s = 0; s < 1 + tr->has_test; s++) {
+		const Dataset *d = s ? &tr->test : &tr->train;
+		int pmax = 0, cmax = 0;
+		for (int i = 0; i < d->n; i++) {
+			const Example *e = &d->ex[i];
+			T = e->len > T ? e->len : T;
+			T = e->rejected_len > T ? e->rejected_len : T;
+			pmax = e->prompt_len > pmax ? e->prompt_len : pmax;
+			cmax =
+			    e->len - e->prompt_len > cmax ? e->len - e->prompt_len : cmax;
+		}
+		if (tr->partner[s]) {
+			int kl = pmax + cmax;
+			kl = kl > tr->cfg->max_length ? tr->cfg->max_length : kl;
+			T = kl > T ? kl : T;
+		}
+	}
+	return T;
 }

@@ -168,32 +168,92 @@ static void eval_exact(Trainer *tr, EvalResult *r)
 	r->exact_match = counts[1] ? (double)counts[0] / counts[1] : 0.0;
 }
 
+/* The method's own figures on the test split (every method but sft): its
+ * micro-step without the backward, over chunks of per_device_eval_batch_size
+ * examples, rank r taking chunks r, r + size, ... . Under stage 3 a rank with
+ * no chunk left runs the same forwards on example 0 and counts nothing. */
+static void eval_method(Trainer *tr, Metrics *m)
+{
+	const Comm *c = tr->comm;
+	int Be = tr->cfg->per_device_eval_batch_size;
+	int n = tr->test.n;
+	if (tr->cfg->eval_max_samples > 0 && tr->cfg->eval_max_samples < n)
+		n = tr->cfg->eval_max_samples;
+	metrics_clear(m);
+	long rounds = ((long)n + (long)c->size * Be - 1) / ((long)c->size * Be);
+	for (long i = 0; i < rounds; i++) {
+		int first = (int)((i * c->size + c->rank) * Be);
+		int k = first >= n ? 0 : n - first < Be ? n - first : Be;
+		if (k == 0 && !tr->sync_forwards && tr->cfg->method != TRL_METHOD_KTO)
+			continue;
+		int cnt = k > 0 ? k : 1;
+		for (int j = 0; j < cnt; j++)
+			tr->idx[j] = k > 0 ? first + j : 0;
+		tr->method->fill(tr, &tr->eval, 1, tr->idx, cnt);
+		tr->method->micro(tr, &tr->eval, 1, tr->idx, cnt, 0.0, 0, k > 0, m);
+	}
+	metrics_reduce(m, c);
+}
+
 void train_run_eval(Trainer *tr, long step, const char *when)
 {
 	if (!tr->has_test)
 		return;
 	EvalResult r = {0};
+	Metrics mt;
 	double t0 = trl_now();
 	ZeroStats kept = tr->zero.st; /* the step figures leave evaluation out */
-	eval_loss(tr, &r);
-	int exact = tr->cfg->eval_max_new_tokens > 0 &&
-	            tr->test.format == TRL_FMT_PROMPT_COMPLETION;
+	int sft = tr->cfg->method == TRL_METHOD_SFT;
+	if (sft)
+		eval_loss(tr, &r);
+	else
+		eval_method(tr, &mt);
+	/* Greedy answers: the reference of a preference row is its chosen
+	 * completion (ids = prompt + chosen). */
+	int exact = tr->cfg->eval_max_new_tokens > 0 && !tr->method->classifier &&
+	            (tr->test.format == TRL_FMT_PROMPT_COMPLETION ||
+	             tr->test.format == TRL_FMT_PREFERENCE);
 	if (exact)
 		eval_exact(tr, &r);
 	tr->zero.st = kept;
 	if (tr->comm->rank != 0)
 		return;
-	printf("eval %-6s step %ld: eval_loss %.4f  eval_mean_token_accuracy %.4f", when,
-	       step, r.loss, r.accuracy);
+	double v[MET_N];
+	for (int k = 0; k < MET_N && !sft; k++)
+		v[k] = mt.cnt[k] > 0 ? mt.sum[k] / mt.cnt[k] : 0.0;
+	if (!sft && mt.cnt[MET_REWARDS_MARGINS] == 0)
+		v[MET_REWARDS_MARGINS] = v[MET_REWARDS_CHOSEN] - v[MET_REWARDS_REJECTED];
+	if (sft)
+		printf(
+		    "eval %-6s step %ld: eval_loss %.4f  eval_mean_token_accuracy %.4f",
+		    when, step, r.loss, r.accuracy);
+	else
+		printf("eval %-6s step %ld: eval_loss %.4f  eval_%s %.4f", when, step,
+		       v[MET_LOSS], metric_names[tr->method->main_metric],
+		       v[tr->method->main_metric]);
 	if (exact)
 		printf("  eval_exact_match %.4f (%ld answers)", r.exact_match, r.n_exact);
 	printf("  [%.1f s]\n", trl_now() - t0);
 	fflush(stdout);
 	if (tr->metrics) {
-		fprintf(tr->metrics,
-		        "{\"step\": %ld, \"eval_loss\": %.6f, "
-		        "\"eval_mean_token_accuracy\": %.6f",
-		        step, r.loss, r.accuracy);
+		if (sft) {
+			fprintf(tr->metrics,
+			        "{\"step\": %ld, \"eval_loss\": %.6f, "
+			        "\"eval_mean_token_accuracy\": %.6f",
+			        step, r.loss, r.accuracy);
+		} else {
+			fprintf(tr->metrics, "{\"step\": %ld, \"eval_loss\": %.6f", step,
+			        v[MET_LOSS]);
+			for (int k = 1; k < MET_N; k++)
+				if (tr->method->metrics & (1u << k))
+					fprintf(tr->metrics, ", \"eval_%s\": %.6f",
+					        metric_names[k], v[k]);
+			if (tr->method->metrics & (1u << MET_MEAN_REWARD))
+				fprintf(tr->metrics,
+				        ", \"eval_min_reward\": %.6f, "
+				        "\"eval_max_reward\": %.6f",
+				        mt.min_reward, mt.max_reward);
+		}
 		if (exact)
 			fprintf(tr->metrics, ", \"eval_exact_match\": %.6f",
 			        r.exact_match);

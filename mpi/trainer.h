@@ -22,14 +22,75 @@
 #include "zero.h"
 #include "rng.h"
 
-/* What a method declares to the loop: its name and the data formats it reads.
- * SFT's loss, next-token cross-entropy on the masked targets, is the loop's
- * own; methods with reference passes and other losses extend this table. */
+#include "layers.h"
+#include "losses.h"
+
+/* The figures a method logs, TRL's names. A metric is a sum and a count,
+ * added over micro-batches and ranks; it is logged as sum / count over the
+ * logging window (an "eval_" prefix in evaluation). */
+enum {
+	MET_LOSS,
+	MET_REWARDS_CHOSEN,
+	MET_REWARDS_REJECTED,
+	MET_REWARDS_ACCURACIES,
+	MET_REWARDS_MARGINS,
+	MET_LOGPS_CHOSEN,
+	MET_LOGPS_REJECTED,
+	MET_LOGITS_CHOSEN,
+	MET_LOGITS_REJECTED,
+	MET_NLL_LOSS,
+	MET_LOG_ODDS_RATIO,
+	MET_LOG_ODDS_CHOSEN,
+	MET_KL,
+	MET_ACCURACY,
+	MET_MEAN_REWARD,
+	MET_MARGIN,
+	MET_ENTROPY,
+	MET_MEAN_TOKEN_ACCURACY,
+	MET_N
+};
+typedef struct Metrics {
+	double sum[MET_N], cnt[MET_N];
+	double min_reward, max_reward; /* reward: over every score seen */
+} Metrics;
+void metrics_clear(Metrics *m);
+void metrics_add(Metrics *m, int k, double sum, double cnt);
+/* Sums every rank's metrics into m (collective). */
+void metrics_reduce(Metrics *m, const Comm *c);
+/* Adds src into dst. */
+void metrics_merge(Metrics *dst, const Metrics *src);
+extern const char *const metric_names[MET_N];
+
+struct Trainer;
+
+/* A method plugs into the one training loop with this table: the data it
+ * reads, the rows it puts in a micro-batch, and one micro-step (its forward
+ * passes, its loss from src/losses.h, its backward, its metrics). */
 typedef struct Method {
 	const char *name;
-	TrlDataFormat formats_ok[2];
+	TrlDataFormat formats_ok[3];
 	int n_formats;
+	int rows_per_example; /* micro-batch rows per example: 2 for pairs */
+	int uses_ref;         /* needs reference log-probs */
+	int classifier;       /* the model is a sequence classifier (num_labels 1) */
+	unsigned metrics;     /* bit k: logs metric k */
+	int main_metric;      /* shown on the console beside the loss */
+	/* Fills b with the n examples idx[0..n) of d (split 0 train, 1 test);
+	 * returns the number of target tokens. */
+	long (*fill)(struct Trainer *tr, Batch *b, int split, const int *idx, int n);
+	/* Forward passes, loss and (backward) the backward of the micro-batch b
+	 * filled by fill. scale: the loss's weight in the step (1 / targets of
+	 * the global batch for sft, 1 / micro-batches of the global batch for the
+	 * others). A rank with no examples left in evaluation calls it with
+	 * count 0: the same forwards run (collectives under stage 3) but nothing
+	 * is added. Collective when it all-reduces (kto's KL estimate). */
+	void (*micro)(struct Trainer *tr, Batch *b, int split, const int *idx, int n,
+	              double scale, int backward, int count, Metrics *acc);
 } Method;
+
+/* The method named by cfg->method; checks its keys (loss types and their
+ * combinations) and fills tr's loss options. */
+int method_select(struct Trainer *tr, TrlErr *err);
 
 typedef struct Trainer {
 	const Config *cfg;
@@ -63,6 +124,26 @@ typedef struct Trainer {
 	double step_s;  /* seconds in optimizer steps (compute and communication) */
 	long steps_run; /* optimizer steps that updated the weights, after the first */
 	int first_step_done;
+	/* Preference methods. */
+	DpoOptions dpo;
+	KtoOptions kto;
+	CpoOptions cpo;
+	Model ref;     /* the reference model, when one is held */
+	Zero ref_zero; /* stage 3: its shards */
+	int has_ref;
+	double *pre[2][2]; /* precomputed reference log-probs [split][chosen/KL or
+	                      rejected], per example */
+	int *partner[2]; /* kto: [split] the example whose completion makes the KL row */
+	double *margin[2]; /* reward: [split] the margin column per example, or NULL */
+	Batch klb;         /* kto: the mismatched rows of a micro-batch */
+	TokenStats ts;     /* per-token figures of the current micro-batch */
+	float *coef;       /* (rows * T) d loss / d token log-prob */
+	double *rowbuf;    /* (8 rows_cap) per-row scratch */
+	int *ibuf;         /* (2 rows_cap) per-row scratch */
+	int32_t *tbuf;     /* (rows_cap * T) orpo: targets over prompt + chosen */
+	int *mb_idx;       /* (GA, B) the examples of each micro-batch */
+	int rows_cap;      /* rows the activations were allocated for */
+	Metrics window;    /* the logging window's figures */
 } Trainer;
 
 /* train_data.c */
@@ -71,11 +152,33 @@ int train_load_data(Trainer *tr, TrlErr *err);
 int train_check_ids(const Dataset *d, int V, const char *split, TrlErr *err);
 /* Row at position p of the global sample stream. */
 int train_stream_row(Trainer *tr, long p);
+/* After loading: what the method adds to the data (kto: unpairing and the
+ * KL partners; reward: the margin column). */
+int train_prepare_method_data(Trainer *tr, TrlErr *err);
+/* The longest micro-batch row the method makes (rejected, KL rows). */
+int train_max_method_len(const Trainer *tr);
 
 /* train_eval.c */
 void train_dummy_forward(Trainer *tr);
 /* Evaluates on the test split (when there is one) and logs the figures. */
 void train_run_eval(Trainer *tr, long step, const char *when);
+
+/* ref_model.c */
+/* Builds the reference model (stage 3: sharded like the policy) when the
+ * method needs one and precompute_ref_log_probs is off; with it on, builds
+ * it, computes every example's reference log-probs and frees it. */
+int ref_setup(Trainer *tr, TrlErr *err);
+/* Reference summed log-probs of the rows of b (filled by the method) into
+ * out (b->B), with LD-DPO's ld_alpha weighting for pairs. */
+void ref_logps(Trainer *tr, Batch *b, int pairs, double *out);
+/* TR-DPO: ref = alpha * policy + (1 - alpha) * ref, every ref_model_sync_steps. */
+void ref_sync(Trainer *tr, long done);
+void ref_free(Trainer *tr);
+
+/* method.c: the summed completion log-probs of the rows of b from logits
+ * (the current tr->ts), weighted for pairs by ld_alpha past the shorter
+ * completion; also the completion token counts. */
+void rows_logps(Trainer *tr, const Batch *b, int pairs, double *lp, double *ntok);
 
 /* train_save.c */
 extern volatile sig_atomic_t train_stop_signal;

@@ -26,6 +26,8 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		snprintf(path, sizeof path, "%s/config.json", cfg->model_name_or_path);
 		rc = model_config_load_json(&mc, path, err);
 	}
+	/* A reward model is a one-label classifier; the others causal LMs. */
+	mc.num_labels = cfg->method == TRL_METHOD_REWARD ? 1 : 0;
 	if (!rc)
 		rc = model_config_check(&mc, err);
 	ParamTable t;
@@ -42,7 +44,16 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	int B = cfg->per_device_train_batch_size;
 	int B2 =
 	    cfg->per_device_eval_batch_size > B ? cfg->per_device_eval_batch_size : B;
+	/* Pair methods put chosen and rejected of each pair in one batch. */
+	int pairs = cfg->method == TRL_METHOD_DPO || cfg->method == TRL_METHOD_ORPO ||
+	            cfg->method == TRL_METHOD_CPO || cfg->method == TRL_METHOD_REWARD;
+	B2 *= pairs ? 2 : 1;
 	double act = (double)model_activation_bytes(&mc, B2, cfg->max_length);
+	/* dpo and kto hold a reference model (its weights, sharded like the
+	 * policy's under stage 3, and its own activations) unless its log-probs
+	 * are precomputed. */
+	int ref = (cfg->method == TRL_METHOD_DPO || cfg->method == TRL_METHOD_KTO) &&
+	          !cfg->precompute_ref_log_probs;
 	int GA = cfg->gradient_accumulation_steps;
 	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",
 	        model_arch_name(mc.arch), model_config_num_params(&mc),
@@ -51,21 +62,30 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	        "# ZeRO plan for %d rank%s, fp32 AdamW, per rank (the largest shard); "
 	        "activations for B=%d, T=%d; %d accumulation step%s\n",
 	        N, N > 1 ? "s" : "", B2, cfg->max_length, GA, GA > 1 ? "s" : "");
-	fprintf(out, "# stage   parameters    gradients    optimizer      buffers  "
-	             "activations        total  sent per step\n");
+	fprintf(out,
+	        "# stage   parameters    gradients    optimizer      buffers  "
+	        "activations%s        total  sent per step\n",
+	        ref ? "    reference" : "");
 	int fits = -1;
 	for (int st = 0; st <= 3; st++) {
 		ZeroMem zm;
 		double sent;
 		zero_estimate(&t, st, N, cfg->stage3_param_persistence_threshold, GA, &zm,
 		              &sent);
-		double total = zm.params + zm.grads + zm.optim + zm.work + act;
+		/* The reference: whole weights under stages 0-2; under stage 3 a
+		 * sharded copy set up like the policy's (ref_model.c). */
+		double refb = !ref     ? 0.0
+		              : st < 3 ? 4.0 * (double)t.total + act
+		                       : zm.params + zm.grads + zm.optim + zm.work + act;
+		double total = zm.params + zm.grads + zm.optim + zm.work + act + refb;
 		fprintf(out, "# %5d", st);
 		print_bytes(out, zm.params);
 		print_bytes(out, zm.grads);
 		print_bytes(out, zm.optim);
 		print_bytes(out, zm.work);
 		print_bytes(out, act);
+		if (ref)
+			print_bytes(out, refb);
 		print_bytes(out, total);
 		print_bytes(out, sent);
 		int ok = limit > 0 && total <= limit;
@@ -74,6 +94,14 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		if (ok && fits < 0)
 			fits = st;
 	}
+	if (ref)
+		fprintf(out, "# the reference column is the frozen reference model; with "
+		             "precompute_ref_log_probs it is replaced by 16 bytes per "
+		             "example (its log-probs, computed before training)\n");
+	else if (cfg->precompute_ref_log_probs)
+		fprintf(out,
+		        "# precompute_ref_log_probs: the reference's log-probs take 16 "
+		        "bytes per example; no reference model is held\n");
 	if (limit > 0 && fits >= 0) {
 		fprintf(out,
 		        "# with %.2f GiB per rank, zero_stage %d is the lowest stage "
