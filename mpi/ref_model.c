@@ -26,6 +26,11 @@ static int ref_build(Trainer *tr, TrlErr *err)
 		rc = model_load_dir_head(stage3 ? &full : &tr->ref, dir,
 		                         tr->model.cfg.num_labels, (uint64_t)cfg->seed,
 		                         NULL, err);
+		if (rc && cfg->ref_model_name_or_path[0]) {
+			char msg[sizeof err->msg];
+			snprintf(msg, sizeof msg, "%s", err->msg);
+			trl_errf(err, rc, "ref_model_name_or_path: %s", msg);
+		}
 		if (!rc && stage3)
 			rc = model_init_flags(&tr->ref, &full.cfg,
 			                      MODEL_NO_PARAMS | MODEL_NO_GRADS, err);

@@ -451,6 +451,14 @@ static int setup(Trainer *tr, TrlErr *err)
 	if (!rc && cfg->resume_from_checkpoint[0])
 		rc = ckpt_resolve(cfg->resume_from_checkpoint, cfg->output_dir,
 		                  tr->resume_path, sizeof tr->resume_path, err);
+	/* A TR-DPO reference has mixed in the policy since the start, and
+	 * checkpoints do not hold it: resuming would silently reset it. */
+	if (!rc && tr->resume_path[0] && cfg->sync_ref_model)
+		rc = trl_errf(err, TRL_EUNSUPPORTED,
+		              "resume_from_checkpoint with sync_ref_model: checkpoints do "
+		              "not hold the mixed reference model yet, so the resumed run "
+		              "would train against the starting one; restart the run, or "
+		              "resume with sync_ref_model false");
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
 	MPI_Bcast(tr->resume_path, (int)sizeof tr->resume_path, MPI_CHAR, 0, c->world);

@@ -99,3 +99,41 @@ run_limited 60 $MPIRUN -np 2 "$TRL" "$WORK/good.yaml" --dataset_name "$WORK/data
     --skip_invalid_rows true >"$WORK/skip.out" 2>&1 || { cat "$WORK/skip.out"; fail "skip_invalid_rows run failed"; }
 grep -q "1 skipped" "$WORK/skip.out" || { cat "$WORK/skip.out"; fail "skipped row not counted"; }
 echo "ok: skip_invalid_rows"
+
+# The preference methods: data of the wrong type, loss types, combinations.
+printf '{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n{"prompt": "2+2=", "chosen": "4", "rejected": "5"}\n' \
+    >"$WORK/data/pref.jsonl"
+pref() { good | sed "s/^method: sft/method: $1/; s|train.jsonl|pref.jsonl|"; }
+pref dpo >"$WORK/dpo.yaml"
+expect_error dpo_wrong_format "method dpo" \
+    $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --dataset_name "$WORK/data/train.jsonl"
+expect_error dpo_loss_type "loss_type: 'sigmod' is not a dpo loss type" \
+    $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --loss_type sigmod
+expect_error dpo_loss_weights "loss_weights has 1 entries but loss_type 2" \
+    $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --loss_type sigmoid,sft --loss_weights 1
+expect_error dpo_wpo_aot "use_weighting: WPO weights do not apply to loss_type aot" \
+    $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --loss_type aot --use_weighting true
+expect_error dpo_packing "packing: dpo does not pack sequences" \
+    $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --packing true
+expect_error dpo_robust "the robust loss needs a flip rate in [0, 0.5)" \
+    $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --loss_type robust --label_smoothing 0.5
+expect_error dpo_missing_ref "ref_model_name_or_path" \
+    $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --ref_model_name_or_path "$WORK/no-such-model"
+pref kto >"$WORK/kto.yaml"
+expect_error kto_random "kto's KL term pairs each example with its neighbour" \
+    $MPIRUN -np 2 "$TRL" "$WORK/kto.yaml" --train_sampling_strategy random
+expect_error kto_batch1 "kto's KL term needs at least 2 examples per micro-batch" \
+    $MPIRUN -np 2 "$TRL" "$WORK/kto.yaml"
+pref orpo >"$WORK/orpo.yaml"
+expect_error orpo_ref "precompute_ref_log_probs: method orpo uses no reference model" \
+    $MPIRUN -np 2 "$TRL" "$WORK/orpo.yaml" --precompute_ref_log_probs true
+pref reward >"$WORK/reward.yaml"
+printf '{"prompt": "1+1=", "chosen": "2", "rejected": "3", "margin": "big"}\n' >"$WORK/data/margin.jsonl"
+expect_error reward_margin "line 1: the margin column must be a number" \
+    $MPIRUN -np 2 "$TRL" "$WORK/reward.yaml" --dataset_name "$WORK/data/margin.jsonl"
+# TR-DPO's mixed reference is not in checkpoints: resuming is refused.
+run_limited 60 $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --output_dir "$WORK/trdpo" \
+    --sync_ref_model true >"$WORK/trdpo.out" 2>&1 || { cat "$WORK/trdpo.out"; fail "sync_ref_model run failed"; }
+expect_error trdpo_resume "resume_from_checkpoint with sync_ref_model" \
+    $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --output_dir "$WORK/trdpo" \
+    --sync_ref_model true --resume_from_checkpoint latest
