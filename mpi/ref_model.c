@@ -49,13 +49,12 @@ static int ref_build(Trainer *tr, TrlErr *err)
 		              dir, tr->ref.table.total, tr->ref.cfg.vocab_size,
 		              tr->model.table.total, tr->model.cfg.vocab_size);
 	/* Stage 3: the reference's shards follow the policy's cut, so TR-DPO's
-	 * mixing is local to each rank. Its AdamW state is never stepped. */
+	 * mixing is local to each rank; it has no gradients or optimizer. */
 	if (!rc && stage3)
-		rc = zero_init(&tr->ref_zero, &tr->ref, tr->comm->world, 3,
-		               cfg->stage3_param_persistence_threshold, cfg->overlap_comm,
-		               dir[0] ? full.params : NULL, (unsigned long long)cfg->seed,
-		               cfg->adam_beta1, cfg->adam_beta2, cfg->adam_epsilon, 0.0,
-		               0, err);
+		rc = zero_init_frozen(&tr->ref_zero, &tr->ref, tr->comm->world,
+		                      cfg->stage3_param_persistence_threshold,
+		                      cfg->overlap_comm, dir[0] ? full.params : NULL,
+		                      (unsigned long long)cfg->seed, err);
 	model_free(&full);
 	if (!rc)
 		rc = model_alloc_activations(&tr->ref, tr->rows_cap, tr->maxT, err);

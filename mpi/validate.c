@@ -72,11 +72,11 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		double sent;
 		zero_estimate(&t, st, N, cfg->stage3_param_persistence_threshold, GA, &zm,
 		              &sent);
-		/* The reference: whole weights under stages 0-2; under stage 3 a
-		 * sharded copy set up like the policy's (ref_model.c). */
+		/* The reference: whole weights under stages 0-2; under stage 3
+		 * its shards and gather buffers (no gradients, no optimizer). */
 		double refb = !ref     ? 0.0
 		              : st < 3 ? 4.0 * (double)t.total + act
-		                       : zm.params + zm.grads + zm.optim + zm.work + act;
+		                       : zm.params + zm.work_params + act;
 		double total = zm.params + zm.grads + zm.optim + zm.work + act + refb;
 		fprintf(out, "# %5d", st);
 		print_bytes(out, zm.params);

@@ -280,13 +280,14 @@ static float *alloc_floats(size_t n, double *bytes)
 	return trl_alloc(n * sizeof(float));
 }
 
-int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_threshold,
-              int overlap, const float *full, unsigned long long seed, double beta1,
-              double beta2, double eps, double weight_decay, int decay_embeddings,
-              TrlErr *err)
+static int init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_threshold,
+                int overlap, const float *full, unsigned long long seed, double beta1,
+                double beta2, double eps, double weight_decay, int decay_embeddings,
+                int frozen, TrlErr *err)
 {
 	memset(z, 0, sizeof *z);
 	z->stage = stage;
+	z->frozen = frozen;
 	z->m = m;
 	z->comm = comm;
 	z->overlap = overlap;
@@ -368,7 +369,9 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 			    !(z->wbuf[b] = alloc_floats(lens[b], &z->mem.work)))
 				goto nomem;
 	}
-	if (stage < 2) {
+	if (frozen) {
+		/* Forward only: no gradients, no optimizer. */
+	} else if (stage < 2) {
 		z->mem.grads = 4.0 * (double)total;
 	} else {
 		z->shard_g = alloc_floats(z->shard_g_n, &z->mem.grads);
@@ -388,7 +391,7 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
 	}
 
 	/* Optimizer: the whole slab at stage 0, my pieces otherwise. */
-	for (int u = 0; u < U && !rc; u++) {
+	for (int u = 0; u < U && !rc && !frozen; u++) {
 		size_t b = stage == 0 ? m->unit_begin[u] : piece_begin(z, u);
 		size_t e = stage == 0 ? m->unit_end[u] : b + piece_len(z, u);
 		rc = adamw_init(&z->opt[u], &m->table, b, e, beta1, beta2, eps,
@@ -433,6 +436,22 @@ nomem:
 	                "zero_stage %d: out of memory for this rank's shard of %zu "
 	                "parameters over %d ranks; use more ranks or a higher stage",
 	                stage, total, N);
+}
+
+int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_threshold,
+              int overlap, const float *full, unsigned long long seed, double beta1,
+              double beta2, double eps, double weight_decay, int decay_embeddings,
+              TrlErr *err)
+{
+	return init(z, m, comm, stage, persistence_threshold, overlap, full, seed, beta1,
+	            beta2, eps, weight_decay, decay_embeddings, 0, err);
+}
+
+int zero_init_frozen(Zero *z, Model *m, MPI_Comm comm, long persistence_threshold,
+                     int overlap, const float *full, unsigned long long seed, TrlErr *err)
+{
+	return init(z, m, comm, 3, persistence_threshold, overlap, full, seed, 0.9, 0.999,
+	            1e-8, 0.0, 0, 1, err);
 }
 
 void zero_free(Zero *z)
@@ -671,9 +690,11 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, 0, glen);
 	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, persistence_threshold,
 	            wlen);
-	for (int k = 0; k < 4; k++)
+	for (int k = 0; k < 4; k++) {
 		mem->work += 4.0 * ((stage >= 2 ? (double)glen[k] : 0.0) +
 		                    (stage == 3 ? (double)wlen[k] : 0.0));
+		mem->work_params += stage == 3 ? 4.0 * (double)wlen[k] : 0.0;
+	}
 out:
 	free(b);
 	free(e);

@@ -44,6 +44,7 @@
 typedef struct ZeroMem {
 	double params, grads, optim; /* the shards and anything kept whole */
 	double work;                 /* gather and reduce buffers (stages 2, 3) */
+	double work_params;          /* of work, the stage-3 parameter buffers */
 } ZeroMem;
 
 /* Counters since the last zero_stats_reset. Bytes follow the ring model
@@ -58,6 +59,7 @@ typedef struct ZeroStats {
 
 typedef struct Zero {
 	int stage, N, rank, U;
+	int frozen; /* zero_init_frozen: forward only */
 	int overlap;
 	MPI_Comm comm;
 	Model *m;
@@ -98,6 +100,12 @@ int zero_init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_thre
               int overlap, const float *full, unsigned long long seed, double beta1,
               double beta2, double eps, double weight_decay, int decay_embeddings,
               TrlErr *err);
+/* A stage-3 model that only runs forwards (a reference model): its weights
+ * sharded and gathered as zero_init's, no gradients and no optimizer state;
+ * never call zero_step or a backward on it. Collective. */
+int zero_init_frozen(Zero *z, Model *m, MPI_Comm comm, long persistence_threshold,
+                     int overlap, const float *full, unsigned long long seed,
+                     TrlErr *err);
 void zero_free(Zero *z);
 
 /* The model_init_flags flags a stage needs. */
