@@ -23,7 +23,9 @@ const char *const metric_names[MET_N] = {
     [MET_LOG_ODDS_CHOSEN] = "log_odds_chosen",
     [MET_KL] = "kl",
     [MET_ACCURACY] = "accuracy",
+    [MET_MIN_REWARD] = "min_reward",
     [MET_MEAN_REWARD] = "mean_reward",
+    [MET_MAX_REWARD] = "max_reward",
     [MET_MARGIN] = "margin",
     [MET_ENTROPY] = "entropy",
     [MET_MEAN_TOKEN_ACCURACY] = "mean_token_accuracy",
@@ -50,6 +52,19 @@ void metrics_merge(Metrics *dst, const Metrics *src)
 	}
 	dst->min_reward = fmin(dst->min_reward, src->min_reward);
 	dst->max_reward = fmax(dst->max_reward, src->max_reward);
+}
+
+void metrics_merge_values(Metrics *dst, const Metrics *src)
+{
+	for (int k = 0; k < MET_N; k++)
+		if (src->cnt[k] > 0) {
+			dst->sum[k] += src->sum[k] / src->cnt[k];
+			dst->cnt[k] += 1.0;
+		}
+	if (src->cnt[MET_MEAN_REWARD] > 0) {
+		metrics_add(dst, MET_MIN_REWARD, src->min_reward, 1.0);
+		metrics_add(dst, MET_MAX_REWARD, src->max_reward, 1.0);
+	}
 }
 
 void metrics_reduce(Metrics *m, const Comm *c)
@@ -316,8 +331,12 @@ static void pair_micro(Trainer *tr, Batch *b, int split, const int *idx, int n,
 	metrics_add(acc, MET_LOGITS_REJECTED, lg[1], tok[1]);
 	metrics_add(acc, MET_ENTROPY, en, tok[0] + tok[1]);
 	metrics_add(acc, MET_MEAN_TOKEN_ACCURACY, cor[0], tok[0]);
+	/* CPOTrainer does not compute (and logs 0 for) the NLL at cpo_alpha 0. */
 	if (cfg->method != TRL_METHOD_DPO)
-		metrics_add(acc, MET_NLL_LOSS, nll, 1.0);
+		metrics_add(acc, MET_NLL_LOSS,
+		            cfg->method == TRL_METHOD_CPO && cfg->cpo_alpha == 0.0 ? 0.0
+		                                                                   : nll,
+		            1.0);
 	if (cfg->method == TRL_METHOD_ORPO) {
 		metrics_add(acc, MET_LOG_ODDS_RATIO, lor, 1.0);
 		metrics_add(acc, MET_LOG_ODDS_CHOSEN, loc, 1.0);
@@ -479,7 +498,8 @@ static const Method methods[] = {
                            2,
                            0,
                            1,
-                           BIT(MET_LOSS) | BIT(MET_ACCURACY) | BIT(MET_MEAN_REWARD) |
+                           BIT(MET_LOSS) | BIT(MET_ACCURACY) | BIT(MET_MIN_REWARD) |
+                               BIT(MET_MEAN_REWARD) | BIT(MET_MAX_REWARD) |
                                BIT(MET_MARGIN),
                            MET_ACCURACY,
                            pair_fill,

@@ -152,6 +152,7 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	size_t NT = (size_t)tr->rows_cap * (size_t)T;
 	tr->mb = calloc((size_t)GA, sizeof *tr->mb);
 	tr->mb_idx = calloc((size_t)GA * (size_t)B, sizeof *tr->mb_idx);
+	tr->micro_m = calloc((size_t)GA, sizeof *tr->micro_m);
 	tr->ts.lp = malloc(NT * sizeof(float));
 	tr->ts.lse = malloc(NT * sizeof(float));
 	tr->ts.wpo = malloc(NT * sizeof(float));
@@ -162,7 +163,7 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	tr->rowbuf = calloc(8 * (size_t)tr->rows_cap, sizeof(double));
 	tr->ibuf = calloc(2 * (size_t)tr->rows_cap, sizeof(int));
 	tr->tbuf = malloc(NT * sizeof *tr->tbuf);
-	if (!tr->mb_idx || !tr->ts.lp || !tr->ts.lse || !tr->ts.wpo ||
+	if (!tr->mb_idx || !tr->micro_m || !tr->ts.lp || !tr->ts.lse || !tr->ts.wpo ||
 	    !tr->ts.mean_logit || !tr->ts.entropy || !tr->ts.correct || !tr->coef ||
 	    !tr->rowbuf || !tr->ibuf || !tr->tbuf)
 		return trl_errf(err, TRL_ENOMEM, "out of memory");
@@ -206,6 +207,7 @@ static void trainer_free(Trainer *tr)
 	free(tr->perm[0]);
 	free(tr->perm[1]);
 	free(tr->mb_idx);
+	free(tr->micro_m);
 	free(tr->ts.lp);
 	free(tr->ts.lse);
 	free(tr->ts.wpo);
@@ -280,10 +282,6 @@ static void log_step(Trainer *tr, long done, double gnorm, double lr, LogWindow 
 			if (me->metrics & (1u << k))
 				fprintf(tr->metrics, ", \"%s\": %.6f", metric_names[k],
 				        v[k]);
-		if (me->metrics & (1u << MET_MEAN_REWARD))
-			fprintf(tr->metrics,
-			        ", \"min_reward\": %.6f, \"max_reward\": %.6f",
-			        mt->min_reward, mt->max_reward);
 		fprintf(tr->metrics, ", \"tokens_per_second\": %.1f}\n", tps);
 		fflush(tr->metrics);
 	}
@@ -365,12 +363,14 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		                   : 1.0 / ((double)GA * c->size);
 
 		double t_step = trl_now();
-		Metrics step_m;
-		metrics_clear(&step_m);
+		int pooled = cfg->method == TRL_METHOD_SFT;
 		for (int j = 0; j < GA && !skip; j++) {
 			zero_begin_micro(&tr->zero, j == GA - 1);
+			metrics_clear(&tr->micro_m[j]);
 			me->micro(tr, &tr->mb[j], 0, tr->mb_idx + (size_t)j * B, B, scale,
-			          1, 1, &step_m);
+			          1, 1, &tr->micro_m[j]);
+			if (pooled && j > 0)
+				metrics_merge(&tr->micro_m[0], &tr->micro_m[j]);
 		}
 		/* Data parallel: every rank's gradient is already divided by the
 		 * global count, so their sum (reduced per unit during the backward)
@@ -379,7 +379,16 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		double lr = lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate, step,
 		                       tr->total_steps, tr->warmup);
 		if (!skip) {
-			metrics_reduce(&step_m, c);
+			/* sft's figures are pooled over the step; the others give one
+			 * value per micro-step, as TRL logs them. */
+			for (int j = 0; j < (pooled ? 1 : GA); j++) {
+				metrics_reduce(&tr->micro_m[j], c);
+				if (pooled)
+					metrics_merge(&tr->window, &tr->micro_m[j]);
+				else
+					metrics_merge_values(&tr->window,
+					                     &tr->micro_m[j]);
+			}
 			zero_step(&tr->zero, lr, cfg->max_grad_norm, &gnorm);
 			tr->steps_run++;
 			tr->step_s += trl_now() - t_step;
@@ -394,7 +403,6 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		}
 
 		tr->total_tokens += counts[1];
-		metrics_merge(&tr->window, &step_m);
 		w.tokens += counts[1];
 		long done = step + 1;
 		int last = done == tr->total_steps;
@@ -454,11 +462,12 @@ static int setup(Trainer *tr, TrlErr *err)
 	/* A TR-DPO reference has mixed in the policy since the start, and
 	 * checkpoints do not hold it: resuming would silently reset it. */
 	if (!rc && tr->resume_path[0] && cfg->sync_ref_model)
-		rc = trl_errf(err, TRL_EUNSUPPORTED,
-		              "resume_from_checkpoint with sync_ref_model: checkpoints do "
-		              "not hold the mixed reference model yet, so the resumed run "
-		              "would train against the starting one; restart the run, or "
-		              "resume with sync_ref_model false");
+		rc =
+		    trl_errf(err, TRL_EUNSUPPORTED,
+		             "resume_from_checkpoint with sync_ref_model: checkpoints do "
+		             "not hold the mixed reference model yet, so the resumed run "
+		             "would train against the starting one; restart the run, or "
+		             "resume with sync_ref_model false");
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
 	MPI_Bcast(tr->resume_path, (int)sizeof tr->resume_path, MPI_CHAR, 0, c->world);

@@ -184,15 +184,20 @@ static void eval_method(Trainer *tr, Metrics *m)
 	for (long i = 0; i < rounds; i++) {
 		int first = (int)((i * c->size + c->rank) * Be);
 		int k = first >= n ? 0 : n - first < Be ? n - first : Be;
-		if (k == 0 && !tr->sync_forwards && tr->cfg->method != TRL_METHOD_KTO)
-			continue;
-		int cnt = k > 0 ? k : 1;
-		for (int j = 0; j < cnt; j++)
-			tr->idx[j] = k > 0 ? first + j : 0;
-		tr->method->fill(tr, &tr->eval, 1, tr->idx, cnt);
-		tr->method->micro(tr, &tr->eval, 1, tr->idx, cnt, 0.0, 0, k > 0, m);
+		Metrics round;
+		metrics_clear(&round);
+		if (k > 0 || tr->sync_forwards || tr->cfg->method == TRL_METHOD_KTO) {
+			int cnt = k > 0 ? k : 1;
+			for (int j = 0; j < cnt; j++)
+				tr->idx[j] = k > 0 ? first + j : 0;
+			tr->method->fill(tr, &tr->eval, 1, tr->idx, cnt);
+			tr->method->micro(tr, &tr->eval, 1, tr->idx, cnt, 0.0, 0, k > 0,
+			                  &round);
+		}
+		/* One value per evaluation batch (over the ranks), as TRL logs. */
+		metrics_reduce(&round, c);
+		metrics_merge_values(m, &round);
 	}
-	metrics_reduce(m, c);
 }
 
 void train_run_eval(Trainer *tr, long step, const char *when)
@@ -248,11 +253,6 @@ void train_run_eval(Trainer *tr, long step, const char *when)
 				if (tr->method->metrics & (1u << k))
 					fprintf(tr->metrics, ", \"eval_%s\": %.6f",
 					        metric_names[k], v[k]);
-			if (tr->method->metrics & (1u << MET_MEAN_REWARD))
-				fprintf(tr->metrics,
-				        ", \"eval_min_reward\": %.6f, "
-				        "\"eval_max_reward\": %.6f",
-				        mt.min_reward, mt.max_reward);
 		}
 		if (exact)
 			fprintf(tr->metrics, ", \"eval_exact_match\": %.6f",

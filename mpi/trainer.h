@@ -25,9 +25,11 @@
 #include "layers.h"
 #include "losses.h"
 
-/* The figures a method logs, TRL's names. A metric is a sum and a count,
- * added over micro-batches and ranks; it is logged as sum / count over the
- * logging window (an "eval_" prefix in evaluation). */
+/* The figures a method logs, TRL's names ("eval_" prefixed in evaluation).
+ * A micro-step's metric is a sum and a count over the ranks; as in TRL, each
+ * micro-step (each evaluation batch) gives one value, sum / count, and the
+ * log shows the mean of the values of the window. sft pools the sums of the
+ * window instead (its loss is the mean over every target token). */
 enum {
 	MET_LOSS,
 	MET_REWARDS_CHOSEN,
@@ -43,7 +45,9 @@ enum {
 	MET_LOG_ODDS_CHOSEN,
 	MET_KL,
 	MET_ACCURACY,
+	MET_MIN_REWARD,
 	MET_MEAN_REWARD,
+	MET_MAX_REWARD,
 	MET_MARGIN,
 	MET_ENTROPY,
 	MET_MEAN_TOKEN_ACCURACY,
@@ -51,14 +55,16 @@ enum {
 };
 typedef struct Metrics {
 	double sum[MET_N], cnt[MET_N];
-	double min_reward, max_reward; /* reward: over every score seen */
+	double min_reward, max_reward; /* reward: of the micro-step's scores */
 } Metrics;
 void metrics_clear(Metrics *m);
 void metrics_add(Metrics *m, int k, double sum, double cnt);
 /* Sums every rank's metrics into m (collective). */
 void metrics_reduce(Metrics *m, const Comm *c);
-/* Adds src into dst. */
+/* Adds src's sums into dst (sft), or src's values sum / count as one entry
+ * each (the others). */
 void metrics_merge(Metrics *dst, const Metrics *src);
+void metrics_merge_values(Metrics *dst, const Metrics *src);
 extern const char *const metric_names[MET_N];
 
 struct Trainer;
@@ -144,6 +150,7 @@ typedef struct Trainer {
 	int *mb_idx;       /* (GA, B) the examples of each micro-batch */
 	int rows_cap;      /* rows the activations were allocated for */
 	Metrics window;    /* the logging window's figures */
+	Metrics *micro_m;  /* (GA) each micro-step's figures */
 } Trainer;
 
 /* train_data.c */

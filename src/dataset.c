@@ -1339,8 +1339,12 @@ int dataset_unpair(Dataset *d, TrlErr *err)
 	if (!ex)
 		return trl_errf(err, TRL_ENOMEM, "out of memory unpairing %d pairs",
 		                d->n);
+	/* TRL maps the pairs in batches of 1000 (datasets' default), each
+	 * giving its chosen rows, then its rejected rows. */
+	enum { CHUNK = 1000 };
 	for (int i = 0; i < d->n; i++) {
 		const Example *e = &d->ex[i];
+		int c0 = i / CHUNK * CHUNK, m = d->n - c0 < CHUNK ? d->n - c0 : CHUNK;
 		Example c = *e, r = *e;
 		c.rejected_ids = r.rejected_ids = NULL;
 		c.rejected_mask = r.rejected_mask = NULL;
@@ -1352,8 +1356,8 @@ int dataset_unpair(Dataset *d, TrlErr *err)
 		r.len = e->rejected_len;
 		r.prompt_len = e->rejected_prompt_len;
 		r.label = 0;
-		ex[2 * i] = c;
-		ex[2 * i + 1] = r;
+		ex[2 * c0 + (i - c0)] = c;
+		ex[2 * c0 + m + (i - c0)] = r;
 	}
 	free(d->ex);
 	d->ex = ex;

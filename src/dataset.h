@@ -173,9 +173,10 @@ long batch_fill_mismatched(Batch *b, const Dataset *d, const int *idx, const int
                            int n, int max_len, int pad_id);
 
 /* Turns a preference dataset into unpaired preference data as TRL's
- * unpair_preference_dataset does: pair i becomes example 2i (prompt + chosen,
- * label 1) and 2i+1 (prompt + rejected, label 0), sharing the pool. Other
- * formats are left as they are. */
+ * unpair_preference_dataset does (a batched map of 1000 pairs): each chunk
+ * of up to 1000 pairs becomes its prompt + chosen examples (label 1), then
+ * its prompt + rejected examples (label 0), sharing the pool. Other formats
+ * are left as they are. */
 int dataset_unpair(Dataset *d, TrlErr *err);
 
 /* Longest row, for allocating activations. */
