@@ -2,9 +2,10 @@
  *
  * trl_train runs a whole job on every rank of comm: set-up (config checks,
  * tokenizer, data, model) with status agreement after each phase, the
- * optimizer steps, evaluation, logging and the final save. A method (sft now;
- * dpo, grpo, ... later) plugs in as a Method table: the data format it reads
- * and its loss. Returns 0 or the agreed error (same code on every rank).
+ * optimizer steps, evaluation, logging and the final save. A method (sft,
+ * reward, dpo, kto, orpo, cpo) plugs in as a Method table (mpi/trainer.h):
+ * the data it reads, its forwards, its loss and its metrics. Returns 0 or
+ * the agreed error (same code on every rank).
  */
 #ifndef TRL_TRAIN_H
 #define TRL_TRAIN_H
