@@ -15,6 +15,8 @@
 #   per_device_train_batch_size, so the data is laid out to make them equal),
 #   and the kl of 1 rank x 2 x 2 accumulation differs (per micro-batch).
 # - precompute_ref_log_probs gives the same run as the frozen reference.
+# - a dpo run stopped at a checkpoint and resumed ends bit for bit where the
+#   uninterrupted run does.
 . "$(dirname "$0")/common.sh"
 
 DATA="$WORK/pref"
@@ -122,6 +124,18 @@ grep -q "precompute_ref_log_probs: reference log-probs of 96 train and 40 test" 
     "$WORK/dpo_pre.log" || fail "dpo_pre: no precompute line"
 compare dpo1 dpo_pre loss 2e-4
 compare dpo1 dpo_pre rewards/chosen 2e-3
+
+echo "dpo: a resumed run is the uninterrupted one (the reference is rebuilt)"
+run res_full 2 dpo --per_device_train_batch_size 2 --save_strategy steps --save_steps 4
+run res_half 2 dpo --per_device_train_batch_size 2 --save_strategy steps --save_steps 4 \
+    --max_steps 4
+base_yaml dpo "$WORK/res_half" >"$WORK/res_half2.yaml"
+run_limited 300 $MPIRUN -n 2 "$TRL" "$WORK/res_half2.yaml" --per_device_train_batch_size 2 \
+    --save_strategy steps --save_steps 4 --resume_from_checkpoint latest \
+    >"$WORK/res_half2.log" 2>&1 || { tail -20 "$WORK/res_half2.log"; fail "resume failed"; }
+grep -q "resumed from .*checkpoint-4.h5: step 4" "$WORK/res_half2.log" || fail "no resume line"
+compare res_full res_half loss 0
+same_weights res_full res_half 0
 
 echo "aot: the sort is per micro-batch"
 run aot2 2 dpo --loss_type aot --beta 3 --per_device_train_batch_size 2
