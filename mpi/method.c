@@ -67,6 +67,13 @@ void metrics_merge_values(Metrics *dst, const Metrics *src)
 	}
 }
 
+int metrics_has(const Metrics *m, int k)
+{
+	if (k == MET_REWARDS_MARGINS && m->cnt[k] == 0)
+		return m->cnt[MET_REWARDS_CHOSEN] > 0 && m->cnt[MET_REWARDS_REJECTED] > 0;
+	return m->cnt[k] > 0;
+}
+
 void metrics_reduce(Metrics *m, const Comm *c)
 {
 	double buf[2 * MET_N];

@@ -279,7 +279,7 @@ static void log_step(Trainer *tr, long done, double gnorm, double lr, LogWindow 
 		        done, train_epoch_at(tr, done), v[MET_LOSS], gnorm, lr,
 		        tr->total_tokens);
 		for (int k = 1; k < MET_N; k++)
-			if (me->metrics & (1u << k))
+			if ((me->metrics & (1u << k)) && metrics_has(mt, k))
 				fprintf(tr->metrics, ", \"%s\": %.6f", metric_names[k],
 				        v[k]);
 		fprintf(tr->metrics, ", \"tokens_per_second\": %.1f}\n", tps);

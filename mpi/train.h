@@ -29,8 +29,8 @@ typedef struct ValidatePlan {
  * the memory per rank (model states and activations) and the bytes each rank
  * sends per optimizer step; with mem_per_rank, which stage fits (rank 0
  * writes to out). */
-int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan,
-                 FILE *out, TrlErr *err);
+int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, FILE *out,
+                 TrlErr *err);
 
 /* Chooses and applies the OpenMP thread count for this rank (threads_per_rank,
  * or this rank's share of the node); widens a launcher's CPU binding that is

@@ -156,12 +156,18 @@ static void eval_exact(Trainer *tr, EvalResult *r)
 	for (long r = 0; r < rounds; r++) {
 		int first = (int)((r * c->size + c->rank) * Be);
 		int k = 0, end = first >= n ? first : n - first < Be ? n : first + Be;
-		for (int i = first; i < end; i++)
+		/* Unpaired data (kto) asks only its desirable examples. */
+		int asked = 0;
+		for (int i = first; i < end; i++) {
+			if (tr->test.ex[i].label == 0)
+				continue;
+			asked++;
 			if (tr->test.ex[i].prompt_len > 0)
 				tr->gen_ex[k++] = i;
+		}
 		if (k > 0 || tr->sync_forwards)
 			counts[0] += eval_exact_batch(tr, tr->gen_ex, k);
-		counts[1] += end - first; /* an empty prompt counts as a wrong answer */
+		counts[1] += asked; /* an empty prompt counts as a wrong answer */
 	}
 	comm_sum_long(c, counts, 2);
 	r->n_exact = counts[1];
@@ -217,7 +223,8 @@ void train_run_eval(Trainer *tr, long step, const char *when)
 	 * completion (ids = prompt + chosen). */
 	int exact = tr->cfg->eval_max_new_tokens > 0 && !tr->method->classifier &&
 	            (tr->test.format == TRL_FMT_PROMPT_COMPLETION ||
-	             tr->test.format == TRL_FMT_PREFERENCE);
+	             tr->test.format == TRL_FMT_PREFERENCE ||
+	             tr->test.format == TRL_FMT_UNPAIRED_PREFERENCE);
 	if (exact)
 		eval_exact(tr, &r);
 	tr->zero.st = kept;
@@ -250,7 +257,8 @@ void train_run_eval(Trainer *tr, long step, const char *when)
 			fprintf(tr->metrics, "{\"step\": %ld, \"eval_loss\": %.6f", step,
 			        v[MET_LOSS]);
 			for (int k = 1; k < MET_N; k++)
-				if (tr->method->metrics & (1u << k))
+				if ((tr->method->metrics & (1u << k)) &&
+				    metrics_has(&mt, k))
 					fprintf(tr->metrics, ", \"eval_%s\": %.6f",
 					        metric_names[k], v[k]);
 		}

@@ -65,6 +65,10 @@ void metrics_reduce(Metrics *m, const Comm *c);
  * each (the others). */
 void metrics_merge(Metrics *dst, const Metrics *src);
 void metrics_merge_values(Metrics *dst, const Metrics *src);
+/* Whether metric k has a value to log: a figure with none in the window
+ * (kto's rewards/chosen when every micro-batch was undesirable) is left out,
+ * as TRL leaves it out; kto's margin is the difference of the two means. */
+int metrics_has(const Metrics *m, int k);
 extern const char *const metric_names[MET_N];
 
 struct Trainer;
