@@ -189,11 +189,17 @@ typedef struct Field {
 	const char *group, *name;
 	int type;
 	size_t off;
+	int optional; /* added after format version 1 first shipped: a file
+	               * without it reads as 0 */
 } Field;
 
 #define FIELD(g, n, t, field)                                                            \
 	{                                                                                \
-		g, n, t, offsetof(CkptState, field)                                      \
+		g, n, t, offsetof(CkptState, field), 0                                   \
+	}
+#define OPTIONAL_FIELD(g, n, t, field)                                                   \
+	{                                                                                \
+		g, n, t, offsetof(CkptState, field), 1                                   \
 	}
 
 static const Field FIELDS[] = {
@@ -204,6 +210,9 @@ static const Field FIELDS[] = {
     FIELD("trainer_state", "world_size", F_INT, world_size),
     FIELD("trainer_state", "zero_stage", F_INT, zero_stage),
     FIELD("trainer_state", "save_only_model", F_INT, save_only_model),
+    OPTIONAL_FIELD("trainer_state", "bco_running_mean", F_DOUBLE, bco_mean),
+    OPTIONAL_FIELD("trainer_state", "bco_running_var", F_DOUBLE, bco_var),
+    OPTIONAL_FIELD("trainer_state", "bco_running_count", F_DOUBLE, bco_count),
     FIELD("sampler", "seed", F_LONG, seed),
     FIELD("sampler", "samples_seen", F_LONG, samples_seen),
     FIELD("sampler", "rows_per_step", F_LONG, rows_per_step),
@@ -311,6 +320,14 @@ static int read_state(hid_t f, const char *path, CkptState *st, TrlErr *err)
 		const Field *fd = &FIELDS[i];
 		if (st->save_only_model && strcmp(fd->group, "optimizer") == 0)
 			continue;
+		if (fd->optional) {
+			hid_t g = H5Gopen2(f, fd->group, H5P_DEFAULT);
+			int there = g >= 0 && H5Aexists(g, fd->name) > 0;
+			if (g >= 0)
+				H5Gclose(g);
+			if (!there)
+				continue;
+		}
 		if (move_field(f, fd, st, 0) != 0)
 			return trl_errf(err, TRL_EFORMAT,
 			                "%s: attribute %s/%s is missing or unreadable (a "

@@ -14,6 +14,9 @@
  *                                 sample samples_seen of the seeded stream)
  *   /scheduler                    attributes lr_scheduler_type, learning_rate,
  *                                 warmup_steps, total_steps, last_lr
+ *                                 (trainer_state also holds bco_running_mean,
+ *                                 bco_running_var, bco_running_count: bco's
+ *                                 running moments; absent in older files)
  *   /rng                          uint64 (world_size, 4): each rank's generator
  *   /model                        attributes config_json (Hugging Face
  *                                 config.json), model_name_or_path,
@@ -58,6 +61,7 @@ typedef struct CkptState {
 	long warmup_steps;
 	int world_size, zero_stage, save_only_model;
 	long adam_step;
+	double bco_mean, bco_var, bco_count; /* bco's running moments */
 	int bos_token_id, eos_token_id;
 	char model_name_or_path[TRL_PATH_MAX];
 	uint64_t rng[4];

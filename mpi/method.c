@@ -22,6 +22,7 @@ const char *const metric_names[MET_N] = {
     [MET_LOG_ODDS_RATIO] = "log_odds_ratio",
     [MET_LOG_ODDS_CHOSEN] = "log_odds_chosen",
     [MET_KL] = "kl",
+    [MET_DELTA] = "delta",
     [MET_ACCURACY] = "accuracy",
     [MET_MIN_REWARD] = "min_reward",
     [MET_MEAN_REWARD] = "mean_reward",
@@ -432,6 +433,66 @@ static void kto_micro(Trainer *tr, Batch *b, int split, const int *idx, int n,
 	}
 }
 
+/* ---- bco -------------------------------------------------------------------------- */
+
+static void bco_micro(Trainer *tr, Batch *b, int split, const int *idx, int n,
+                      double scale, int backward, int count, Metrics *acc)
+{
+	const Config *cfg = tr->cfg;
+	const Dataset *d = split ? &tr->test : &tr->train;
+	int R = b->B;
+	double *lp = tr->rowbuf, *nt = lp + R, *ref = nt + R, *g = ref + R;
+	int *lab = tr->ibuf;
+	if (tr->pre[split][0]) {
+		for (int i = 0; i < n; i++)
+			ref[i] = tr->pre[split][0][idx[i]];
+	} else {
+		ref_logps(tr, b, 0, ref);
+	}
+	forward_stats(tr, b, b->targets);
+	rows_logps(tr, b, 0, lp, nt);
+	for (int i = 0; i < n; i++)
+		lab[i] = d->ex[idx[i]].label;
+	if (backward) {
+		/* Training merges the micro-step's rewards, over every rank, into
+		 * the running moments before the loss (TRL's do_train). */
+		double s[3] = {0.0, 0.0, 0.0};
+		for (int i = 0; i < n && count; i++)
+			s[0] += cfg->beta * (lp[i] - ref[i]);
+		s[2] = count ? n : 0;
+		comm_sum_double(tr->comm, s, 3);
+		double mean = s[2] > 0 ? s[0] / s[2] : 0.0;
+		for (int i = 0; i < n && count; i++) {
+			double dr = cfg->beta * (lp[i] - ref[i]) - mean;
+			s[1] += dr * dr;
+		}
+		comm_sum_double(tr->comm, s + 1, 1);
+		if (s[2] > 0)
+			running_moments_update(&tr->bco, mean, s[1] / s[2], s[2]);
+	}
+	double delta = tr->bco.mean;
+	double loss = bco_loss(cfg->beta, n, lp, ref, lab, delta, g);
+	if (backward) {
+		token_coefs(tr, b, 0, g, nt, 0, 0.0, scale);
+		backward_coefs(tr, b, b->targets);
+	}
+	if (!count)
+		return;
+	metrics_add(acc, MET_LOSS, loss, 1.0);
+	metrics_add(acc, MET_DELTA, delta, 1.0);
+	for (int i = 0; i < n; i++) {
+		double r = cfg->beta * (lp[i] - ref[i]);
+		metrics_add(acc, lab[i] ? MET_REWARDS_CHOSEN : MET_REWARDS_REJECTED, r,
+		            1.0);
+		metrics_add(acc, lab[i] ? MET_LOGPS_CHOSEN : MET_LOGPS_REJECTED, lp[i],
+		            1.0);
+		double lg = 0, en = 0, cor = 0, tok = 0;
+		token_sums(tr, b, i, i + 1, &lg, &en, &cor, &tok);
+		metrics_add(acc, lab[i] ? MET_LOGITS_CHOSEN : MET_LOGITS_REJECTED, lg,
+		            tok);
+	}
+}
+
 /* ---- reward ----------------------------------------------------------------------- */
 
 static void reward_micro(Trainer *tr, Batch *b, int split, const int *idx, int n,
@@ -546,6 +607,19 @@ static const Method methods[] = {
                          MET_REWARDS_ACCURACIES,
                          pair_fill,
                          pair_micro},
+    [TRL_METHOD_BCO] = {"bco",
+                        {TRL_FMT_UNPAIRED_PREFERENCE, TRL_FMT_PREFERENCE},
+                        2,
+                        1,
+                        1,
+                        0,
+                        BIT(MET_LOSS) | BIT(MET_DELTA) | BIT(MET_REWARDS_CHOSEN) |
+                            BIT(MET_REWARDS_REJECTED) | BIT(MET_REWARDS_MARGINS) |
+                            BIT(MET_LOGPS_CHOSEN) | BIT(MET_LOGPS_REJECTED) |
+                            BIT(MET_LOGITS_CHOSEN) | BIT(MET_LOGITS_REJECTED),
+                        MET_REWARDS_MARGINS,
+                        kto_fill,
+                        bco_micro},
     [TRL_METHOD_CPO] = {"cpo",
                         {TRL_FMT_PREFERENCE},
                         1,
@@ -589,10 +663,12 @@ int method_select(Trainer *tr, TrlErr *err)
 		    err, TRL_EINVAL,
 		    "packing: %s does not pack sequences (set packing: false)",
 		    tr->method->name);
+	running_moments_init(&tr->bco);
 	switch (cfg->method) {
 	case TRL_METHOD_SFT:
 	case TRL_METHOD_REWARD:
 	case TRL_METHOD_ORPO:
+	case TRL_METHOD_BCO:
 		if (cfg->loss_type[0])
 			return trl_errf(
 			    err, TRL_EINVAL,

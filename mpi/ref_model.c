@@ -78,9 +78,10 @@ static int precompute_split(Trainer *tr, int split, TrlErr *err)
 {
 	const Comm *c = tr->comm;
 	const Dataset *d = split ? &tr->test : &tr->train;
-	int kto = tr->cfg->method == TRL_METHOD_KTO, n = d->n;
+	int kto = tr->cfg->method == TRL_METHOD_KTO || tr->cfg->method == TRL_METHOD_BCO;
+	int n = d->n;
 	int B = tr->cfg->per_device_train_batch_size;
-	int kl = kto && tr->kto.type == TRL_KTO_KTO;
+	int kl = tr->cfg->method == TRL_METHOD_KTO && tr->kto.type == TRL_KTO_KTO;
 	for (int k = 0; k < 2; k++) {
 		tr->pre[split][k] = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
 		if (!tr->pre[split][k])

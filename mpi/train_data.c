@@ -247,7 +247,8 @@ int train_prepare_method_data(Trainer *tr, TrlErr *err)
 	int rc = TRL_OK;
 	for (int s = 0; s < 1 + tr->has_test && !rc; s++) {
 		Dataset *d = s ? &tr->test : &tr->train;
-		if (tr->cfg->method == TRL_METHOD_KTO) {
+		if (tr->cfg->method == TRL_METHOD_KTO ||
+		    tr->cfg->method == TRL_METHOD_BCO) {
 			/* Paired data is unpaired as TRL does; the rows follow. */
 			if (d->format == TRL_FMT_PREFERENCE) {
 				rc = dataset_unpair(d, err);
@@ -256,7 +257,8 @@ int train_prepare_method_data(Trainer *tr, TrlErr *err)
 				if (!rc)
 					rc = rows_unpacked(rs, d, err);
 			}
-			if (!rc && tr->kto.type == TRL_KTO_KTO)
+			if (!rc && tr->cfg->method == TRL_METHOD_KTO &&
+			    tr->kto.type == TRL_KTO_KTO)
 				rc = kto_partners(tr, s, err);
 		}
 		if (!rc && tr->cfg->method == TRL_METHOD_REWARD)

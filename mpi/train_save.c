@@ -107,6 +107,9 @@ int train_save_checkpoint(Trainer *tr, long step, int model_only, TrlErr *err)
 	st.zero_stage = cfg->zero_stage;
 	st.save_only_model = model_only;
 	st.adam_step = tr->zero.opt[0].step;
+	st.bco_mean = tr->bco.mean;
+	st.bco_var = tr->bco.var;
+	st.bco_count = tr->bco.count;
 	st.bos_token_id = tr->tok.bos_id;
 	st.eos_token_id = tr->tok.eos_id;
 	snprintf(st.model_name_or_path, sizeof st.model_name_or_path, "%s",
@@ -178,6 +181,8 @@ int train_resume(Trainer *tr, TrlErr *err)
 	tr->total_tokens = st.num_tokens;
 	if (st.rng[0] | st.rng[1] | st.rng[2] | st.rng[3])
 		memcpy(tr->rng.s, st.rng, sizeof st.rng);
+	if (st.bco_count > 0)
+		tr->bco = (RunningMoments){st.bco_mean, st.bco_var, st.bco_count};
 	if (tr->comm->rank != 0)
 		return TRL_OK;
 	printf("resumed from %s: step %ld, epoch %.2f (saved by %d rank%s at zero_stage "

@@ -44,6 +44,7 @@ enum {
 	MET_LOG_ODDS_RATIO,
 	MET_LOG_ODDS_CHOSEN,
 	MET_KL,
+	MET_DELTA,
 	MET_ACCURACY,
 	MET_MIN_REWARD,
 	MET_MEAN_REWARD,
@@ -138,8 +139,9 @@ typedef struct Trainer {
 	DpoOptions dpo;
 	KtoOptions kto;
 	CpoOptions cpo;
-	Model ref;     /* the reference model, when one is held */
-	Zero ref_zero; /* stage 3: its shards */
+	RunningMoments bco; /* bco: the running moments of the rewards */
+	Model ref;          /* the reference model, when one is held */
+	Zero ref_zero;      /* stage 3: its shards */
 	int has_ref;
 	double *pre[2][2]; /* precomputed reference log-probs [split][chosen/KL or
 	                      rejected], per example */

@@ -52,7 +52,8 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	/* dpo and kto hold a reference model (its weights, sharded like the
 	 * policy's under stage 3, and its own activations) unless its log-probs
 	 * are precomputed. */
-	int ref = (cfg->method == TRL_METHOD_DPO || cfg->method == TRL_METHOD_KTO) &&
+	int ref = (cfg->method == TRL_METHOD_DPO || cfg->method == TRL_METHOD_KTO ||
+	           cfg->method == TRL_METHOD_BCO) &&
 	          !cfg->precompute_ref_log_probs;
 	int GA = cfg->gradient_accumulation_steps;
 	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",

@@ -61,13 +61,14 @@ _Static_assert(TRL_TRUNC_KEEP_START == 0 && TRL_TRUNC_KEEP_END == 1,
                "truncation choices follow TrlTruncation");
 _Static_assert(TRL_ARCH_LLAMA == 0 && TRL_ARCH_GPT2 == 1, "arch choices follow TrlArch");
 _Static_assert(TRL_METHOD_SFT == 0 && TRL_METHOD_REWARD == 1 && TRL_METHOD_DPO == 2 &&
-                   TRL_METHOD_KTO == 3 && TRL_METHOD_ORPO == 4 && TRL_METHOD_CPO == 5,
+                   TRL_METHOD_KTO == 3 && TRL_METHOD_ORPO == 4 && TRL_METHOD_CPO == 5 &&
+                   TRL_METHOD_BCO == 6,
                "method choices follow TrlMethod");
 _Static_assert(sizeof(TrlFDivType) == sizeof(int) && sizeof(TrlSampling) == sizeof(int),
                "enum keys are int-sized");
 
-static const char *const method_choices[] = {"sft", "reward", "dpo", "kto",
-                                             "orpo", "cpo", NULL};
+static const char *const method_choices[] = {"sft",  "reward", "dpo", "kto",
+                                             "orpo", "cpo",    "bco", NULL};
 static const char *const fdiv_choices[] = {"reverse_kl", "forward_kl", "js_divergence",
                                            "alpha_divergence", NULL};
 static const char *const sampling_choices[] = {"random", "sequential", NULL};
@@ -91,7 +92,8 @@ static const Key keys[] = {
     {"method", K_ENUM, F(method), "sft", .choices = method_choices, .group = "Run",
      .help = "Post-training method, as TRL's trainers: sft (SFTTrainer), reward "
              "(RewardTrainer), dpo (DPOTrainer), kto (KTOTrainer), orpo "
-             "(ORPOTrainer), cpo (CPOTrainer: CPO, SimPO, AlphaPO)."},
+             "(ORPOTrainer), cpo (CPOTrainer: CPO, SimPO, AlphaPO), bco "
+             "(BCOTrainer, without UDM)."},
     {"model_name_or_path", K_STRING, F(model_name_or_path), "",
      .help = "Folder of a pretrained model to fine-tune; empty trains a new model "
              "shaped by the model keys."},
@@ -247,9 +249,9 @@ static const Key keys[] = {
              "as TRL's KTOConfig does."},
 
     {"beta", K_DOUBLE, F(beta), "0.1", GE(0),
-     .group = "Preference and reward methods (dpo, kto, orpo, cpo, reward)",
-     .help = "Strength of the implicit KL penalty (dpo, kto, cpo; orpo's weight of "
-             "the odds-ratio term; ipo's tau)."},
+     .group = "Preference and reward methods (dpo, kto, orpo, cpo, bco, reward)",
+     .help = "Strength of the implicit KL penalty (dpo, kto, cpo, bco; orpo's "
+             "weight of the odds-ratio term; ipo's tau)."},
     {"loss_type", K_STRING, F(loss_type), "",
      .help = "dpo: sigmoid, hinge, ipo, exo_pair, nca_pair, robust, bco_pair, "
              "sppo_hard, aot, aot_unpaired, apo_zero, apo_down, discopop, sft, "
@@ -274,21 +276,21 @@ static const Key keys[] = {
     {"discopop_tau", K_DOUBLE, F(discopop_tau), "0.05", GT(0),
      .help = "dpo discopop: temperature of the mixing between its two terms."},
     {"precompute_ref_log_probs", K_BOOL, F(precompute_ref_log_probs), "false",
-     .help = "dpo, kto: compute the reference log-probs of every example in one pass "
-             "before training and keep them with the data; no reference model is "
-             "held during training."},
+     .help =
+         "dpo, kto, bco: compute the reference log-probs of every example in one pass "
+         "before training and keep them with the data; no reference model is "
+         "held during training."},
     {"ref_model_name_or_path", K_STRING, F(ref_model_name_or_path), "",
-     .help = "dpo, kto: folder of the reference model; empty = a frozen copy of the "
+     .help = "dpo, kto, bco: folder of the reference model; empty = a frozen copy of the "
              "model training starts from."},
     {"sync_ref_model", K_BOOL, F(sync_ref_model), "false",
-     .help = "dpo, kto: TR-DPO: every ref_model_sync_steps steps the reference "
+     .help = "dpo, kto, bco: TR-DPO: every ref_model_sync_steps steps the reference "
              "becomes alpha * policy + (1 - alpha) * reference."},
     {"ref_model_mixup_alpha", K_DOUBLE, F(ref_model_mixup_alpha), "0.6", IN(0, 1),
      .help = "sync_ref_model: the policy's share alpha in each update."},
     {"ref_model_sync_steps", K_INT, F(ref_model_sync_steps), "512", GE(1),
      .help = "sync_ref_model: optimizer steps between reference updates."},
-    {"center_rewards_coefficient", K_DOUBLE, F(center_rewards_coefficient), "0",
-     GE(0),
+    {"center_rewards_coefficient", K_DOUBLE, F(center_rewards_coefficient), "0", GE(0),
      .help = "reward: weight of mean((r_chosen + r_rejected)^2), which keeps rewards "
              "centred on zero (0.01 suggested); 0 = TRL's None."},
     {"desirable_weight", K_DOUBLE, F(desirable_weight), "1.0", GT(0),
@@ -880,26 +882,29 @@ static int load_value(Loader *L, const Key *k)
 			if (ev.type == YAML_SEQUENCE_END_EVENT)
 				break;
 			if (ev.type != YAML_SCALAR_EVENT) {
-				rc = fail_at(L, ev.start_mark,
-				             "%s: expected a list of single values, found %s",
-				             k->name, event_what(&ev));
+				rc = fail_at(
+				    L, ev.start_mark,
+				    "%s: expected a list of single values, found %s",
+				    k->name, event_what(&ev));
 				yaml_event_delete(&ev);
 				return rc;
 			}
 			const char *s = (const char *)ev.data.scalar.value;
-			int w = snprintf(joined + n, sizeof joined - n, "%s%s", n ? "," : "", s);
+			int w = snprintf(joined + n, sizeof joined - n, "%s%s",
+			                 n ? "," : "", s);
 			n += w > 0 ? (size_t)w : 0;
 			yaml_event_delete(&ev);
 			if (n >= sizeof joined)
-				return fail_at(L, start, "%s: the list is too long", k->name);
+				return fail_at(L, start, "%s: the list is too long",
+				               k->name);
 		}
 		char why[1024];
 		if (parse_value(k, L->c, joined, 0, why, sizeof why))
 			rc = fail_at(L, start, "%s: %s", k->name, why);
 	} else if (ev.type != YAML_SCALAR_EVENT) {
-		rc = fail_at(L, ev.start_mark, "%s: expected a single value%s, found %s",
-		             k->name, is_list_key(k) ? " or a list" : "",
-		             event_what(&ev));
+		rc =
+		    fail_at(L, ev.start_mark, "%s: expected a single value%s, found %s",
+		            k->name, is_list_key(k) ? " or a list" : "", event_what(&ev));
 	} else {
 		char why[1024];
 		if (parse_value(k, L->c, (const char *)ev.data.scalar.value,
@@ -1078,6 +1083,7 @@ static void method_defaults(Config *c)
 	    {TRL_METHOD_KTO, "learning_rate", "1e-6"},
 	    {TRL_METHOD_ORPO, "learning_rate", "1e-6"},
 	    {TRL_METHOD_CPO, "learning_rate", "1e-6"},
+	    {TRL_METHOD_BCO, "learning_rate", "5e-7"},
 	    {TRL_METHOD_DPO, "loss_type", "sigmoid"},
 	    {TRL_METHOD_KTO, "loss_type", "kto"},
 	    {TRL_METHOD_CPO, "loss_type", "sigmoid"},

@@ -30,7 +30,8 @@ typedef enum {
 	TRL_METHOD_DPO,
 	TRL_METHOD_KTO,
 	TRL_METHOD_ORPO,
-	TRL_METHOD_CPO
+	TRL_METHOD_CPO,
+	TRL_METHOD_BCO
 } TrlMethod;
 /* f_divergence_type: the same values as losses.h's TrlFDivergence. */
 typedef enum {
@@ -129,7 +130,7 @@ typedef struct Config {
 	double cpo_alpha, simpo_gamma, alpha;
 	ModelConfig model;
 	char source[TRL_PATH_MAX]; /* the YAML file the config came from, or "" */
-	unsigned char given[160]; /* per schema key: set by the YAML or a flag */
+	unsigned char given[160];  /* per schema key: set by the YAML or a flag */
 } Config;
 
 /* Every field at its schema default. */

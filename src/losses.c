@@ -534,3 +534,42 @@ double reward_loss(int n, const double *r_c, const double *r_r, const double *ma
 	}
 	return bt / n + (c != 0.0 ? c * center / n : 0.0);
 }
+
+double bco_loss(double beta, int n, const double *lp, const double *ref, const int *label,
+                double delta, double *dlp)
+{
+	if (n <= 0)
+		return 0.0;
+	double total = 0.0;
+	for (int i = 0; i < n; i++) {
+		double r = beta * (lp[i] - (ref ? ref[i] : 0.0));
+		/* x = r - delta (desirable) or delta - r: loss -logsigmoid(x),
+		 * d loss / d x = -sigmoid(-x), dx / d lp = +beta or -beta. */
+		double x = label[i] ? r - delta : delta - r;
+		total -= log_sigmoid(x);
+		if (dlp)
+			dlp[i] = -sigmoid(-x) * (label[i] ? beta : -beta) / n;
+	}
+	return total / n;
+}
+
+void running_moments_init(RunningMoments *r)
+{
+	r->mean = 0.0;
+	r->var = 1.0;
+	r->count = 1e-24;
+}
+
+/* Chan et al.'s merge of two sets' moments: the new mean moves by
+ * delta * n / (count + n); the summed squared deviations add, with the
+ * old set's corrected for the new mean. */
+void running_moments_update(RunningMoments *r, double xs_mean, double xs_var,
+                            double xs_count)
+{
+	double delta = xs_mean - r->mean, tot = r->count + xs_count;
+	double new_sum = xs_var * xs_count;
+	double old_sum = r->var * r->count + delta * delta * r->count * xs_count / tot;
+	r->mean += delta * xs_count / tot;
+	r->var = (old_sum + new_sum) / tot;
+	r->count = tot;
+}

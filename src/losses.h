@@ -132,6 +132,24 @@ double cpo_loss(const CpoOptions *o, const PairBatch *b, double *dpc, double *dp
 void cpo_rewards(const CpoOptions *o, double pc, double pr, double nc, double nr,
                  double *chosen, double *rejected);
 
+/* BCO (TRL's BCOTrainer, without UDM weights): r = beta (lp - ref), and with
+ * delta the running mean of the rewards, a desirable example's loss is
+ * -logsigmoid(r - delta), an undesirable one's -logsigmoid(delta - r); the
+ * mean over all n. label: 1 desirable, 0 undesirable. delta gets no
+ * gradient. */
+double bco_loss(double beta, int n, const double *lp, const double *ref, const int *label,
+                double delta, double *dlp);
+
+/* BCO's running moments of the rewards (TRL's RunningMoments): starts at
+ * mean 0, var 1, count 1e-24; each update merges a batch's mean, population
+ * variance and count (over every rank). */
+typedef struct RunningMoments {
+	double mean, var, count;
+} RunningMoments;
+void running_moments_init(RunningMoments *r);
+void running_moments_update(RunningMoments *r, double xs_mean, double xs_var,
+                            double xs_count);
+
 /* Reward modelling (Bradley-Terry): mean(-logsigmoid(r_c - r_r - margin)) +
  * center_rewards_coefficient * mean((r_c + r_r)^2); margin NULL = 0. */
 double reward_loss(int n, const double *r_c, const double *r_r, const double *margin,

@@ -220,6 +220,53 @@ Test(losses, golden_wpo_weight_matches_oracle)
 	json_free(root);
 }
 
+/* BCO: the running moments' update (when the case says so), then the loss and
+ * its gradient at the updated mean. */
+Test(losses, golden_bco_matches_oracle)
+{
+	JsonValue *root = load_golden();
+	const JsonValue *cases[8];
+	int nc = golden_cases(root, "bco", cases, 8, 3);
+	for (int c = 0; c < nc; c++) {
+		const char *name = json_str(json_get(cases[c], "name"));
+		const JsonValue *o = json_get(cases[c], "options");
+		const JsonValue *in = json_get(cases[c], "inputs");
+		const JsonValue *ex = json_get(cases[c], "expected");
+		double lp[MAXN], ref[MAXN], dlp[MAXN], rs[3], want[3];
+		int label[MAXN];
+		int n = nums(in, "lp", lp, name);
+		need_nums(in, "ref", ref, n, name);
+		need_nums(in, "running", rs, 3, name);
+		need_nums(ex, "running", want, 3, name);
+		const JsonValue *lab = json_get(in, "label");
+		for (int i = 0; i < n; i++) {
+			int64_t v;
+			cr_assert_eq(json_int(json_at(lab, (size_t)i), &v), 0);
+			label[i] = (int)v;
+		}
+		double beta = num(o, "beta", name);
+		RunningMoments m = {rs[0], rs[1], rs[2]};
+		if (json_get(o, "update")->boolean) {
+			double r[MAXN], mean = 0.0, var = 0.0;
+			for (int i = 0; i < n; i++)
+				mean += (r[i] = beta * (lp[i] - ref[i])) / n;
+			for (int i = 0; i < n; i++)
+				var += (r[i] - mean) * (r[i] - mean) / n;
+			running_moments_update(&m, mean, var, n);
+		}
+		check_value(name, "running mean", m.mean, want[0]);
+		check_value(name, "running var", m.var, want[1]);
+		check_value(name, "running count", m.count, want[2]);
+		double loss = bco_loss(beta, n, lp, ref, label, m.mean, dlp);
+		check_value(name, "loss", loss, num(ex, "loss", name));
+		check_array(name, "lp", dlp, ex, n);
+	}
+	RunningMoments fresh;
+	running_moments_init(&fresh);
+	cr_expect(fresh.mean == 0.0 && fresh.var == 1.0 && fresh.count == 1e-24);
+	json_free(root);
+}
+
 Test(losses, golden_kto_matches_oracle)
 {
 	JsonValue *root = load_golden();
@@ -944,6 +991,36 @@ Test(losses, kto_gradients_match_finite_differences)
 		cr_expect(err <= FDD_TOL, "kto type %d: FD error %.3g at %d", type, err,
 		          worst);
 	}
+}
+
+static double fd_bco(void *ctx)
+{
+	FdKto *k = ctx;
+	return bco_loss(k->o.beta, FD_N, k->lp, k->ref, k->label, k->z0, NULL);
+}
+
+/* BCO's delta (z0 here) is a running statistic: no gradient flows into it. */
+Test(losses, bco_gradients_match_finite_differences)
+{
+	Rng r;
+	rng_seed(&r, 8);
+	FdKto k = {.o = {.beta = 0.3}, .z0 = -0.4};
+	for (int i = 0; i < FD_N; i++) {
+		k.lp[i] = -80.0 * rng_uniform(&r);
+		k.ref[i] = k.lp[i] - (8.0 * rng_uniform(&r) - 4.0);
+		k.label[i] = i % 2;
+	}
+	double ana[FD_N], *ptrs[FD_N];
+	bco_loss(k.o.beta, FD_N, k.lp, k.ref, k.label, k.z0, ana);
+	for (int i = 0; i < FD_N; i++)
+		ptrs[i] = &k.lp[i];
+	int worst;
+	double err = fd_error(ptrs, ana, FD_N, fd_bco, &k, &worst);
+	cr_expect(err <= FDD_TOL, "bco: FD error %.3g at %d", err, worst);
+	/* At r = delta every example costs log 2. */
+	double lp[2] = {-3.0, -5.0}, ref[2] = {-3.0, -5.0};
+	int lab[2] = {1, 0};
+	cr_expect(fabs(bco_loss(0.1, 2, lp, ref, lab, 0.0, NULL) - log(2.0)) < 1e-15);
 }
 
 static double fd_orpo(void *ctx)

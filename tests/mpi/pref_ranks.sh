@@ -16,7 +16,8 @@
 #   and the kl of 1 rank x 2 x 2 accumulation differs (per micro-batch).
 # - precompute_ref_log_probs gives the same run as the frozen reference.
 # - a dpo run stopped at a checkpoint and resumed ends bit for bit where the
-#   uninterrupted run does.
+#   uninterrupted run does; so does a bco run, whose running mean of the
+#   rewards travels in the checkpoint.
 . "$(dirname "$0")/common.sh"
 
 DATA="$WORK/pref"
@@ -136,6 +137,18 @@ run_limited 300 $MPIRUN -n 2 "$TRL" "$WORK/res_half2.yaml" --per_device_train_ba
 grep -q "resumed from .*checkpoint-4.h5: step 4" "$WORK/res_half2.log" || fail "no resume line"
 compare res_full res_half loss 0
 same_weights res_full res_half 0
+
+echo "bco: the running mean of the rewards (delta) survives a resume"
+run bco_full 2 bco --per_device_train_batch_size 2 --save_strategy steps --save_steps 4
+run bco_half 2 bco --per_device_train_batch_size 2 --save_strategy steps --save_steps 4 \
+    --max_steps 4
+base_yaml bco "$WORK/bco_half" >"$WORK/bco_half2.yaml"
+run_limited 300 $MPIRUN -n 2 "$TRL" "$WORK/bco_half2.yaml" --per_device_train_batch_size 2 \
+    --save_strategy steps --save_steps 4 --resume_from_checkpoint latest \
+    >"$WORK/bco_half2.log" 2>&1 || { tail -20 "$WORK/bco_half2.log"; fail "bco resume failed"; }
+compare bco_full bco_half delta 0
+compare bco_full bco_half loss 0
+same_weights bco_full bco_half 0
 
 echo "aot: the sort is per micro-batch"
 run aot2 2 dpo --loss_type aot --beta 3 --per_device_train_batch_size 2

@@ -190,6 +190,39 @@ def kto_z0(kl_lp, kl_ref):
     return (t(kl_lp) - t(kl_ref)).mean().clamp(min=0).item()
 
 
+# --------------------------------------------------------------------- BCO
+
+
+def bco_oracle(opt, inp):
+    """BCOTrainer.bco_loss without UDM: rewards beta * (lp - ref), the running
+    mean of the rewards merged with this batch's (RunningMoments.update),
+    -logsigmoid(r - delta) for desirable and -logsigmoid(delta - r) for
+    undesirable examples, the mean over all. The running state is given as
+    (mean, var, count) before the update; the expected output holds it
+    after."""
+    lp, ref = t(inp["lp"], True), t(inp["ref"])
+    label = torch.tensor(inp["label"], dtype=torch.bool)
+    beta = opt["beta"]
+    r = beta * (lp - ref)
+    chosen, rejected = r[label], r[~label]
+    xs = torch.cat((chosen, rejected), 0).detach()
+    mean, var, count = inp["running"]
+    if opt["update"]:
+        xs_var, xs_mean = torch.var_mean(xs, unbiased=False)
+        xs_count = xs.numel()
+        delta = xs_mean.item() - mean
+        tot = count + xs_count
+        old_sum = var * count + delta ** 2 * count * xs_count / tot
+        mean += delta * xs_count / tot
+        var = (old_sum + xs_var.item() * xs_count) / tot
+        count = tot
+    d = torch.tensor(mean, dtype=torch.float64)
+    losses = torch.cat((-F.logsigmoid(chosen - d), -F.logsigmoid(-(rejected - d))), 0)
+    loss = losses.mean()
+    loss.backward()
+    return {"loss": loss.item(), "lp": grad_list(lp), "running": [mean, var, count]}
+
+
 # -------------------------------------------------------------------- ORPO
 
 
@@ -453,6 +486,18 @@ def build_cases():
                 "desirable_weight": dw, "undesirable_weight": uw}
         add("kto", name, opts, inp)
 
+    # BCO: a first update from the initial moments, a later one, and an
+    # evaluation batch (no update).
+    for name, beta, labels, running, update in (
+            ("bco_first", 0.1, [1, 0, 1, 1, 0, 0], [0.0, 1.0, 1e-24], True),
+            ("bco_running", 0.2, [0, 1, 0, 1, 1], [0.37, 2.5, 48.0], True),
+            ("bco_eval", 0.1, [1, 1, 0, 0], [-0.8, 0.6, 120.0], False)):
+        n = len(labels)
+        lp = [-r4(rng.uniform(5.0, 120.0)) for _ in range(n)]
+        ref = [r4(x - rng.uniform(-6.0, 6.0)) for x in lp]
+        add("bco", name, {"beta": beta, "update": update},
+            {"lp": lp, "ref": ref, "label": labels, "running": running})
+
     # ORPO: average log-probs on both sides of log1mexp's branch at -ln 2.
     for name, beta in (("orpo", 0.1), ("orpo_beta_0.25", 0.25)):
         inp = pairs(rng, 6, extremes=False)
@@ -520,6 +565,8 @@ def evaluate(case):
         return kto_oracle(opt, inp)
     if kind == "orpo":
         return orpo_oracle(opt, inp)
+    if kind == "bco":
+        return bco_oracle(opt, inp)
     if kind == "cpo":
         return cpo_oracle(opt, inp)
     if kind == "reward":

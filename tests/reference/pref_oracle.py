@@ -106,6 +106,7 @@ CASES = [
                 "data": "unpaired"}),
     ("kto_paired", 1, {"method": "kto", "loss_type": "kto", "undesirable_weight": 1.5,
                        "gradient_accumulation_steps": 2}),
+    ("bco", 1, {"method": "bco", "beta": 0.1, "gradient_accumulation_steps": 2}),
     ("orpo", 1, {"method": "orpo", "beta": 0.1}),
     ("cpo_sigmoid", 1, {"method": "cpo", "loss_type": "sigmoid", "beta": 0.1}),
     ("cpo_simpo", 1, {"method": "cpo", "loss_type": "simpo", "cpo_alpha": 0.0,
@@ -199,7 +200,7 @@ def cmd_build(args):
                "dataset_cache_dir": "none", "train_sampling_strategy": "sequential",
                "disable_tqdm": True, "seed": 1}
         run.update(STEP)
-        if keys["method"] in ("dpo", "kto"):
+        if keys["method"] in ("dpo", "kto", "bco"):
             run["ref_model_name_or_path"] = os.path.join(root, "models", "ref")
         run.update({k: v for k, v in keys.items() if k not in ORACLE_ONLY})
         with open(os.path.join(d, "run.yaml"), "w") as f:
@@ -406,6 +407,51 @@ def kto_micro(o, w, wr, cfg, exs, kl_completions):
     return loss, stats
 
 
+def bco_micro(o, w, wr, cfg, exs, running):
+    """BCOTrainer.get_batch_loss_metrics (no UDM) on one micro-batch; running
+    is [mean, var, count], updated in place with the micro-batch's rewards
+    first (do_train), as RunningMoments.update does on one rank."""
+    ml = o["max_length"]
+    rows = [row(e["prompt"], e["completion"], ml) for e in exs]
+    beta = o["beta"]
+    logits, ids, mask, _ = run_model(w, cfg, rows)
+    lp = shifted(logits, ids, mask)[0].sum(1)
+    with torch.no_grad():
+        ref = shifted(*run_model(wr, cfg, rows)[:3])[0].sum(1)
+    lab = torch.tensor([bool(e["label"]) for e in exs])
+    r = beta * (lp - ref)
+    chosen, rejected = r[lab], r[~lab]
+    xs = torch.cat((chosen, rejected)).detach()
+    xs_var, xs_mean = torch.var_mean(xs, unbiased=False)
+    mean, var, count = running
+    d = float(xs_mean) - mean
+    tot = count + xs.numel()
+    old = var * count + d * d * count * xs.numel() / tot
+    running[:] = [mean + d * xs.numel() / tot, (old + float(xs_var) * xs.numel()) / tot, tot]
+    delta = running[0]
+    loss = torch.cat((-F.logsigmoid(chosen - delta), -F.logsigmoid(-(rejected - delta)))).mean()
+    stats = {"delta": delta, "rc": chosen.tolist(), "rr": rejected.tolist(),
+             "lc": lp[lab].tolist(), "lr": lp[~lab].tolist()}
+    with torch.no_grad():
+        sl, keep = logits[:, :-1], mask[:, 1:].bool()
+        stats.update(token_stats(sl, keep, lab))
+    return loss, stats
+
+
+def bco_metrics(stats, met):
+    met.add("delta", stats[0]["delta"])
+    nc = sum(len(s["rc"]) for s in stats)
+    nr = sum(len(s["rr"]) for s in stats)
+    if nc:
+        met.add("rewards/chosen", sum(sum(s["rc"]) for s in stats) / nc)
+        met.add("logps/chosen", sum(sum(s["lc"]) for s in stats) / nc)
+        token_metrics(stats, met, ("logits/chosen",))
+    if nr:
+        met.add("rewards/rejected", sum(sum(s["rr"]) for s in stats) / nr)
+        met.add("logps/rejected", sum(sum(s["lr"]) for s in stats) / nr)
+        token_metrics(stats, met, ("logits/rejected",))
+
+
 def token_stats(sl, keep, first):
     """Token-weighted [sum, count] of the entropy over every completion token
     and of the vocabulary-mean logit over the rows selected by first (chosen)
@@ -580,18 +626,20 @@ def oracle(case, unpair_order="trl"):
     cfg = json.load(open(os.path.join(root, "models", model, "config.json")))
     w0 = load_weights(os.path.join(root, "models", model))
     w = {n: t.clone().requires_grad_(True) for n, t in w0.items()}
-    wr = load_weights(os.path.join(root, "models", "ref")) if method in ("dpo", "kto") else None
+    wr = (load_weights(os.path.join(root, "models", "ref"))
+          if method in ("dpo", "kto", "bco") else None)
     data = keys.get("data", "pairs")
     rows = {"pairs": PAIRS, "unpaired": UNPAIRED,
             "margins": [dict(p, margin=m) for p, m in zip(PAIRS, MARGINS)]}[data]
-    if method == "kto" and data == "pairs":
+    if method in ("kto", "bco") and data == "pairs":
         rows = unpair(rows, unpair_order)
     B, GA = o["per_device_train_batch_size"], o["gradient_accumulation_steps"]
     assert len(rows) == B * GA * ranks, "the data must fill exactly one step"
     micro = {"dpo": dpo_micro, "kto": kto_micro, "orpo": orpo_micro, "cpo": cpo_micro,
-             "reward": reward_micro}[method]
+             "reward": reward_micro, "bco": bco_micro}[method]
     metrics_of = {"dpo": dpo_metrics, "kto": kto_metrics, "orpo": pair_metrics,
-                  "cpo": pair_metrics, "reward": reward_metrics}[method]
+                  "cpo": pair_metrics, "reward": reward_metrics, "bco": bco_metrics}[method]
+    running = [0.0, 1.0, 1e-24]  # RunningMoments' initial state
     if method == "kto":
         # TRL's KL completions: rotate by one within each chunk of
         # per_device_train_batch_size rows in file order.
@@ -611,6 +659,9 @@ def oracle(case, unpair_order="trl"):
             if method == "kto":
                 loss, st = micro(o, w, wr, cfg, part, kl[k * B:(k + 1) * B])
                 extra.setdefault("z0", []).append(st["z0"])
+            elif method == "bco":
+                assert ranks == 1, "the bco oracle updates the moments on one rank"
+                loss, st = micro(o, w, wr, cfg, part, running)
             else:
                 loss, st = micro(o, w, wr, cfg, part)
             total = total + loss / (GA * ranks)
