@@ -10,6 +10,20 @@
 #include "model_io.h"
 #include "trainer.h"
 
+/* Whether a and b have the same parameters: names, shapes and offsets. */
+static int same_table(const Model *a, const Model *b)
+{
+	if (a->table.n != b->table.n || a->table.total != b->table.total)
+		return 0;
+	for (int i = 0; i < a->table.n; i++) {
+		const ParamInfo *p = &a->table.p[i], *q = &b->table.p[i];
+		if (strcmp(p->name, q->name) || p->shape[0] != q->shape[0] ||
+		    p->shape[1] != q->shape[1] || p->offset != q->offset)
+			return 0;
+	}
+	return 1;
+}
+
 /* The reference's weights: the folder named by ref_model_name_or_path, else
  * the folder training started from, else the seeded initial weights (the
  * policy's own start, so a resumed run rebuilds the same reference). */
@@ -23,9 +37,9 @@ static int ref_build(Trainer *tr, TrlErr *err)
 	memset(&full, 0, sizeof full);
 	int rc;
 	if (dir[0]) {
-		rc = model_load_dir_head(stage3 ? &full : &tr->ref, dir,
-		                         tr->model.cfg.num_labels, (uint64_t)cfg->seed,
-		                         NULL, err);
+		rc = model_load_dir_flags(stage3 ? &full : &tr->ref, dir,
+		                          tr->model.cfg.num_labels, (uint64_t)cfg->seed,
+		                          MODEL_NO_GRADS, NULL, err);
 		if (rc && cfg->ref_model_name_or_path[0]) {
 			char msg[sizeof err->msg];
 			snprintf(msg, sizeof msg, "%s", err->msg);
@@ -41,13 +55,27 @@ static int ref_build(Trainer *tr, TrlErr *err)
 		if (!rc && !stage3)
 			model_init_weights(&tr->ref, (uint64_t)cfg->seed);
 	}
-	if (!rc && (tr->ref.cfg.vocab_size != tr->model.cfg.vocab_size ||
-	            tr->ref.table.total != tr->model.table.total))
+	/* Any reference that scores the same tokens will do (as in TRL), except
+	 * that TR-DPO mixes weights tensor by tensor: that needs the same
+	 * table. */
+	if (!rc && tr->ref.cfg.vocab_size != tr->model.cfg.vocab_size)
+		rc = trl_errf(
+		    err, TRL_EINVAL,
+		    "%s: the reference model's vocab_size is %d, the policy's %d: "
+		    "it must score the same tokens",
+		    dir, tr->ref.cfg.vocab_size, tr->model.cfg.vocab_size);
+	if (!rc && cfg->sync_ref_model && !same_table(&tr->ref, &tr->model))
+		rc =
+		    trl_errf(err, TRL_EINVAL,
+		             "%s: the reference model's tensors differ from the policy's "
+		             "(%zu parameters, the policy %zu): sync_ref_model needs a "
+		             "reference of the policy's architecture",
+		             dir, tr->ref.table.total, tr->model.table.total);
+	if (!rc && tr->ref.cfg.max_position_embeddings < tr->maxT)
 		rc = trl_errf(err, TRL_EINVAL,
-		              "%s: the reference model's shape differs from the policy's "
-		              "(%zu parameters, vocab %d; the policy has %zu, vocab %d)",
-		              dir, tr->ref.table.total, tr->ref.cfg.vocab_size,
-		              tr->model.table.total, tr->model.cfg.vocab_size);
+		              "%s: the reference model takes at most %d positions, the "
+		              "longest row has %d: lower max_length",
+		              dir, tr->ref.cfg.max_position_embeddings, tr->maxT);
 	/* Stage 3: the reference's shards follow the policy's cut, so TR-DPO's
 	 * mixing is local to each rank; it has no gradients or optimizer. */
 	if (!rc && stage3)
@@ -82,14 +110,22 @@ static int precompute_split(Trainer *tr, int split, TrlErr *err)
 	int n = d->n;
 	int B = tr->cfg->per_device_train_batch_size;
 	int kl = tr->cfg->method == TRL_METHOD_KTO && tr->kto.type == TRL_KTO_KTO;
-	for (int k = 0; k < 2; k++) {
+	int rc = TRL_OK;
+	for (int k = 0; k < 2 && !rc; k++) {
 		tr->pre[split][k] = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
 		if (!tr->pre[split][k])
-			return trl_errf(err, TRL_ENOMEM, "out of memory");
+			rc = trl_errf(err, TRL_ENOMEM, "out of memory");
 	}
 	Batch b;
 	memset(&b, 0, sizeof b);
-	int rc = batch_alloc(&b, tr->rows_cap, tr->maxT, err);
+	if (!rc)
+		rc = batch_alloc(&b, tr->rows_cap, tr->maxT, err);
+	/* The forwards below are collective under stage 3: start them only if
+	 * every rank could allocate. */
+	if ((rc = comm_agree(c, rc, err))) {
+		batch_free(&b);
+		return rc;
+	}
 	int *idx = tr->ibuf, *partner = tr->ibuf + tr->rows_cap;
 	double *out = tr->rowbuf;
 	long rounds = ((long)n + (long)c->size * B - 1) / ((long)c->size * B);

@@ -82,8 +82,10 @@ static int load_model(Trainer *tr, TrlErr *err)
 			rc = model_init_flags(&tr->model, &mc, flags, err);
 	} else if (cfg->model_name_or_path[0]) {
 		Model *dst = flags ? &full : &tr->model;
-		rc = model_load_dir_head(dst, cfg->model_name_or_path, labels,
-		                         (uint64_t)cfg->seed, &head_new, err);
+		/* The copy handed to a sharded model needs no gradients. */
+		rc = model_load_dir_flags(dst, cfg->model_name_or_path, labels,
+		                          (uint64_t)cfg->seed, flags ? MODEL_NO_GRADS : 0,
+		                          &head_new, err);
 		if (!rc && flags)
 			rc = model_init_flags(&tr->model, &full.cfg, flags, err);
 		if (!rc && tr->model.params && flags)
@@ -112,6 +114,8 @@ static int load_model(Trainer *tr, TrlErr *err)
 	tr->sync_forwards = cfg->zero_stage == 3 && tr->comm->size > 1;
 	if (rc)
 		return rc;
+	if (tr->method->classifier)
+		tr->model.cfg.pad_token_id = tr->tok.pad_id;
 	if (tr->model.cfg.vocab_size < tr->tok.vocab_size)
 		return trl_errf(err, TRL_EINVAL,
 		                "model.vocab_size (%d) is smaller than the tokenizer's "

@@ -224,8 +224,14 @@ static int reward_margins(Trainer *tr, int split, TrlErr *err)
 		JsonValue *root = NULL;
 		JsonError je;
 		double v = 0.0;
-		if (json_parse(d->ex[i].extra, strlen(d->ex[i].extra), &root, &je) != 0 ||
-		    json_num(json_get(root, "margin"), &v) != 0 || !isfinite(v)) {
+		int parsed =
+		    json_parse(d->ex[i].extra, strlen(d->ex[i].extra), &root, &je) == 0;
+		if (parsed && !json_get(root, "margin")) { /* "margin" was a value */
+			json_free(root);
+			continue;
+		}
+		if (!parsed || json_num(json_get(root, "margin"), &v) != 0 ||
+		    !isfinite(v)) {
 			json_free(root);
 			free(m);
 			return trl_errf(
@@ -242,9 +248,40 @@ static int reward_margins(Trainer *tr, int split, TrlErr *err)
 	return TRL_OK;
 }
 
+/* Whether a sequence has a token to learn: a masked target after its first. */
+static int has_target(const uint8_t *mask, int len)
+{
+	for (int t = 1; t < len; t++)
+		if (mask[t])
+			return 1;
+	return 0;
+}
+
+/* Drops the examples whose completion (or, for pairs, either completion)
+ * max_length cut away entirely, as TRL's DPO and KTO trainers drop those
+ * whose prompt fills max_length: they carry no log-prob to compare (ORPO's
+ * odds would be log 0). Returns the number dropped. */
+static int drop_empty(Dataset *d)
+{
+	int k = 0;
+	for (int i = 0; i < d->n; i++) {
+		const Example *e = &d->ex[i];
+		int ok =
+		    has_target(e->mask, e->len) &&
+		    (!e->rejected_ids || has_target(e->rejected_mask, e->rejected_len));
+		if (ok)
+			d->ex[k++] = *e;
+	}
+	int dropped = d->n - k;
+	d->n = k;
+	return dropped;
+}
+
 int train_prepare_method_data(Trainer *tr, TrlErr *err)
 {
 	int rc = TRL_OK;
+	TrlMethod me = tr->cfg->method;
+	int dropped[2] = {0, 0};
 	for (int s = 0; s < 1 + tr->has_test && !rc; s++) {
 		Dataset *d = s ? &tr->test : &tr->train;
 		if (tr->cfg->method == TRL_METHOD_KTO ||
@@ -257,13 +294,27 @@ int train_prepare_method_data(Trainer *tr, TrlErr *err)
 				if (!rc)
 					rc = rows_unpacked(rs, d, err);
 			}
-			if (!rc && tr->cfg->method == TRL_METHOD_KTO &&
-			    tr->kto.type == TRL_KTO_KTO)
-				rc = kto_partners(tr, s, err);
 		}
-		if (!rc && tr->cfg->method == TRL_METHOD_REWARD)
+		if (!rc && me != TRL_METHOD_SFT && me != TRL_METHOD_REWARD &&
+		    (dropped[s] = drop_empty(d)) > 0) {
+			RowSet *rs = s ? &tr->test_rows : &tr->train_rows;
+			rows_free(rs);
+			rc = rows_unpacked(rs, d, err);
+		}
+		if (!rc && me == TRL_METHOD_KTO && tr->kto.type == TRL_KTO_KTO)
+			rc = kto_partners(tr, s, err);
+		if (!rc && me == TRL_METHOD_REWARD)
 			rc = reward_margins(tr, s, err);
 	}
+	if (!rc && tr->comm->rank == 0 && dropped[0] + dropped[1] > 0)
+		printf("note: dropped %d train and %d test examples whose completion "
+		       "max_length (%d) cut away, as TRL does\n",
+		       dropped[0], dropped[1], tr->cfg->max_length);
+	if (!rc && tr->train.n == 0)
+		rc = trl_errf(err, TRL_EINVAL,
+		              "no training example keeps a completion token within "
+		              "max_length (%d): raise max_length",
+		              tr->cfg->max_length);
 	return rc;
 }
 

@@ -248,7 +248,7 @@ static const Key keys[] = {
              "sequential (file order). kto with its KL term defaults to sequential, "
              "as TRL's KTOConfig does."},
 
-    {"beta", K_DOUBLE, F(beta), "0.1", GE(0),
+    {"beta", K_DOUBLE, F(beta), "0.1", GT(0),
      .group = "Preference and reward methods (dpo, kto, orpo, cpo, bco, reward)",
      .help = "Strength of the implicit KL penalty (dpo, kto, cpo, bco; orpo's "
              "weight of the odds-ratio term; ipo's tau)."},
@@ -1091,7 +1091,10 @@ static void method_defaults(Config *c)
 	};
 	for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
 		const Key *k = key_find(defs[i].key);
-		if (c->method != defs[i].m || !k || c->given[k - keys])
+		/* An empty loss_type (a resolved sft config says loss_type: "")
+		 * also takes the method's default. */
+		int empty = k && k->type == K_STRING && ((char *)field(k, c))[0] == 0;
+		if (c->method != defs[i].m || !k || (c->given[k - keys] && !empty))
 			continue;
 		char why[256];
 		int rc = parse_value(k, c, defs[i].value, 0, why, sizeof why);

@@ -248,6 +248,8 @@ void model_config_hf_json(const ModelConfig *mc, const char *torch_dtype, JsonBu
 		for (int i = 0; i < mc->num_labels; i++)
 			json_buf_printf(b, "%s\"LABEL_%d\": %d", i ? ", " : "", i, i);
 		json_buf_puts(b, "},\n");
+		if (mc->pad_token_id >= 0)
+			json_buf_printf(b, "  \"pad_token_id\": %d,\n", mc->pad_token_id);
 	}
 	if (t == TRL_HF_GPT2) {
 		json_buf_printf(

@@ -51,6 +51,8 @@ typedef struct ModelConfig {
 	                 * sequence classifier (<Arch>ForSequenceClassification):
 	                 * score.weight (num_labels, C), never tied, read at the
 	                 * last real token of each row (reward models) */
+	int pad_token_id; /* classifiers: the id Hugging Face skips to find a row's
+	                   * last token (written to config.json when >= 0) */
 	float rope_theta;
 	float norm_eps; /* rms_norm_eps (llama) or layer_norm_epsilon (gpt2) */
 	float initializer_range;

@@ -380,6 +380,10 @@ static int config_from_json(ModelConfig *mc, const JsonValue *root, const char *
 			rc = trl_errf(err, TRL_EFORMAT, "%s: %lld labels (id2label)",
 			              path, (long long)n);
 		mc->num_labels = (int)n;
+		int64_t pad = -1;
+		if (!rc && json_get(root, "pad_token_id"))
+			json_int(json_get(root, "pad_token_id"), &pad);
+		mc->pad_token_id = pad >= 0 && pad <= INT32_MAX ? (int)pad : -1;
 	}
 	return rc;
 }
@@ -518,6 +522,12 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err)
 int model_load_dir_head(Model *m, const char *dir, int num_labels, uint64_t seed,
                         int *head_initialized, TrlErr *err)
 {
+	return model_load_dir_flags(m, dir, num_labels, seed, 0, head_initialized, err);
+}
+
+int model_load_dir_flags(Model *m, const char *dir, int num_labels, uint64_t seed,
+                         unsigned flags, int *head_initialized, TrlErr *err)
+{
 	char path[PATH_CAP], where[PATH_CAP];
 	ModelConfig mc;
 	JsonValue *index = NULL;
@@ -532,7 +542,7 @@ int model_load_dir_head(Model *m, const char *dir, int num_labels, uint64_t seed
 		mc.num_labels = num_labels;
 	if (head_initialized)
 		*head_initialized = 0;
-	rc = model_init(m, &mc, err);
+	rc = model_init_flags(m, &mc, flags & ~(unsigned)MODEL_NO_PARAMS, err);
 	if (rc)
 		return rc;
 	loaded = calloc((size_t)m->table.n, 1);

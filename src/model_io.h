@@ -56,6 +56,11 @@ int model_load_dir(Model *m, const char *dir, TrlErr *err);
  * ignored. */
 int model_load_dir_head(Model *m, const char *dir, int num_labels, uint64_t seed,
                         int *head_initialized, TrlErr *err);
+/* The same with model_init_flags flags (MODEL_NO_GRADS for a model that only
+ * runs forwards, or a full copy handed to ZeRO); MODEL_NO_PARAMS is not
+ * allowed (the weights are read into the slab). */
+int model_load_dir_flags(Model *m, const char *dir, int num_labels, uint64_t seed,
+                         unsigned flags, int *head_initialized, TrlErr *err);
 
 /* Reads a Hugging Face config.json into mc (architecture from model_type).
  * mc is not yet checked: model_init (or model_config_check) does that. */

@@ -137,3 +137,22 @@ run_limited 60 $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --output_dir "$WORK/trdpo" 
 expect_error trdpo_resume "resume_from_checkpoint with sync_ref_model" \
     $MPIRUN -np 2 "$TRL" "$WORK/dpo.yaml" --output_dir "$WORK/trdpo" \
     --sync_ref_model true --resume_from_checkpoint latest
+
+# An example whose prompt fills max_length has no completion left: dropped
+# with a note, as TRL drops it (ORPO's odds would be log 0); when every
+# example is, the run stops with a message.
+printf '{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n{"prompt": "%s", "chosen": "4", "rejected": "5"}\n' \
+    "$(printf 'x%.0s' $(seq 1 40))" >"$WORK/data/long.jsonl"
+pref orpo >"$WORK/orpo.yaml"
+run_limited 60 $MPIRUN -np 2 "$TRL" "$WORK/orpo.yaml" --dataset_name "$WORK/data/long.jsonl" \
+    --max_length 24 --output_dir "$WORK/long" >"$WORK/long.out" 2>&1 ||
+    { cat "$WORK/long.out"; fail "the run with one over-long example failed"; }
+grep -q "note: dropped 1 train and 0 test examples whose completion max_length (24) cut away" \
+    "$WORK/long.out" || { cat "$WORK/long.out"; fail "no note of the dropped example"; }
+grep -q '"loss": nan\|"loss": inf\|"loss": -nan' "$WORK/long/metrics.jsonl" &&
+    fail "orpo logged a non-finite loss"
+echo "ok: an example truncated to its prompt is dropped"
+printf '{"prompt": "%s", "chosen": "4", "rejected": "5"}\n' "$(printf 'x%.0s' $(seq 1 40))" \
+    >"$WORK/data/allong.jsonl"
+expect_error all_truncated "every completion was cut by max_length (24)" \
+    $MPIRUN -np 2 "$TRL" "$WORK/orpo.yaml" --dataset_name "$WORK/data/allong.jsonl" --max_length 24
