@@ -552,6 +552,12 @@ static void reward_micro(Trainer *tr, Batch *b, int split, const int *idx, int n
 	 BIT(MET_LOGPS_CHOSEN) | BIT(MET_LOGPS_REJECTED) | BIT(MET_LOGITS_CHOSEN) |      \
 	 BIT(MET_LOGITS_REJECTED) | BIT(MET_ENTROPY) | BIT(MET_MEAN_TOKEN_ACCURACY))
 
+/* kto and bco: the reward figures split by label. */
+#define UNPAIRED_METRICS                                                                 \
+	(BIT(MET_LOSS) | BIT(MET_REWARDS_CHOSEN) | BIT(MET_REWARDS_REJECTED) |           \
+	 BIT(MET_REWARDS_MARGINS) | BIT(MET_LOGPS_CHOSEN) | BIT(MET_LOGPS_REJECTED) |    \
+	 BIT(MET_LOGITS_CHOSEN) | BIT(MET_LOGITS_REJECTED))
+
 static const Method methods[] = {
     [TRL_METHOD_SFT] = {"sft",
                         {TRL_FMT_LANGUAGE_MODELING, TRL_FMT_PROMPT_COMPLETION},
@@ -591,11 +597,7 @@ static const Method methods[] = {
                         1,
                         1,
                         0,
-                        BIT(MET_LOSS) | BIT(MET_KL) | BIT(MET_REWARDS_CHOSEN) |
-                            BIT(MET_REWARDS_REJECTED) | BIT(MET_REWARDS_MARGINS) |
-                            BIT(MET_LOGPS_CHOSEN) | BIT(MET_LOGPS_REJECTED) |
-                            BIT(MET_LOGITS_CHOSEN) | BIT(MET_LOGITS_REJECTED) |
-                            BIT(MET_ENTROPY),
+                        UNPAIRED_METRICS | BIT(MET_KL) | BIT(MET_ENTROPY),
                         MET_KL,
                         kto_fill,
                         kto_micro},
@@ -616,10 +618,7 @@ static const Method methods[] = {
                         1,
                         1,
                         0,
-                        BIT(MET_LOSS) | BIT(MET_DELTA) | BIT(MET_REWARDS_CHOSEN) |
-                            BIT(MET_REWARDS_REJECTED) | BIT(MET_REWARDS_MARGINS) |
-                            BIT(MET_LOGPS_CHOSEN) | BIT(MET_LOGPS_REJECTED) |
-                            BIT(MET_LOGITS_CHOSEN) | BIT(MET_LOGITS_REJECTED),
+                        UNPAIRED_METRICS | BIT(MET_DELTA),
                         MET_REWARDS_MARGINS,
                         kto_fill,
                         bco_micro},

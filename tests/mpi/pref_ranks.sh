@@ -126,29 +126,33 @@ grep -q "precompute_ref_log_probs: reference log-probs of 96 train and 40 test" 
 compare dpo1 dpo_pre loss 2e-4
 compare dpo1 dpo_pre rewards/chosen 2e-3
 
-echo "dpo: a resumed run is the uninterrupted one (the reference is rebuilt)"
-run res_full 2 dpo --per_device_train_batch_size 2 --save_strategy steps --save_steps 4
-run res_half 2 dpo --per_device_train_batch_size 2 --save_strategy steps --save_steps 4 \
-    --max_steps 4
-base_yaml dpo "$WORK/res_half" >"$WORK/res_half2.yaml"
-run_limited 300 $MPIRUN -n 2 "$TRL" "$WORK/res_half2.yaml" --per_device_train_batch_size 2 \
-    --save_strategy steps --save_steps 4 --resume_from_checkpoint latest \
-    >"$WORK/res_half2.log" 2>&1 || { tail -20 "$WORK/res_half2.log"; fail "resume failed"; }
-grep -q "resumed from .*checkpoint-4.h5: step 4" "$WORK/res_half2.log" || fail "no resume line"
-compare res_full res_half loss 0
-same_weights res_full res_half 0
+# resumed METHOD NAME KEY...: an 8-step run on 2 ranks saving every 4 steps,
+# against one stopped at step 4 and resumed from its latest checkpoint: the
+# metrics KEY... of every step and the final weights are bit for bit equal.
+resumed() {
+    local method=$1 name=$2
+    shift 2
+    run ${name}_full 2 "$method" --per_device_train_batch_size 2 --save_strategy steps \
+        --save_steps 4
+    run ${name}_half 2 "$method" --per_device_train_batch_size 2 --save_strategy steps \
+        --save_steps 4 --max_steps 4
+    base_yaml "$method" "$WORK/${name}_half" >"$WORK/${name}_resume.yaml"
+    run_limited 300 $MPIRUN -n 2 "$TRL" "$WORK/${name}_resume.yaml" \
+        --per_device_train_batch_size 2 --save_strategy steps --save_steps 4 \
+        --resume_from_checkpoint latest >"$WORK/${name}_resume.log" 2>&1 ||
+        { tail -20 "$WORK/${name}_resume.log"; fail "$name: resume failed"; }
+    grep -q "resumed from .*checkpoint-4.h5: step 4" "$WORK/${name}_resume.log" ||
+        fail "$name: no resume line"
+    for key in "$@"; do
+        compare ${name}_full ${name}_half "$key" 0
+    done
+    same_weights ${name}_full ${name}_half 0
+}
 
+echo "dpo: a resumed run is the uninterrupted one (the reference is rebuilt)"
+resumed dpo res loss rewards/margins
 echo "bco: the running mean of the rewards (delta) survives a resume"
-run bco_full 2 bco --per_device_train_batch_size 2 --save_strategy steps --save_steps 4
-run bco_half 2 bco --per_device_train_batch_size 2 --save_strategy steps --save_steps 4 \
-    --max_steps 4
-base_yaml bco "$WORK/bco_half" >"$WORK/bco_half2.yaml"
-run_limited 300 $MPIRUN -n 2 "$TRL" "$WORK/bco_half2.yaml" --per_device_train_batch_size 2 \
-    --save_strategy steps --save_steps 4 --resume_from_checkpoint latest \
-    >"$WORK/bco_half2.log" 2>&1 || { tail -20 "$WORK/bco_half2.log"; fail "bco resume failed"; }
-compare bco_full bco_half delta 0
-compare bco_full bco_half loss 0
-same_weights bco_full bco_half 0
+resumed bco bres delta loss
 
 echo "aot: the sort is per micro-batch"
 run aot2 2 dpo --loss_type aot --beta 3 --per_device_train_batch_size 2

@@ -557,20 +557,14 @@ def build_cases():
     return cases
 
 
+ORACLES = {"dpo": dpo_oracle, "kto": kto_oracle, "orpo": orpo_oracle, "bco": bco_oracle,
+           "cpo": cpo_oracle, "reward": reward_oracle}
+
+
 def evaluate(case):
     kind, opt, inp = case["kind"], case["options"], case["inputs"]
-    if kind == "dpo":
-        return dpo_oracle(opt, inp)
-    if kind == "kto":
-        return kto_oracle(opt, inp)
-    if kind == "orpo":
-        return orpo_oracle(opt, inp)
-    if kind == "bco":
-        return bco_oracle(opt, inp)
-    if kind == "cpo":
-        return cpo_oracle(opt, inp)
-    if kind == "reward":
-        return reward_oracle(opt, inp)
+    if kind in ORACLES:
+        return ORACLES[kind](opt, inp)
     if kind == "wpo":
         count = max(inp["count"], 1.0)
         return {"weight": math.exp(inp["sum_aligned"] / count)}

@@ -362,15 +362,9 @@ def dpo_micro(o, w, wr, cfg, pairs):
 
 
 def dpo_metrics(stats, met):
-    """One micro-step's DPO metrics, gathered over the ranks' stats."""
-    cat = lambda k: torch.tensor(sum((s[k] for s in stats), []), dtype=DT)  # noqa: E731
-    c, r = cat("rewards/chosen"), cat("rewards/rejected")
-    met.add("rewards/chosen", c.mean())
-    met.add("rewards/rejected", r.mean())
-    met.add("rewards/accuracies", (c > r).to(DT).mean())
-    met.add("rewards/margins", (c - r).mean())
-    met.add("logps/chosen", cat("logps/chosen").mean())
-    met.add("logps/rejected", cat("logps/rejected").mean())
+    """One micro-step's DPO metrics, gathered over the ranks' stats: the
+    pair metrics and the token-weighted ones."""
+    pair_metrics(stats, met)
     token_metrics(stats, met, ("entropy", "logits/chosen", "logits/rejected",
                                "mean_token_accuracy"))
 
