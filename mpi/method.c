@@ -361,6 +361,25 @@ static long kto_fill(Trainer *tr, Batch *b, int split, const int *idx, int n)
 	                             tr->tok.pad_id);
 }
 
+/* kto and bco: the reference's log-probs of the n rows (precomputed or a
+ * forward), the policy's forward, its summed log-probs and token counts, and
+ * the examples' labels. */
+static void unpaired_forward(Trainer *tr, Batch *b, int split, const int *idx, int n,
+                             double *lp, double *nt, double *ref, int *lab)
+{
+	const Dataset *d = split ? &tr->test : &tr->train;
+	if (tr->pre[split][0]) {
+		for (int i = 0; i < n; i++)
+			ref[i] = tr->pre[split][0][idx[i]];
+	} else {
+		ref_logps(tr, b, 0, ref);
+	}
+	forward_stats(tr, b, b->targets);
+	rows_logps(tr, b, 0, lp, nt);
+	for (int i = 0; i < n; i++)
+		lab[i] = d->ex[idx[i]].label;
+}
+
 static void kto_micro(Trainer *tr, Batch *b, int split, const int *idx, int n,
                       double scale, int backward, int count, Metrics *acc)
 {
@@ -396,16 +415,7 @@ static void kto_micro(Trainer *tr, Batch *b, int split, const int *idx, int n,
 		comm_sum_double(tr->comm, s, 2);
 		z0 = s[1] > 0 ? fmax(0.0, s[0] / s[1]) : 0.0;
 	}
-	if (tr->pre[split][0]) {
-		for (int i = 0; i < n; i++)
-			ref[i] = tr->pre[split][0][idx[i]];
-	} else {
-		ref_logps(tr, b, 0, ref);
-	}
-	forward_stats(tr, b, b->targets);
-	rows_logps(tr, b, 0, lp, nt);
-	for (int i = 0; i < n; i++)
-		lab[i] = d->ex[idx[i]].label;
+	unpaired_forward(tr, b, split, idx, n, lp, nt, ref, lab);
 	double loss = kto_loss(&tr->kto, n, lp, ref, lab, z0, g);
 	if (backward) {
 		token_coefs(tr, b, 0, g, nt, 0, 0.0, scale);
@@ -439,20 +449,10 @@ static void bco_micro(Trainer *tr, Batch *b, int split, const int *idx, int n,
                       double scale, int backward, int count, Metrics *acc)
 {
 	const Config *cfg = tr->cfg;
-	const Dataset *d = split ? &tr->test : &tr->train;
 	int R = b->B;
 	double *lp = tr->rowbuf, *nt = lp + R, *ref = nt + R, *g = ref + R;
 	int *lab = tr->ibuf;
-	if (tr->pre[split][0]) {
-		for (int i = 0; i < n; i++)
-			ref[i] = tr->pre[split][0][idx[i]];
-	} else {
-		ref_logps(tr, b, 0, ref);
-	}
-	forward_stats(tr, b, b->targets);
-	rows_logps(tr, b, 0, lp, nt);
-	for (int i = 0; i < n; i++)
-		lab[i] = d->ex[idx[i]].label;
+	unpaired_forward(tr, b, split, idx, n, lp, nt, ref, lab);
 	if (backward) {
 		/* Training merges the micro-step's rewards, over every rank, into
 		 * the running moments before the loss (TRL's do_train). */
