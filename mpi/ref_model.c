@@ -84,8 +84,11 @@ static int ref_build(Trainer *tr, TrlErr *err)
 		                      cfg->overlap_comm, dir[0] ? full.params : NULL,
 		                      (unsigned long long)cfg->seed, err);
 	model_free(&full);
+	/* Every reference forward is read (ref_logps) before the policy's next
+	 * forward, so the two share one activation slab. */
 	if (!rc)
-		rc = model_alloc_activations(&tr->ref, tr->rows_cap, tr->maxT, err);
+		rc = model_share_activations(&tr->ref, &tr->model, tr->rows_cap, tr->maxT,
+		                             err);
 	tr->has_ref = 1;
 	return rc;
 }

@@ -49,9 +49,8 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	            cfg->method == TRL_METHOD_CPO || cfg->method == TRL_METHOD_REWARD;
 	B2 *= pairs ? 2 : 1;
 	double act = (double)model_activation_bytes(&mc, B2, cfg->max_length);
-	/* dpo and kto hold a reference model (its weights, sharded like the
-	 * policy's under stage 3, and its own activations) unless its log-probs
-	 * are precomputed. */
+	/* dpo, kto and bco hold a reference model (its weights, sharded like
+	 * the policy's under stage 3) unless its log-probs are precomputed. */
 	int ref = (cfg->method == TRL_METHOD_DPO || cfg->method == TRL_METHOD_KTO ||
 	           cfg->method == TRL_METHOD_BCO) &&
 	          !cfg->precompute_ref_log_probs;
@@ -74,10 +73,11 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		zero_estimate(&t, st, N, cfg->stage3_param_persistence_threshold, GA, &zm,
 		              &sent);
 		/* The reference: whole weights under stages 0-2; under stage 3
-		 * its shards and gather buffers (no gradients, no optimizer). */
+		 * its shards and gather buffers (no gradients, no optimizer). It
+		 * runs in the policy's activation memory. */
 		double refb = !ref     ? 0.0
-		              : st < 3 ? 4.0 * (double)t.total + act
-		                       : zm.params + zm.work_params + act;
+		              : st < 3 ? 4.0 * (double)t.total
+		                       : zm.params + zm.work_params;
 		double total = zm.params + zm.grads + zm.optim + zm.work + act + refb;
 		fprintf(out, "# %5d", st);
 		print_bytes(out, zm.params);

@@ -413,6 +413,26 @@ int model_alloc_activations(Model *m, int B, int T, TrlErr *err)
 	return TRL_OK;
 }
 
+int model_share_activations(Model *m, const Model *owner, int B, int T, TrlErr *err)
+{
+	Sizes s = sizes_of(&m->cfg, B, T);
+	m->threads = owner->threads; /* carve sizes the scratch for it */
+	size_t need = carve(m, &s, NULL);
+	if (!owner->act_slab || need > owner->act_floats || owner->threads < 1)
+		return model_alloc_activations(m, B, T, err);
+	free(m->acts);
+	trl_free(m->act_slab);
+	m->act_slab = NULL;
+	m->acts = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->acts);
+	if (!m->acts)
+		return trl_errf(err, TRL_ENOMEM, "out of memory");
+	m->maxB = B;
+	m->maxT = T;
+	m->act_floats = need;
+	carve(m, &s, owner->act_slab);
+	return TRL_OK;
+}
+
 /* ---- forward --------------------------------------------------------------- */
 
 static void norm_forward(const Model *m, float *out, float *mean, float *rstd,

@@ -67,8 +67,8 @@ typedef struct ModelPtrs {
 typedef struct LayerActs {
 	float *x_in; /* (N, C) residual stream entering the layer */
 	float *ln1, *ln1_mean, *ln1_rstd;
-	float *q, *k, *v; /* (N, H*D), (N, KV*D), (N, KV*D), q and k after RoPE; gpt2:
-	                   * column blocks of one (N, 3C) c_attn output, rows 3C apart */
+	float *q, *k, *v;     /* (N, H*D), (N, KV*D), (N, KV*D), q and k after RoPE; gpt2:
+	                       * column blocks of one (N, 3C) c_attn output, rows 3C apart */
 	float *q_raw, *k_raw; /* qwen3: (N, H*D), (N, KV*D) projections before q/k norm */
 	float *q_rstd, *k_rstd; /* qwen3: (N*H), (N*KV) per-head RMSNorm statistics */
 	float *att;             /* (B, H, T, T) */
@@ -157,6 +157,12 @@ void model_forward(Model *m, const Batch *b);
 /* Backward from the dlogits left in m->logits by crossentropy_forward_backward;
  * ADDS the parameter gradients into m->grads. */
 void model_backward(Model *m, const Batch *b);
+
+/* Lends owner's activation memory to m (which then owns none): for a model
+ * whose forward's results are read before owner's next forward (a reference
+ * model run just before the policy). Falls back to model_alloc_activations
+ * when owner's slab is smaller than m needs. owner must outlive m's use. */
+int model_share_activations(Model *m, const Model *owner, int B, int T, TrlErr *err);
 
 /* Bytes of activations for a (B, T) allocation, for memory estimates. */
 size_t model_activation_bytes(const ModelConfig *mc, int B, int T);
