@@ -1,6 +1,6 @@
 /* method.c - the methods that plug into the training loop: sft, and the
- * offline preference and reward methods (dpo, orpo, cpo, kto, reward), each
- * a fill and a micro-step around the losses of src/losses.h. */
+ * offline preference and reward methods (dpo, orpo, cpo, kto, bco, reward),
+ * each a fill and a micro-step around the losses of src/losses.h. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
