@@ -32,8 +32,10 @@ preference run of a few hundred steps of 32 pairs sees each pair once or
 twice. The output depends only on SEED and the input files: rerunning
 reproduces the files byte for byte. Standard library only.
 
-Usage: python3 inputs/make_arith_pref.py [arith_dir [output_dir]]
-(defaults: inputs/arith and inputs/arith_pref next to this script)
+Usage: python3 inputs/make_arith_pref.py [arith_dir [output_dir [n_train]]]
+(defaults: inputs/arith and inputs/arith_pref next to this script, N_TRAIN
+pairs; n_train 14550 gives a pair for every training prompt, as the README's
+longer reward-model run uses)
 """
 import collections
 import json
@@ -126,7 +128,8 @@ def main():
     test_src = read_jsonl(os.path.join(arith_dir, "test.jsonl"))
     rng = random.Random(SEED)
     counts = collections.Counter()
-    train = [make_pair(r, rng, counts) for r in rng.sample(train_src, N_TRAIN)]
+    n_train = int(sys.argv[3]) if len(sys.argv) > 3 else N_TRAIN
+    train = [make_pair(r, rng, counts) for r in rng.sample(train_src, n_train)]
     test = [make_pair(r, rng, counts) for r in test_src]
     assert not {r["prompt"] for r in test} & {r["prompt"] for r in train}
     assert all(r["chosen"] != r["rejected"] for r in train + test)
