@@ -14,7 +14,9 @@
 #   partners are the same (kto_partners works in chunks of
 #   per_device_train_batch_size, so the data is laid out to make them equal),
 #   and the kl of 1 rank x 2 x 2 accumulation differs (per micro-batch).
-# - precompute_ref_log_probs gives the same run as the frozen reference.
+# - precompute_ref_log_probs gives the same run as the frozen reference;
+#   sync_ref_model (TR-DPO) with alpha 0 is the plain run and with alpha 1
+#   every step keeps the reference equal to the policy.
 # - a dpo run stopped at a checkpoint and resumed ends bit for bit where the
 #   uninterrupted run does; so does a bco run, whose running mean of the
 #   rewards travels in the checkpoint.
@@ -153,6 +155,29 @@ echo "dpo: a resumed run is the uninterrupted one (the reference is rebuilt)"
 resumed dpo res loss rewards/margins
 echo "bco: the running mean of the rewards (delta) survives a resume"
 resumed bco bres delta loss
+
+echo "dpo: TR-DPO's sync_ref_model mixes the policy into the reference"
+# alpha 0 never changes the reference: the plain run, bit for bit. alpha 1
+# every step makes the reference the policy each step starts from, so every
+# step's log-ratios are 0: loss log 2 and zero margins, at stage 0 and at
+# stage 3 (where each rank mixes its own shards).
+run sync0 2 dpo --per_device_train_batch_size 2 --gradient_accumulation_steps 3 \
+    --sync_ref_model true --ref_model_mixup_alpha 0 --ref_model_sync_steps 1
+compare dpo1 sync0 loss 2e-4
+same_weights dpo2_0 sync0 0
+for st in 0 3; do
+    run sync1_$st 2 dpo --per_device_train_batch_size 2 --sync_ref_model true \
+        --ref_model_mixup_alpha 1 --ref_model_sync_steps 1 --zero_stage $st \
+        --stage3_param_persistence_threshold 0
+    py "$WORK/sync1_$st/metrics.jsonl" <<'PY' || fail "sync1_$st: the reference did not follow the policy"
+import json, math, sys
+rows = [r for r in map(json.loads, open(sys.argv[1])) if "loss" in r]
+bad = [(r["step"], r["loss"], r["rewards/margins"]) for r in rows
+       if abs(r["loss"] - math.log(2)) > 1e-6 or abs(r["rewards/margins"]) > 1e-6]
+print("  %d steps at loss log 2 and margin 0 (bad: %s)" % (len(rows) - len(bad), bad))
+sys.exit(1 if bad or len(rows) != 8 else 0)
+PY
+done
 
 echo "aot: the sort is per micro-batch"
 run aot2 2 dpo --loss_type aot --beta 3 --per_device_train_batch_size 2
