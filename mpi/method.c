@@ -284,7 +284,8 @@ static void pair_micro(Trainer *tr, Batch *b, int split, const int *idx, int n,
 	                .nr = cnt + n,
 	                .wc = weighted ? wt : NULL,
 	                .wr = weighted ? wt + n : NULL,
-	                .nll = nll};
+	                .nll = nll,
+	                .scratch = tr->rowbuf + 8 * (size_t)tr->rows_cap};
 	double dnll = 0.0, lor = 0.0, loc = 0.0, loss;
 	if (cfg->method == TRL_METHOD_DPO)
 		loss = dpo_loss(&tr->dpo, &pb, g, g + n, &dnll);

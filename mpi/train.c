@@ -164,7 +164,7 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	tr->ts.entropy = malloc(NT * sizeof(float));
 	tr->ts.correct = malloc(NT);
 	tr->coef = malloc(NT * sizeof(float));
-	tr->rowbuf = calloc(8 * (size_t)tr->rows_cap, sizeof(double));
+	tr->rowbuf = calloc(10 * (size_t)tr->rows_cap, sizeof(double));
 	tr->ibuf = calloc(2 * (size_t)tr->rows_cap, sizeof(int));
 	tr->tbuf = malloc(NT * sizeof *tr->tbuf);
 	if (!tr->mb_idx || !tr->micro_m || !tr->ts.lp || !tr->ts.lse || !tr->ts.wpo ||

@@ -150,7 +150,7 @@ typedef struct Trainer {
 	Batch klb;         /* kto: the mismatched rows of a micro-batch */
 	TokenStats ts;     /* per-token figures of the current micro-batch */
 	float *coef;       /* (rows * T) d loss / d token log-prob */
-	double *rowbuf;    /* (8 rows_cap) per-row scratch */
+	double *rowbuf;    /* (10 rows_cap) per-row scratch, AOT sorts at 8 */
 	int *ibuf;         /* (2 rows_cap) per-row scratch */
 	int32_t *tbuf;     /* (rows_cap * T) orpo: targets over prompt + chosen */
 	int *mb_idx;       /* (GA, B) the examples of each micro-batch */

@@ -270,7 +270,8 @@ static int aot_terms(const DpoOptions *o, TrlDpoLoss t, const PairBatch *b, doub
                      double *loss, double *dpc, double *dpr)
 {
 	const int n = b->n;
-	Ranked *x = malloc(2 * (size_t)n * sizeof *x);
+	_Static_assert(sizeof(Ranked) <= 2 * sizeof(double), "PairBatch.scratch fits 2n");
+	Ranked *x = b->scratch ? (Ranked *)b->scratch : malloc(2 * (size_t)n * sizeof *x);
 	if (!x)
 		return -1;
 	Ranked *y = x + n;
@@ -302,7 +303,8 @@ static int aot_terms(const DpoOptions *o, TrlDpoLoss t, const PairBatch *b, doub
 			dpr[y[j].i] -= g;
 		}
 	}
-	free(x);
+	if (!b->scratch)
+		free(x);
 	return 0;
 }
 

@@ -74,6 +74,8 @@ typedef struct PairBatch {
 	const double *nc, *nr; /* (n) completion token counts */
 	const double *wc, *wr; /* (n) or NULL */
 	double nll;            /* token-mean NLL of the chosen completions */
+	double *scratch;       /* (4 n) room for AOT's sorts, or NULL: dpo_loss
+	                        * allocates it (a training loop passes its own) */
 } PairBatch;
 
 /* sum_k weights[k] * mean_i L_k(i) (TRL's DPOTrainer). AOT sorts within the
@@ -81,7 +83,7 @@ typedef struct PairBatch {
  * A NULL rc or rr counts as zeros. ipo and sigmoid_norm clamp nc, nr at 1.
  * AOT breaks ties in its sort by pair index, and wc, wr are not applied to
  * its terms (TRL rejects use_weighting with aot and aot_unpaired). Returns
- * NaN when AOT's scratch (2 n values) cannot be allocated. */
+ * NaN when AOT's scratch is NULL and cannot be allocated. */
 double dpo_loss(const DpoOptions *o, const PairBatch *b, double *dpc, double *dpr,
                 double *dnll);
 
