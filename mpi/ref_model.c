@@ -109,7 +109,7 @@ static int precompute_split(Trainer *tr, int split, TrlErr *err)
 {
 	const Comm *c = tr->comm;
 	const Dataset *d = split ? &tr->test : &tr->train;
-	int kto = tr->cfg->method == TRL_METHOD_KTO || tr->cfg->method == TRL_METHOD_BCO;
+	int kto = tr->method->rows_per_example == 1; /* kto, bco: one row an example */
 	int n = d->n;
 	int B = tr->cfg->per_device_train_batch_size;
 	int kl = tr->cfg->method == TRL_METHOD_KTO && tr->kto.type == TRL_KTO_KTO;

@@ -284,8 +284,7 @@ int train_prepare_method_data(Trainer *tr, TrlErr *err)
 	int dropped[2] = {0, 0};
 	for (int s = 0; s < 1 + tr->has_test && !rc; s++) {
 		Dataset *d = s ? &tr->test : &tr->train;
-		if (tr->cfg->method == TRL_METHOD_KTO ||
-		    tr->cfg->method == TRL_METHOD_BCO) {
+		if (tr->method->formats_ok[0] == TRL_FMT_UNPAIRED_PREFERENCE) {
 			/* Paired data is unpaired as TRL does; the rows follow. */
 			if (d->format == TRL_FMT_PREFERENCE) {
 				rc = dataset_unpair(d, err);

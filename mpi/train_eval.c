@@ -192,7 +192,7 @@ static void eval_method(Trainer *tr, Metrics *m)
 		int k = first >= n ? 0 : n - first < Be ? n - first : Be;
 		Metrics round;
 		metrics_clear(&round);
-		if (k > 0 || tr->sync_forwards || tr->cfg->method == TRL_METHOD_KTO) {
+		if (k > 0 || tr->sync_forwards || tr->method->eval_collective) {
 			int cnt = k > 0 ? k : 1;
 			for (int j = 0; j < cnt; j++)
 				tr->idx[j] = k > 0 ? first + j : 0;

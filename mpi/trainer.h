@@ -84,6 +84,8 @@ typedef struct Method {
 	int rows_per_example; /* micro-batch rows per example: 2 for pairs */
 	int uses_ref;         /* needs reference log-probs */
 	int classifier;       /* the model is a sequence classifier (num_labels 1) */
+	int eval_collective;  /* its micro-step all-reduces in evaluation too (kto's
+	                       * z0): every rank calls it in every round */
 	unsigned metrics;     /* bit k: logs metric k */
 	int main_metric;      /* shown on the console beside the loss */
 	/* Fills b with the n examples idx[0..n) of d (split 0 train, 1 test);
@@ -98,6 +100,9 @@ typedef struct Method {
 	void (*micro)(struct Trainer *tr, Batch *b, int split, const int *idx, int n,
 	              double scale, int backward, int count, Metrics *acc);
 } Method;
+
+/* The table of method m. */
+const Method *method_of(TrlMethod m);
 
 /* The method named by cfg->method; checks its keys (loss types and their
  * combinations) and fills tr's loss options. */

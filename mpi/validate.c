@@ -6,6 +6,7 @@
 
 #include "model_io.h"
 #include "params.h"
+#include "trainer.h"
 #include "zero.h"
 
 static void print_bytes(FILE *out, double b)
@@ -27,7 +28,8 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		rc = model_config_load_json(&mc, path, err);
 	}
 	/* A reward model is a one-label classifier; the others causal LMs. */
-	mc.num_labels = cfg->method == TRL_METHOD_REWARD ? 1 : 0;
+	const Method *me = method_of(cfg->method);
+	mc.num_labels = me->classifier ? 1 : 0;
 	if (!rc)
 		rc = model_config_check(&mc, err);
 	ParamTable t;
@@ -45,15 +47,11 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	int B2 =
 	    cfg->per_device_eval_batch_size > B ? cfg->per_device_eval_batch_size : B;
 	/* Pair methods put chosen and rejected of each pair in one batch. */
-	int pairs = cfg->method == TRL_METHOD_DPO || cfg->method == TRL_METHOD_ORPO ||
-	            cfg->method == TRL_METHOD_CPO || cfg->method == TRL_METHOD_REWARD;
-	B2 *= pairs ? 2 : 1;
+	B2 *= me->rows_per_example;
 	double act = (double)model_activation_bytes(&mc, B2, cfg->max_length);
 	/* dpo, kto and bco hold a reference model (its weights, sharded like
 	 * the policy's under stage 3) unless its log-probs are precomputed. */
-	int ref = (cfg->method == TRL_METHOD_DPO || cfg->method == TRL_METHOD_KTO ||
-	           cfg->method == TRL_METHOD_BCO) &&
-	          !cfg->precompute_ref_log_probs;
+	int ref = me->uses_ref && !cfg->precompute_ref_log_probs;
 	int GA = cfg->gradient_accumulation_steps;
 	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",
 	        model_arch_name(mc.arch), model_config_num_params(&mc),
