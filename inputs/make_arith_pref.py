@@ -44,6 +44,8 @@ import random
 import re
 import sys
 
+from make_arith import write_jsonl  # the quickstart files' exact writer
+
 SEED = 4321
 N_TRAIN = 4000
 MAX_ANSWER = 999
@@ -112,12 +114,6 @@ def make_pair(row, rng, counts):
 def read_jsonl(path):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
-
-
-def write_jsonl(path, rows):
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
 
 
 def main():
