@@ -545,6 +545,16 @@ void attention_forward_naive(float *out, float *att, const float *q, const float
 
 /* ---- cross-entropy --------------------------------------------------------- */
 
+/* The first index of the largest of l[0..V). */
+static int row_argmax(const float *l, int V)
+{
+	int am = 0;
+	for (int v = 1; v < V; v++)
+		if (l[v] > l[am])
+			am = v;
+	return am;
+}
+
 void tokens_logprob_forward(const TokenStats *s, const float *logits,
                             const int32_t *targets, int N, int V)
 {
@@ -564,13 +574,8 @@ void tokens_logprob_forward(const TokenStats *s, const float *logits,
 				s->correct[n] = 0;
 			continue;
 		}
-		float mx = l[0];
-		int am = 0;
-		for (int v = 1; v < V; v++)
-			if (l[v] > mx) {
-				mx = l[v];
-				am = v;
-			}
+		int am = row_argmax(l, V);
+		float mx = l[am];
 		/* Sums in double: sum e^(z - max), sum e^(z - max) (z - max) for the
 		 * entropy, sum e^(2 (z - max)) for WPO, sum z. */
 		double se = 0.0, sez = 0.0, se2 = 0.0, sz = 0.0;
@@ -642,13 +647,8 @@ double crossentropy_forward_backward(float *logits, const int32_t *targets, int 
 					memset(l, 0, (size_t)V * sizeof *l);
 				continue;
 			}
-			float mx = l[0];
-			int am = 0;
-			for (int v = 1; v < V; v++)
-				if (l[v] > mx) {
-					mx = l[v];
-					am = v;
-				}
+			int am = row_argmax(l, V);
+			float mx = l[am];
 			float lt = l[tgt];
 			double sum = 0.0;
 			if (grad_scale != 0.0f) {
