@@ -75,7 +75,7 @@ int metrics_has(const Metrics *m, int k)
 	return m->cnt[k] > 0;
 }
 
-void metrics_reduce(Metrics *m, const Comm *c)
+void metrics_reduce(Metrics *m, int minmax, const Comm *c)
 {
 	double buf[2 * MET_N];
 	memcpy(buf, m->sum, sizeof m->sum);
@@ -83,6 +83,8 @@ void metrics_reduce(Metrics *m, const Comm *c)
 	comm_sum_double(c, buf, 2 * MET_N);
 	memcpy(m->sum, buf, sizeof m->sum);
 	memcpy(m->cnt, buf + MET_N, sizeof m->cnt);
+	if (!minmax)
+		return;
 	double mm[2] = {-m->min_reward, m->max_reward};
 	MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_DOUBLE, MPI_MAX, c->world);
 	m->min_reward = -mm[0];

@@ -386,7 +386,7 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			/* sft's figures are pooled over the step; the others give one
 			 * value per micro-step, as TRL logs them. */
 			for (int j = 0; j < (pooled ? 1 : GA); j++) {
-				metrics_reduce(&tr->micro_m[j], c);
+				metrics_reduce(&tr->micro_m[j], me->classifier, c);
 				if (pooled)
 					metrics_merge(&tr->window, &tr->micro_m[j]);
 				else

@@ -201,7 +201,7 @@ static void eval_method(Trainer *tr, Metrics *m)
 			                  &round);
 		}
 		/* One value per evaluation batch (over the ranks), as TRL logs. */
-		metrics_reduce(&round, c);
+		metrics_reduce(&round, tr->method->classifier, c);
 		metrics_merge_values(m, &round);
 	}
 }

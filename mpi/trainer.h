@@ -60,8 +60,9 @@ typedef struct Metrics {
 } Metrics;
 void metrics_clear(Metrics *m);
 void metrics_add(Metrics *m, int k, double sum, double cnt);
-/* Sums every rank's metrics into m (collective). */
-void metrics_reduce(Metrics *m, const Comm *c);
+/* Sums every rank's metrics into m, and with minmax (reward) also takes the
+ * extremes of the reward range (collective). */
+void metrics_reduce(Metrics *m, int minmax, const Comm *c);
 /* Adds src's sums into dst (sft), or src's values sum / count as one entry
  * each (the others). */
 void metrics_merge(Metrics *dst, const Metrics *src);
