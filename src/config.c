@@ -62,13 +62,19 @@ _Static_assert(TRL_TRUNC_KEEP_START == 0 && TRL_TRUNC_KEEP_END == 1,
 _Static_assert(TRL_ARCH_LLAMA == 0 && TRL_ARCH_GPT2 == 1, "arch choices follow TrlArch");
 _Static_assert(TRL_METHOD_SFT == 0 && TRL_METHOD_REWARD == 1 && TRL_METHOD_DPO == 2 &&
                    TRL_METHOD_KTO == 3 && TRL_METHOD_ORPO == 4 && TRL_METHOD_CPO == 5 &&
-                   TRL_METHOD_BCO == 6,
+                   TRL_METHOD_BCO == 6 && TRL_METHOD_GRPO == 7 && TRL_METHOD_RLOO == 8 &&
+                   TRL_METHOD_PPO == 9,
                "method choices follow TrlMethod");
 _Static_assert(sizeof(TrlFDivType) == sizeof(int) && sizeof(TrlSampling) == sizeof(int),
                "enum keys are int-sized");
 
-static const char *const method_choices[] = {"sft",  "reward", "dpo", "kto",
-                                             "orpo", "cpo",    "bco", NULL};
+static const char *const method_choices[] = {
+    "sft", "reward", "dpo", "kto", "orpo", "cpo", "bco", "grpo", "rloo", "ppo", NULL};
+static const char *const is_level_choices[] = {"token", "sequence", NULL};
+static const char *const scale_rewards_choices[] = {"group", "batch", "none", NULL};
+static const char *const is_mode_choices[] = {"token_truncate", "token_mask",
+                                              "sequence_truncate", "sequence_mask", NULL};
+static const char *const kl_estimator_choices[] = {"k1", "k3", NULL};
 static const char *const fdiv_choices[] = {"reverse_kl", "forward_kl", "js_divergence",
                                            "alpha_divergence", NULL};
 static const char *const sampling_choices[] = {"random", "sequential", NULL};
@@ -86,6 +92,7 @@ static const char *const dataset_format_choices[] = {
 #define GE(x) .lo = (x), .bounds = LO
 #define GT(x) .lo = (x), .bounds = LO | LO_OPEN
 #define IN(a, b) .lo = (a), .hi = (b), .bounds = LO | HI
+#define IN_LO(a, b) .lo = (a), .hi = (b), .bounds = LO | HI | LO_OPEN
 #define IN_HO(a, b) .lo = (a), .hi = (b), .bounds = LO | HI | HI_OPEN
 
 static const Key keys[] = {
@@ -248,7 +255,7 @@ static const Key keys[] = {
              "sequential (file order). kto with its KL term defaults to sequential, "
              "as TRL's KTOConfig does."},
 
-    {"beta", K_DOUBLE, F(beta), "0.1", GT(0),
+    {"beta", K_DOUBLE, F(beta), "0.1", GE(0),
      .group = "Preference and reward methods (dpo, kto, orpo, cpo, bco, reward)",
      .help = "Strength of the implicit KL penalty (dpo, kto, cpo, bco; orpo's "
              "weight of the odds-ratio term; ipo's tau)."},
@@ -304,6 +311,131 @@ static const Key keys[] = {
     {"alpha", K_DOUBLE, F(alpha), "0",
      .help = "cpo: AlphaPO's alpha; 0 = the log-probability reward."},
 
+    {"generation_ranks", K_INT, F(generation_ranks), "0", GE(0),
+     .group = "Online methods (grpo, rloo, ppo): rollouts and rewards",
+     .help = "Reserve the last K ranks of the job for generation: each holds the whole "
+             "policy, receives the new weights after every optimizer step as one "
+             "packed transfer and samples the next rollouts while the trainers "
+             "train; 0 = the trainers generate themselves between steps."},
+    {"max_staleness", K_INT, F(max_staleness), "1", IN(0, 16),
+     .help = "With generation_ranks: the rollouts of step s are sampled with the "
+             "weights of step s - max_staleness, so generation overlaps training; "
+             "0 = fully synchronous (generators wait for the newest weights)."},
+    {"num_generations", K_INT, F(num_generations), "8", GE(2),
+     .help = "Completions sampled per prompt (a group); the global batch of "
+             "completions must be a multiple of it. rloo's default is 2."},
+    {"max_prompt_length", K_INT, F(max_prompt_length), "512", GE(1),
+     .help = "Prompts longer than this keep their last tokens."},
+    {"max_completion_length", K_INT, F(max_completion_length), "512", GE(1),
+     .help = "Longest sampled completion in tokens (ppo: also read as "
+             "response_length)."},
+    {"temperature", K_DOUBLE, F(temperature), "1.0", GT(0),
+     .help = "Sampling temperature; the training log-probs divide the logits by it "
+             "too. ppo's default is 0.7."},
+    {"top_p", K_DOUBLE, F(top_p), "1.0", IN_LO(0, 1),
+     .help = "Nucleus sampling: keep the smallest set of tokens with mass >= top_p."},
+    {"top_k", K_INT, F(top_k), "0", GE(0),
+     .help = "Keep only the top_k most likely tokens; 0 = off."},
+    {"min_p", K_DOUBLE, F(min_p), "0", IN(0, 1),
+     .help = "Drop tokens below min_p times the most likely one's probability; 0 = "
+             "off."},
+    {"repetition_penalty", K_DOUBLE, F(repetition_penalty), "1.0", GT(0),
+     .help = "Penalise tokens already in the prompt or completion (> 1)."},
+    {"num_iterations", K_INT, F(num_iterations), "1", GE(1),
+     .help = "Optimizer steps on each generated batch (mu); > 1 computes the old "
+             "policy's log-probs first."},
+    {"epsilon", K_DOUBLE, F(epsilon), "0.2", GT(0),
+     .help = "Lower clipping bound of the ratio: clip(rho, 1 - epsilon, 1 + "
+             "epsilon_high)."},
+    {"epsilon_high", K_DOUBLE, F(epsilon_high), "0", GE(0),
+     .help = "Upper clipping bound; 0 = TRL's None (epsilon). DAPO uses 0.28."},
+    {"delta", K_DOUBLE, F(delta), "0", GE(0),
+     .help = "grpo: two-sided clipping, the ratio of the unclipped term capped at "
+             "delta (> 1 + epsilon); 0 = TRL's None (off)."},
+    {"importance_sampling_level", K_ENUM, F(importance_sampling_level), "token",
+     .choices = is_level_choices,
+     .help = "grpo: the ratio per token, or one per completion from its mean "
+             "log-ratio (sequence: GSPO)."},
+    {"scale_rewards", K_ENUM, F(scale_rewards), "group", .choices = scale_rewards_choices,
+     .help = "grpo: divide advantages by the std of the group, of the whole batch, or "
+             "not at all (none: Dr. GRPO)."},
+    {"mask_truncated_completions", K_BOOL, F(mask_truncated_completions), "false",
+     .help = "Leave completions that hit max_completion_length without EOS out of "
+             "the loss."},
+    {"top_entropy_quantile", K_DOUBLE, F(top_entropy_quantile), "1.0", IN_LO(0, 1),
+     .help = "grpo: train only on tokens whose entropy is in this top fraction of the "
+             "batch's (0.2 in the paper); 1 = every token."},
+    {"reward_funcs", K_STRING, F(reward_funcs), "accuracy",
+     .help = "Built-in reward functions, a list: accuracy (the final answer against "
+             "the solution column), format (the whole completion matches "
+             "format_pattern), think_format, soft_overlong (length: the soft "
+             "overlong punishment). reward_model and reward_command add theirs; [] "
+             "= only those."},
+    {"reward_weights", K_STRING, F(reward_weights), "",
+     .help = "One weight per reward (reward_funcs in order, then reward_model, then "
+             "reward_command); empty = 1 each."},
+    {"reward_model", K_STRING, F(reward_model), "",
+     .help = "Folder of a sequence-classification reward model (trained by the reward "
+             "method, or a Hugging Face one) scoring prompt + completion; ppo's "
+             "reward_model_path."},
+    {"reward_command", K_STRING, F(reward_command), "",
+     .help =
+         "A program (run with /bin/sh -c, once per trainer rank) scoring "
+         "completions over JSON lines on stdin/stdout; see inputs/reward_example.py."},
+    {"reward_timeout", K_DOUBLE, F(reward_timeout), "120", GT(0),
+     .help = "Seconds reward_command may take to score one batch."},
+    {"format_pattern", K_STRING, F(format_pattern), "",
+     .help = "The regular expression (PCRE2, dot matches newline) of the format "
+             "reward; empty = the think_format preset."},
+    {"solution_column", K_STRING, F(solution_column), "",
+     .help = "The dataset column the accuracy reward compares with; empty = solution, "
+             "else answer."},
+    {"soft_punish_cache", K_INT, F(soft_punish_cache), "0", GE(0),
+     .help = "soft_overlong: the tokens before max_completion_length over which the "
+             "penalty grows from 0 to -1; 0 = max_completion_length / 4."},
+    {"vllm_importance_sampling_correction", K_BOOL,
+     F(vllm_importance_sampling_correction), "true",
+     .help = "Re-weight the loss by exp(old - sampling log-probs) for the mismatch "
+             "between the generator's and the trainer's log-probs (stale weights)."},
+    {"vllm_importance_sampling_mode", K_ENUM, F(vllm_importance_sampling_mode),
+     "sequence_mask", .choices = is_mode_choices,
+     .help = "Per token or per sequence; truncate clamps the ratio to [clip_min, "
+             "clip_max], mask zeroes the loss outside it."},
+    {"vllm_importance_sampling_clip_max", K_DOUBLE, F(vllm_importance_sampling_clip_max),
+     "3.0", GT(0), .help = "Upper bound of the importance-sampling ratio."},
+    {"vllm_importance_sampling_clip_min", K_DOUBLE, F(vllm_importance_sampling_clip_min),
+     "0", GE(0), .help = "Lower bound of the importance-sampling ratio; 0 = TRL's None."},
+    {"normalize_advantages", K_BOOL, F(normalize_advantages), "false",
+     .help = "rloo: standardise the advantages over the batch."},
+    {"reward_clip_range", K_STRING, F(reward_clip_range), "",
+     .help = "rloo: [low, high] to clamp the combined reward to; empty = off."},
+    {"num_ppo_epochs", K_INT, F(num_ppo_epochs), "4", GE(1),
+     .help = "ppo: passes over each batch of rollouts."},
+    {"num_mini_batches", K_INT, F(num_mini_batches), "1", GE(1),
+     .help = "ppo: optimizer steps per pass (the batch is split this many ways)."},
+    {"kl_coef", K_DOUBLE, F(kl_coef), "0.05", GE(0),
+     .help = "ppo: weight of the per-token KL penalty in the reward."},
+    {"kl_estimator", K_ENUM, F(kl_estimator), "k1", .choices = kl_estimator_choices,
+     .help = "ppo: k1 = lp - ref, k3 = exp(ref - lp) - 1 - (ref - lp)."},
+    {"cliprange", K_DOUBLE, F(cliprange), "0.2", GT(0),
+     .help = "ppo: clipping of the policy ratio."},
+    {"cliprange_value", K_DOUBLE, F(cliprange_value), "0.2", GT(0),
+     .help = "ppo: clipping of the value around its rollout value."},
+    {"vf_coef", K_DOUBLE, F(vf_coef), "0.1", GE(0),
+     .help = "ppo: weight of the value loss."},
+    {"gamma", K_DOUBLE, F(gamma), "1.0", IN(0, 1), .help = "ppo: discount factor."},
+    {"lam", K_DOUBLE, F(lam), "0.95", IN(0, 1), .help = "ppo: GAE lambda."},
+    {"whiten_rewards", K_BOOL, F(whiten_rewards), "false",
+     .help = "ppo: whiten the per-token rewards before GAE."},
+    {"missing_eos_penalty", K_DOUBLE, F(missing_eos_penalty), "0", GE(0),
+     .help = "ppo: subtracted from the score of a completion without EOS; 0 = "
+             "TRL's None."},
+    {"value_model_path", K_STRING, F(value_model_path), "",
+     .help = "ppo: folder the value model starts from; empty = reward_model."},
+    {"log_completions", K_BOOL, F(log_completions), "false",
+     .help = "Write each logged step's prompts, completions and rewards to "
+             "output_dir/completions.jsonl."},
+
     {"model.architecture", K_ENUM, F(model.arch), "llama", .choices = arch_choices,
      .group = "Model (the YAML `model:` block; Hugging Face config.json names)",
      .help = "Model family: llama (RMSNorm, RoPE, SwiGLU, grouped-query attention; "
@@ -348,7 +480,13 @@ _Static_assert(NKEYS <= sizeof(((Config *)0)->given), "Config.given has a slot p
  * commas (the command line writes the commas itself). */
 static int is_list_key(const Key *k)
 {
-	return strcmp(k->name, "loss_type") == 0 || strcmp(k->name, "loss_weights") == 0;
+	static const char *const lists[] = {"loss_type",         "loss_weights",
+	                                    "reward_funcs",      "reward_weights",
+	                                    "reward_clip_range", NULL};
+	for (int i = 0; lists[i]; i++)
+		if (strcmp(k->name, lists[i]) == 0)
+			return 1;
+	return 0;
 }
 
 /* Other names for a key, as Hugging Face config.json files spell it. */
@@ -357,6 +495,8 @@ static const struct {
 } aliases[] = {
     {"model.rms_norm_eps", "model.norm_eps"},
     {"model.layer_norm_epsilon", "model.norm_eps"},
+    {"response_length", "max_completion_length"},
+    {"reward_model_path", "reward_model"},
 };
 
 #define NALIASES (sizeof aliases / sizeof aliases[0])
@@ -718,8 +858,24 @@ static int set_named(Config *c, const char *key, const char *value, const char *
 		return trl_errf(err, TRL_EINVAL, "%s: unknown %s '%s%.200s'%s", org,
 		                dash[0] ? "option" : "key", dash, key, hint);
 	}
-	char why[1024];
-	if (parse_value(k, c, value ? value : "", 0, why, sizeof why))
+	char why[1024], flat[1024];
+	const char *v = value ? value : "";
+	/* A list on the command line is written as a YAML flow sequence, "[a, b]";
+	 * the schema stores it joined by commas. */
+	if (is_list_key(k) && v[0] == '[') {
+		size_t n = 0, len = strlen(v);
+		if (len < 2 || v[len - 1] != ']')
+			return trl_errf(err, TRL_EINVAL,
+			                "%s: %s%s: '%.200s' opens a list with [ but does "
+			                "not end with ]",
+			                org, dash, key, v);
+		for (size_t i = 1; i + 1 < len && n + 1 < sizeof flat; i++)
+			if (v[i] != ' ' && v[i] != '\t' && v[i] != '"' && v[i] != '\'')
+				flat[n++] = v[i];
+		flat[n] = 0;
+		v = flat;
+	}
+	if (parse_value(k, c, v, 0, why, sizeof why))
 		return trl_errf(err, TRL_EINVAL, "%s: %s%s: %s", org, dash, key, why);
 	c->given[k - keys] = 1;
 	return 0;
@@ -1088,6 +1244,15 @@ static void method_defaults(Config *c)
 	    {TRL_METHOD_KTO, "loss_type", "kto"},
 	    {TRL_METHOD_CPO, "loss_type", "sigmoid"},
 	    {TRL_METHOD_KTO, "train_sampling_strategy", "sequential"},
+	    {TRL_METHOD_GRPO, "learning_rate", "1e-6"},
+	    {TRL_METHOD_GRPO, "beta", "0.0"},
+	    {TRL_METHOD_GRPO, "loss_type", "dapo"},
+	    {TRL_METHOD_RLOO, "learning_rate", "1e-6"},
+	    {TRL_METHOD_RLOO, "beta", "0.05"},
+	    {TRL_METHOD_RLOO, "num_generations", "2"},
+	    {TRL_METHOD_PPO, "learning_rate", "3e-6"},
+	    {TRL_METHOD_PPO, "temperature", "0.7"},
+	    {TRL_METHOD_PPO, "max_completion_length", "53"},
 	};
 	for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
 		const Key *k = key_find(defs[i].key);
@@ -1106,6 +1271,12 @@ static void method_defaults(Config *c)
 int config_finish(Config *c, TrlErr *err)
 {
 	method_defaults(c);
+	if (!(c->beta > 0) && c->method != TRL_METHOD_SFT &&
+	    !TRL_METHOD_IS_ONLINE(c->method))
+		return trl_errf(err, TRL_EINVAL,
+		                "beta: %g is out of range for %s: it must be > 0 (0 is "
+		                "allowed only for the online methods)",
+		                c->beta, method_choices[c->method]);
 	if (c->dataset_name[0] == '\0')
 		return trl_errf(
 		    err, TRL_EINVAL,

@@ -31,8 +31,13 @@ typedef enum {
 	TRL_METHOD_KTO,
 	TRL_METHOD_ORPO,
 	TRL_METHOD_CPO,
-	TRL_METHOD_BCO
+	TRL_METHOD_BCO,
+	TRL_METHOD_GRPO,
+	TRL_METHOD_RLOO,
+	TRL_METHOD_PPO
 } TrlMethod;
+/* The online methods: they sample completions during training. */
+#define TRL_METHOD_IS_ONLINE(m) ((m) >= TRL_METHOD_GRPO)
 /* f_divergence_type: the same values as losses.h's TrlFDivergence. */
 typedef enum {
 	TRL_FDIV_TYPE_REVERSE_KL = 0,
@@ -128,9 +133,44 @@ typedef struct Config {
 	double center_rewards_coefficient; /* 0 = TRL's None */
 	double desirable_weight, undesirable_weight;
 	double cpo_alpha, simpo_gamma, alpha;
+	/* Online methods (grpo, rloo, ppo): rank layout and rollouts. */
+	int generation_ranks; /* the last K ranks only generate; 0 = colocate */
+	int max_staleness;    /* optimizer steps a rollout's weights may lag */
+	int num_generations;
+	int max_prompt_length;     /* prompts keep their last tokens */
+	int max_completion_length; /* ppo: response_length */
+	double temperature, top_p, min_p, repetition_penalty;
+	int top_k;
+	int num_iterations;
+	double epsilon, epsilon_high, delta; /* 0 = TRL's None for the last two */
+	int importance_sampling_level;       /* 0 token, 1 sequence (GSPO) */
+	int scale_rewards;                   /* rl_losses.h's TrlScaleRewards */
+	int mask_truncated_completions;
+	double top_entropy_quantile;
+	char reward_funcs[256];   /* comma-separated built-in names */
+	char reward_weights[256]; /* comma-separated, one per reward */
+	char reward_model[TRL_PATH_MAX];
+	char reward_command[TRL_PATH_MAX];
+	double reward_timeout;
+	char format_pattern[512]; /* "" = the think_format preset */
+	char solution_column[64]; /* "" = solution, else answer */
+	int soft_punish_cache;    /* 0 = max_completion_length / 4 */
+	int vllm_importance_sampling_correction;
+	int vllm_importance_sampling_mode; /* rl_losses.h's TrlIsMode */
+	double vllm_importance_sampling_clip_max, vllm_importance_sampling_clip_min;
+	int normalize_advantages;
+	char reward_clip_range[64]; /* "" or "lo,hi" */
+	int num_ppo_epochs, num_mini_batches;
+	double kl_coef;
+	int kl_estimator; /* 0 k1, 1 k3 */
+	double cliprange, cliprange_value, vf_coef, gamma, lam;
+	int whiten_rewards;
+	double missing_eos_penalty;          /* 0 = TRL's None */
+	char value_model_path[TRL_PATH_MAX]; /* "" = reward_model, else the policy */
+	int log_completions;
 	ModelConfig model;
 	char source[TRL_PATH_MAX]; /* the YAML file the config came from, or "" */
-	unsigned char given[160];  /* per schema key: set by the YAML or a flag */
+	unsigned char given[200];  /* per schema key: set by the YAML or a flag */
 } Config;
 
 /* Every field at its schema default. */

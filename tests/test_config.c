@@ -724,7 +724,7 @@ Test(config, help_and_markdown_list_every_key)
 		cr_assert(strstr(md, cell), "markdown misses %s", name);
 		keys++;
 	}
-	cr_assert_eq(keys, 83); /* every key of the schema, model block included */
+	cr_assert_eq(keys, 128); /* every key of the schema, model block included */
 	free(yaml);
 	free(help);
 	free(md);
@@ -784,4 +784,70 @@ Test(config, method_defaults_apply_to_keys_not_given)
 	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
 	cr_assert_eq(c.learning_rate, 2e-5);
 	cr_assert_str_eq(c.loss_type, "");
+}
+
+Test(config, online_method_defaults)
+{
+	Config c;
+	TrlErr err;
+	cr_assert_eq(load_text(&c, "method: grpo\ndataset_name: d.jsonl\n", NULL, &err),
+	             0);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	cr_assert_eq(c.learning_rate, 1e-6);
+	cr_assert_eq(c.beta, 0.0);
+	cr_assert_str_eq(c.loss_type, "dapo");
+	cr_assert_eq(c.num_generations, 8);
+	cr_assert_eq(c.max_staleness, 1);
+	cr_assert_str_eq(c.reward_funcs, "accuracy");
+	cr_assert_eq(load_text(&c, "method: rloo\ndataset_name: d.jsonl\n", NULL, &err),
+	             0);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	cr_assert_eq(c.beta, 0.05);
+	cr_assert_eq(c.num_generations, 2);
+	cr_assert_str_eq(c.loss_type, "");
+	cr_assert_eq(
+	    load_text(&c, "method: ppo\ndataset_name: d.jsonl\nresponse_length: 20\n",
+	              NULL, &err),
+	    0, "%s", err.msg);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	cr_assert_eq(c.learning_rate, 3e-6);
+	cr_assert_eq(c.temperature, 0.7);
+	cr_assert_eq(c.max_completion_length, 20, "response_length is its alias");
+	/* beta 0 is an online method's "no KL"; the preference methods refuse it. */
+	cr_assert_eq(
+	    load_text(&c, "method: dpo\ndataset_name: d.jsonl\nbeta: 0\n", NULL, &err),
+	    0);
+	cr_assert_eq(config_finish(&c, &err), TRL_EINVAL);
+	cr_assert(strstr(err.msg, "beta: 0 is out of range for dpo"), "%s", err.msg);
+}
+
+Test(config, lists_on_the_command_line_are_yaml_flow)
+{
+	Config c;
+	TrlErr err;
+	config_defaults(&c);
+	cr_assert_eq(
+	    config_set(&c, "reward_funcs", "[accuracy, format]", "command line", &err), 0,
+	    "%s", err.msg);
+	cr_assert_str_eq(c.reward_funcs, "accuracy,format");
+	cr_assert_eq(config_set(&c, "reward_funcs", "[]", "command line", &err), 0, "%s",
+	             err.msg);
+	cr_assert_str_eq(c.reward_funcs, "");
+	cr_assert_eq(config_set(&c, "reward_weights", "[1.0, 0.5]", "command line", &err),
+	             0);
+	cr_assert_str_eq(c.reward_weights, "1.0,0.5");
+	cr_assert_eq(config_set(&c, "reward_funcs", "[accuracy", "command line", &err),
+	             TRL_EINVAL);
+	cr_assert(strstr(err.msg, "does not end with ]"), "%s", err.msg);
+	/* The YAML forms: a block list, a flow list and the empty list. */
+	cr_assert_eq(
+	    load_text(&c, "reward_funcs: [accuracy, think_format]\n", NULL, &err), 0,
+	    "%s", err.msg);
+	cr_assert_str_eq(c.reward_funcs, "accuracy,think_format");
+	cr_assert_eq(load_text(&c, "reward_funcs: []\n", NULL, &err), 0, "%s", err.msg);
+	cr_assert_str_eq(c.reward_funcs, "");
+	cr_assert_eq(
+	    load_text(&c, "reward_funcs:\n  - format\n  - accuracy\n", NULL, &err), 0,
+	    "%s", err.msg);
+	cr_assert_str_eq(c.reward_funcs, "format,accuracy");
 }
