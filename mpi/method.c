@@ -7,6 +7,8 @@
 
 #include "layers.h"
 #include "trainer.h"
+#include "online.h"
+#include "rl_losses.h"
 
 const char *const metric_names[MET_N] = {
     [MET_LOSS] = "loss",
@@ -627,6 +629,28 @@ static const Method methods[] = {
                         .main_metric = MET_REWARDS_MARGINS,
                         .fill = kto_fill,
                         .micro = bco_micro},
+    [TRL_METHOD_GRPO] = {.name = "grpo",
+                         .formats_ok = {TRL_FMT_PROMPT_ONLY, TRL_FMT_PROMPT_COMPLETION},
+                         .n_formats = 2,
+                         .rows_per_example = 1,
+                         .metrics = BIT(MET_LOSS) | BIT(MET_KL) | BIT(MET_ENTROPY),
+                         .main_metric = MET_ENTROPY,
+                         .micro = online_micro,
+                         .step_begin = online_step_begin,
+                         .step_end = online_step_end,
+                         .log = online_log,
+                         .online = 1},
+    [TRL_METHOD_RLOO] = {.name = "rloo",
+                         .formats_ok = {TRL_FMT_PROMPT_ONLY, TRL_FMT_PROMPT_COMPLETION},
+                         .n_formats = 2,
+                         .rows_per_example = 1,
+                         .metrics = BIT(MET_LOSS) | BIT(MET_ENTROPY),
+                         .main_metric = MET_ENTROPY,
+                         .micro = online_micro,
+                         .step_begin = online_step_begin,
+                         .step_end = online_step_end,
+                         .log = online_log,
+                         .online = 1},
 };
 
 const Method *method_of(TrlMethod m)
@@ -634,8 +658,7 @@ const Method *method_of(TrlMethod m)
 	return &methods[m];
 }
 
-/* Splits a comma-separated list into its n items (spaces trimmed). */
-static int split_list(const char *s, char items[][32], int cap)
+int method_split_list(const char *s, char items[][32], int cap)
 {
 	int n = 0;
 	while (*s && n < cap) {
@@ -659,7 +682,7 @@ int method_select(Trainer *tr, TrlErr *err)
 	const Config *cfg = tr->cfg;
 	tr->method = method_of(cfg->method);
 	char items[TRL_MAX_LOSS_TYPES + 1][32];
-	int n = split_list(cfg->loss_type, items, TRL_MAX_LOSS_TYPES + 1);
+	int n = method_split_list(cfg->loss_type, items, TRL_MAX_LOSS_TYPES + 1);
 	if (cfg->packing && cfg->method != TRL_METHOD_SFT)
 		return trl_errf(
 		    err, TRL_EINVAL,
@@ -667,6 +690,32 @@ int method_select(Trainer *tr, TrlErr *err)
 		    tr->method->name);
 	running_moments_init(&tr->bco);
 	switch (cfg->method) {
+	case TRL_METHOD_GRPO: {
+		static const char *const grpo_types[] = {"grpo", "bnpo", "dr_grpo",
+		                                         "dapo"};
+		int t = n == 1 ? rl_grpo_loss_parse(items[0]) : -1;
+		if (t < 0) {
+			for (int i = 0; i < 4 && n == 1; i++)
+				if (strcmp(items[0], grpo_types[i]) == 0)
+					t = i;
+		}
+		if (t < 0)
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "loss_type '%s': grpo takes grpo, bnpo, dr_grpo or dapo",
+			    cfg->loss_type);
+		tr->grpo_loss = t;
+		break;
+	}
+	case TRL_METHOD_RLOO:
+	case TRL_METHOD_PPO:
+		if (cfg->loss_type[0])
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "loss_type '%s': method %s has no loss_type (leave "
+			    "it empty)",
+			    cfg->loss_type, tr->method->name);
+		break;
 	case TRL_METHOD_SFT:
 	case TRL_METHOD_REWARD:
 	case TRL_METHOD_ORPO:
@@ -720,7 +769,8 @@ int method_select(Trainer *tr, TrlErr *err)
 		}
 		if (cfg->loss_weights[0]) {
 			char w[TRL_MAX_LOSS_TYPES + 1][32];
-			int nw = split_list(cfg->loss_weights, w, TRL_MAX_LOSS_TYPES + 1);
+			int nw = method_split_list(cfg->loss_weights, w,
+			                           TRL_MAX_LOSS_TYPES + 1);
 			if (nw != n)
 				return trl_errf(
 				    err, TRL_EINVAL,
@@ -785,9 +835,36 @@ int method_select(Trainer *tr, TrlErr *err)
 		break;
 	}
 	}
-	if (!tr->method->uses_ref &&
-	    (cfg->precompute_ref_log_probs || cfg->ref_model_name_or_path[0] ||
-	     cfg->sync_ref_model))
+	tr->need_ref = tr->method->uses_ref || (tr->method->online && cfg->beta > 0 &&
+	                                        cfg->method != TRL_METHOD_PPO);
+	if (tr->method->online) {
+		int G = cfg->num_generations;
+		long per_step = (long)cfg->per_device_train_batch_size *
+		                cfg->gradient_accumulation_steps;
+		if (cfg->precompute_ref_log_probs)
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "precompute_ref_log_probs: %s samples new completions "
+			    "every step, so there is nothing to precompute",
+			    tr->method->name);
+		long N = per_step * tr->comm->size;
+		if (N % G != 0)
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "num_generations %d does not divide the %ld completions of a "
+			    "step "
+			    "(per_device_train_batch_size %d x "
+			    "gradient_accumulation_steps %d "
+			    "x %d trainer rank%s): each prompt's group must be whole",
+			    G, N, cfg->per_device_train_batch_size,
+			    cfg->gradient_accumulation_steps, tr->comm->size,
+			    tr->comm->size > 1 ? "s" : "");
+		if (cfg->method == TRL_METHOD_PPO)
+			return trl_errf(err, TRL_EUNSUPPORTED,
+			                "method ppo is not built yet: use grpo or rloo");
+	}
+	if (!tr->need_ref && (cfg->precompute_ref_log_probs ||
+	                      cfg->ref_model_name_or_path[0] || cfg->sync_ref_model))
 		return trl_errf(err, TRL_EINVAL, "%s: method %s uses no reference model",
 		                cfg->precompute_ref_log_probs ? "precompute_ref_log_probs"
 		                : cfg->sync_ref_model         ? "sync_ref_model"

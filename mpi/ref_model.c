@@ -174,7 +174,7 @@ static int precompute_split(Trainer *tr, int split, TrlErr *err)
 int ref_setup(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
-	if (!tr->method->uses_ref)
+	if (!tr->need_ref)
 		return TRL_OK;
 	int rc = ref_build(tr, err);
 	if ((rc = comm_agree(tr->comm, rc, err)))

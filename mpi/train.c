@@ -15,6 +15,8 @@
 #include "layers.h"
 #include "model_io.h"
 #include "optim.h"
+#include "online.h"
+#include "rollout.h"
 #include "trainer.h"
 
 /* ---- threads ----------------------------------------------------------------- */
@@ -229,6 +231,7 @@ static void trainer_free(Trainer *tr)
 		free(tr->partner[s]);
 		free(tr->margin[s]);
 	}
+	online_free(tr);
 	ref_free(tr);
 	zero_free(&tr->zero);
 	model_free(&tr->model);
@@ -272,6 +275,8 @@ static void log_step(Trainer *tr, long done, double gnorm, double lr, LogWindow 
 	if (mt->cnt[MET_REWARDS_MARGINS] == 0)
 		v[MET_REWARDS_MARGINS] = v[MET_REWARDS_CHOSEN] - v[MET_REWARDS_REJECTED];
 	double tps = dt > 0 ? w->tokens / dt : 0.0;
+	/* The console's figure before the method's log empties its window. */
+	double av = me->online ? online_console_reward(tr) : v[me->main_metric];
 	double rate = (now - tr->t_start) / (done - tr->start_step);
 	char eta[32];
 	format_eta(eta, sizeof eta, rate * (tr->total_steps - done));
@@ -286,13 +291,15 @@ static void log_step(Trainer *tr, long done, double gnorm, double lr, LogWindow 
 			if ((me->metrics & (1u << k)) && metrics_has(mt, k))
 				fprintf(tr->metrics, ", \"%s\": %.6f", metric_names[k],
 				        v[k]);
+		if (me->log)
+			me->log(tr, tr->metrics);
 		fprintf(tr->metrics, ", \"tokens_per_second\": %.1f}\n", tps);
 		fflush(tr->metrics);
 	}
-	const char *an = me->main_metric == MET_MEAN_TOKEN_ACCURACY
+	const char *an = me->online ? "reward"
+	                 : me->main_metric == MET_MEAN_TOKEN_ACCURACY
 	                     ? "acc"
 	                     : metric_names[me->main_metric];
-	double av = v[me->main_metric];
 	if (tty) {
 		fprintf(
 		    stderr,
@@ -309,6 +316,7 @@ static void log_step(Trainer *tr, long done, double gnorm, double lr, LogWindow 
 		fflush(stdout);
 	}
 	metrics_clear(&tr->window);
+	online_clear_window(tr);
 	*w = (LogWindow){now, 0};
 }
 
@@ -333,7 +341,12 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		 * every rank sees any rank's. */
 		long counts[3] = {
 		    0, 0, train_stop_signal != 0}; /* targets, real tokens, stop */
-		for (int j = 0; j < GA; j++) {
+		if (me->step_begin) {
+			int rc = me->step_begin(tr, step, counts, err);
+			if (rc)
+				return rc;
+		}
+		for (int j = 0; j < GA && !me->step_begin; j++) {
 			long base = train_samples_before(tr, step) +
 			            ((long)j * c->size + c->rank) * B;
 			int *idx = tr->mb_idx + (size_t)j * B;
@@ -364,7 +377,8 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		int skip = counts[0] == 0;
 		double scale = cfg->method == TRL_METHOD_SFT
 		                   ? (skip ? 0.0 : (double)(1.0f / (float)counts[0]))
-		                   : 1.0 / ((double)GA * c->size);
+		               : me->online ? 1.0 / c->size
+		                            : 1.0 / ((double)GA * c->size);
 
 		double t_step = trl_now();
 		int pooled = cfg->method == TRL_METHOD_SFT;
@@ -410,12 +424,16 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		w.tokens += counts[1];
 		long done = step + 1;
 		int last = done == tr->total_steps;
+		if (me->step_end)
+			me->step_end(tr, done);
 		ref_sync(tr, done);
 		if (done % cfg->logging_steps == 0 || last) {
-			if (c->rank == 0)
+			if (c->rank == 0) {
 				log_step(tr, done, gnorm, lr, &w, tty);
-			else
+			} else {
 				metrics_clear(&tr->window);
+				online_clear_window(tr);
+			}
 		}
 		if (cfg->eval_steps > 0 && done % cfg->eval_steps == 0 && !last) {
 			if (tty && c->rank == 0)
@@ -524,7 +542,7 @@ static int setup(Trainer *tr, TrlErr *err)
 			targets += tr->train.ex[i].mask[t];
 	if (!rc && tr->train_rows.n == 0)
 		rc = trl_errf(err, TRL_EINVAL, "the training split has no rows");
-	else if (!rc && targets == 0)
+	else if (!rc && targets == 0 && !tr->method->online)
 		rc = trl_errf(err, TRL_EINVAL,
 		              "no training example has a token to learn: every text is "
 		              "shorter than 2 tokens or every completion was cut by "
@@ -538,15 +556,29 @@ static int setup(Trainer *tr, TrlErr *err)
 		return rc;
 	if ((rc = ref_setup(tr, err)))
 		return rc;
+	if (tr->method->online) {
+		rc = online_setup(tr, tr->link, err);
+		if ((rc = comm_agree(c, rc, err)))
+			return rc;
+	}
 
 	tr->rows_per_step = (long)cfg->per_device_train_batch_size *
 	                    cfg->gradient_accumulation_steps * c->size;
+	/* Online methods consume prompts: a group of num_generations completions
+	 * each, every num_iterations steps. */
+	if (tr->method->online)
+		tr->rows_per_step /= cfg->num_generations;
 	if (tr->resume_path[0] && (rc = train_resume(tr, err)))
 		return rc;
 	/* From epochs: the steps that cover the remaining samples, at this
 	 * run's global batch (a resumed run may have another). */
 	if (cfg->max_steps > 0)
 		tr->total_steps = cfg->max_steps;
+	else if (tr->method->online)
+		tr->total_steps =
+		    (long)ceil(cfg->num_train_epochs * (double)tr->train_rows.n /
+		               (double)tr->rows_per_step) *
+		    cfg->num_iterations;
 	else
 		tr->total_steps =
 		    tr->start_step +
@@ -673,10 +705,33 @@ static void print_banner(const Trainer *tr)
 	       "%.1f MiB, optimizer %.1f MiB, gather/reduce buffers %.1f MiB\n",
 	       tr->zero.stage, zm->params * mib, zm->grads * mib, zm->optim * mib,
 	       zm->work * mib);
-	printf("steps: %ld (global batch %ld rows = %d per device x %d accumulation x %d "
-	       "ranks)\n",
-	       tr->total_steps, tr->rows_per_step, cfg->per_device_train_batch_size,
-	       cfg->gradient_accumulation_steps, tr->comm->size);
+	if (tr->method->online) {
+		int K = tr->link ? tr->link->K : 0;
+		printf("steps: %ld (global batch %ld prompts x %d generations = %d "
+		       "completions "
+		       "per device x %d accumulation x %d trainer%s)\n",
+		       tr->total_steps, tr->rows_per_step, cfg->num_generations,
+		       cfg->per_device_train_batch_size, cfg->gradient_accumulation_steps,
+		       tr->comm->size, tr->comm->size > 1 ? "s" : "");
+		if (K > 0)
+			printf("rollouts: %d generation rank%s (world ranks %d-%d), "
+			       "max_staleness "
+			       "%d: one packed weight push of %.1f MiB per round\n",
+			       K, K > 1 ? "s" : "", tr->comm->size,
+			       tr->comm->size + K - 1, cfg->max_staleness,
+			       tr->model.table.total * 4.0 / 1048576.0);
+		else
+			printf("rollouts: generated by the trainers between steps "
+			       "(generation_ranks "
+			       "0)\n");
+	} else {
+		printf("steps: %ld (global batch %ld rows = %d per device x %d "
+		       "accumulation x "
+		       "%d ranks)\n",
+		       tr->total_steps, tr->rows_per_step,
+		       cfg->per_device_train_batch_size, cfg->gradient_accumulation_steps,
+		       tr->comm->size);
+	}
 	fflush(stdout);
 }
 
@@ -696,10 +751,35 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 	train_stop_signal = 0;
 	sigaction(SIGTERM, &sa, &old_term);
 	sigaction(SIGUSR1, &sa, &old_usr1);
-	int rc = setup(&tr, err);
+	/* Online methods with generation_ranks: the last K ranks serve rollouts
+	 * and never return here until the job ends; the trainers run on their
+	 * own communicator. */
+	RolloutLink link;
+	memset(&link, 0, sizeof link);
+	Comm tcomm = *comm;
+	int K = TRL_METHOD_IS_ONLINE(cfg->method) ? cfg->generation_ranks : 0;
+	int rc;
+	if (K > 0) {
+		if ((rc = rollout_link_init(&link, comm->world, K, err)) != 0)
+			goto out_link;
+		if (link.is_generator) {
+			rc = rollout_serve(cfg, &link, err);
+			goto out_link;
+		}
+		tcomm.world = link.trainers_comm;
+		MPI_Comm_rank(tcomm.world, &tcomm.rank);
+		MPI_Comm_size(tcomm.world, &tcomm.size);
+		tr.comm = &tcomm;
+		tr.link = &link;
+	}
+	rc = setup(&tr, err);
+	if (K > 0)
+		online_start(&tr, &link, rc);
 	if (rc)
 		goto out;
-	if (comm->rank == 0)
+	tr.weights_version = tr.start_step;
+	online_begin(&tr);
+	if (tr.comm->rank == 0)
 		print_banner(&tr);
 	if (!tr.resume_path[0])
 		train_run_eval(&tr, 0, "before");
@@ -720,7 +800,12 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 		       "trl_config.yaml, metrics.jsonl, ranks.jsonl\n",
 		       cfg->output_dir, cfg->save_dtype == 1 ? "bfloat16" : "float32");
 out:
+	if (K > 0)
+		rc = rollout_finish(&link, rc, err);
 	trainer_free(&tr);
+out_link:
+	if (K > 0)
+		rollout_link_free(&link);
 	sigaction(SIGTERM, &old_term, NULL);
 	sigaction(SIGUSR1, &old_usr1, NULL);
 	return rc;

@@ -1,4 +1,5 @@
 /* train_data.c - the tokenizer, the datasets and the sample stream of a run. */
+#include "online.h"
 #include "trainer.h"
 
 #include <math.h>
@@ -320,6 +321,8 @@ int train_prepare_method_data(Trainer *tr, TrlErr *err)
 int train_max_method_len(const Trainer *tr)
 {
 	int T = 0;
+	if (tr->method->online)
+		return online_max_len(tr);
 	for (int s = 0; s < 1 + tr->has_test; s++) {
 		const Dataset *d = s ? &tr->test : &tr->train;
 		int pmax = 0, cmax = 0;

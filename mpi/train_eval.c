@@ -215,9 +215,11 @@ void train_run_eval(Trainer *tr, long step, const char *when)
 	double t0 = trl_now();
 	ZeroStats kept = tr->zero.st; /* the step figures leave evaluation out */
 	int sft = tr->cfg->method == TRL_METHOD_SFT;
+	int online = tr->method->online; /* greedy answers only */
+	metrics_clear(&mt);
 	if (sft)
 		eval_loss(tr, &r);
-	else
+	else if (!online)
 		eval_method(tr, &mt);
 	/* Greedy answers: the reference of a preference row is its chosen
 	 * completion (ids = prompt + chosen). */
@@ -228,14 +230,16 @@ void train_run_eval(Trainer *tr, long step, const char *when)
 	if (exact)
 		eval_exact(tr, &r);
 	tr->zero.st = kept;
-	if (tr->comm->rank != 0)
+	if (tr->comm->rank != 0 || (online && !exact))
 		return;
 	double v[MET_N];
 	for (int k = 0; k < MET_N && !sft; k++)
 		v[k] = mt.cnt[k] > 0 ? mt.sum[k] / mt.cnt[k] : 0.0;
 	if (!sft && mt.cnt[MET_REWARDS_MARGINS] == 0)
 		v[MET_REWARDS_MARGINS] = v[MET_REWARDS_CHOSEN] - v[MET_REWARDS_REJECTED];
-	if (sft)
+	if (online)
+		printf("eval %-6s step %ld:", when, step);
+	else if (sft)
 		printf(
 		    "eval %-6s step %ld: eval_loss %.4f  eval_mean_token_accuracy %.4f",
 		    when, step, r.loss, r.accuracy);
@@ -248,7 +252,9 @@ void train_run_eval(Trainer *tr, long step, const char *when)
 	printf("  [%.1f s]\n", trl_now() - t0);
 	fflush(stdout);
 	if (tr->metrics) {
-		if (sft) {
+		if (online) {
+			fprintf(tr->metrics, "{\"step\": %ld", step);
+		} else if (sft) {
 			fprintf(tr->metrics,
 			        "{\"step\": %ld, \"eval_loss\": %.6f, "
 			        "\"eval_mean_token_accuracy\": %.6f",

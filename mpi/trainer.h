@@ -100,7 +100,22 @@ typedef struct Method {
 	 * is added. Collective when it all-reduces (kto's KL estimate). */
 	void (*micro)(struct Trainer *tr, Batch *b, int split, const int *idx, int n,
 	              double scale, int backward, int count, Metrics *acc);
+	/* Online methods (grpo, rloo): step_begin replaces fill for training: it
+	 * fetches the round's rollouts, scores them and fills the micro-batches,
+	 * setting counts[0] to the active completion tokens and counts[1] to the
+	 * real tokens; returns the status agreed by the trainers. step_end runs
+	 * after each optimizer step (the weight push); log appends the method's
+	 * own figures to the metrics line. Their micro takes scale = 1 / ranks:
+	 * the losses of rl_losses.h divide by the accumulation themselves. */
+	int (*step_begin)(struct Trainer *tr, long step, long counts[2], TrlErr *err);
+	void (*step_end)(struct Trainer *tr, long done);
+	void (*log)(struct Trainer *tr, FILE *f);
+	int online;
 } Method;
+
+/* Splits a comma-separated list into its items (spaces trimmed); returns
+ * how many there were (at most cap are stored). */
+int method_split_list(const char *s, char items[][32], int cap);
 
 /* The table of method m. */
 const Method *method_of(TrlMethod m);
@@ -108,6 +123,8 @@ const Method *method_of(TrlMethod m);
 /* The method named by cfg->method; checks its keys (loss types and their
  * combinations) and fills tr's loss options. */
 int method_select(struct Trainer *tr, TrlErr *err);
+
+struct Online;
 
 typedef struct Trainer {
 	const Config *cfg;
@@ -163,6 +180,12 @@ typedef struct Trainer {
 	int rows_cap;      /* rows the activations were allocated for */
 	Metrics window;    /* the logging window's figures */
 	Metrics *micro_m;  /* (GA) each micro-step's figures */
+	int need_ref;      /* the method holds a reference model (grpo: beta > 0) */
+	/* Online methods. */
+	struct Online *on;
+	struct RolloutLink *link; /* generation ranks, or NULL (colocated) */
+	int grpo_loss;            /* rl_losses.h's TrlGrpoLoss */
+	long weights_version;     /* optimizer steps behind the current weights */
 } Trainer;
 
 /* train_data.c */
