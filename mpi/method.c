@@ -651,6 +651,18 @@ static const Method methods[] = {
                          .step_end = online_step_end,
                          .log = online_log,
                          .online = 1},
+    [TRL_METHOD_PPO] = {.name = "ppo",
+                        .formats_ok = {TRL_FMT_PROMPT_ONLY, TRL_FMT_PROMPT_COMPLETION},
+                        .n_formats = 2,
+                        .rows_per_example = 1,
+                        .uses_ref = 1,
+                        .metrics = BIT(MET_LOSS) | BIT(MET_ENTROPY),
+                        .main_metric = MET_ENTROPY,
+                        .micro = online_micro,
+                        .step_begin = online_step_begin,
+                        .step_end = online_step_end,
+                        .log = online_log,
+                        .online = 1},
 };
 
 const Method *method_of(TrlMethod m)
@@ -848,7 +860,7 @@ int method_select(Trainer *tr, TrlErr *err)
 			    "every step, so there is nothing to precompute",
 			    tr->method->name);
 		long N = per_step * tr->comm->size;
-		if (N % G != 0)
+		if (cfg->method != TRL_METHOD_PPO && N % G != 0)
 			return trl_errf(
 			    err, TRL_EINVAL,
 			    "num_generations %d does not divide the %ld completions of a "
@@ -859,9 +871,6 @@ int method_select(Trainer *tr, TrlErr *err)
 			    G, N, cfg->per_device_train_batch_size,
 			    cfg->gradient_accumulation_steps, tr->comm->size,
 			    tr->comm->size > 1 ? "s" : "");
-		if (cfg->method == TRL_METHOD_PPO)
-			return trl_errf(err, TRL_EUNSUPPORTED,
-			                "method ppo is not built yet: use grpo or rloo");
 	}
 	if (!tr->need_ref && (cfg->precompute_ref_log_probs ||
 	                      cfg->ref_model_name_or_path[0] || cfg->sync_ref_model))

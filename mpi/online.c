@@ -12,41 +12,9 @@
 #include "model_io.h"
 #include "rewards.h"
 #include "rl_losses.h"
+#include "optim.h"
 #include "rollout.h"
 
-enum { RW_ACCURACY, RW_FORMAT, RW_THINK, RW_SOFT, RW_MODEL, RW_COMMAND };
-#define MAX_REWARDS 8
-
-/* Figures of one optimizer step, logged as the mean over the window (min and
- * max figures: their extreme). */
-enum {
-	OS_LEN_MEAN,
-	OS_LEN_MIN,
-	OS_LEN_MAX,
-	OS_TERM_MEAN,
-	OS_TERM_MIN,
-	OS_TERM_MAX,
-	OS_CLIPPED,
-	OS_REWARD,
-	OS_REWARD_STD,
-	OS_ZERO_STD,
-	OS_LOW_MEAN,
-	OS_LOW_MIN,
-	OS_HIGH_MEAN,
-	OS_HIGH_MAX,
-	OS_REGION,
-	OS_LOGP_DIFF_MEAN,
-	OS_LOGP_DIFF_MAX,
-	OS_IS_MIN,
-	OS_IS_MEAN,
-	OS_IS_MAX,
-	OS_STALE_MEAN,
-	OS_STALE_MAX,
-	OS_SYNC_S,
-	OS_SYNC_BYTES,
-	OS_WAIT,
-	OS_N
-};
 static const char *const os_names[OS_N] = {
     "completions/mean_length",
     "completions/min_length",
@@ -73,6 +41,20 @@ static const char *const os_names[OS_N] = {
     "sync/seconds",
     "sync/bytes",
     "timing/wait_rollouts",
+    "objective/kl",
+    "objective/non_score_reward",
+    "objective/scores",
+    "objective/rlhf_reward",
+    "val/num_eos_tokens",
+    "loss/policy_avg",
+    "loss/value_avg",
+    "policy/clipfrac_avg",
+    "val/clipfrac_avg",
+    "policy/approxkl_avg",
+    "val/ratio",
+    "val/ratio_var",
+    "policy/entropy_avg",
+    "val/grad_norm",
 };
 /* How a figure combines over the steps of a window: 0 mean, 1 min, 2 max. */
 static const char os_kind[OS_N] = {
@@ -80,57 +62,6 @@ static const char os_kind[OS_N] = {
     [OS_LOW_MIN] = 1, [OS_HIGH_MAX] = 2,  [OS_IS_MIN] = 1,   [OS_LOGP_DIFF_MAX] = 2,
     [OS_IS_MAX] = 2,  [OS_STALE_MAX] = 2,
 };
-
-typedef struct Online {
-	RolloutLink *link; /* NULL: colocated */
-	RolloutPlan plan;
-	int Ntr, rank, GA, B, G, Lp, Lc, N, P;
-	int grpo;            /* else rloo */
-	long round;          /* the round the micro-batches hold, -1 before the first */
-	RolloutChunk *chunk; /* (GA) */
-	/* colocated generation */
-	Generator gen;
-	Model full; /* stage 3: a gathered copy of the policy */
-	int gen_ready;
-	int32_t *prompts; /* (P, Lp) the round's prompts, right-padded */
-	int *plen;        /* (P) */
-	int *prompt_ex;   /* (P) their examples */
-	/* rewards */
-	int F;
-	int kind[MAX_REWARDS];
-	char name[MAX_REWARDS][64];
-	double weight[MAX_REWARDS];
-	RewardRegex fmt, think;
-	int fmt_ok, think_ok;
-	RewardProc proc;
-	Model rm; /* reward model */
-	int has_rm;
-	double *r_local; /* (GA * B, F) this trainer's completions */
-	double *r_all;   /* (N, F) every completion of the round, in round order */
-	double *r_sum, *adv, *gstd; /* (N) */
-	double *kl_seq;             /* (N) rloo: sum_t (old - ref) */
-	/* per micro-batch (B, Lc) */
-	float *lp, *samp, *mask, *w, *dlp, *refb;
-	float *old_round, *ref_round;   /* (GA, B, Lc) or NULL */
-	float *mask_round, *samp_round; /* (GA, B, Lc) */
-	double norm; /* dapo: active tokens of the step over the trainers */
-	GrpoOptions go;
-	/* the step's figures */
-	double clip[6]; /* low, high, region clipped, their count, low_min, high_max */
-	double isst[7]; /* diff sum, diff max, ratio min, ratio sum, ratio max, tokens,
-	                 * ratio count */
-	double stale, stale_max, wait_s;
-	double step_fig[OS_N];
-	int step_has[OS_N];
-	/* the window */
-	double win[OS_N];
-	double win_n[OS_N];
-	double rw_sum[MAX_REWARDS], rw_sq[MAX_REWARDS], rw_n[MAX_REWARDS];
-	double rw_mean_acc[MAX_REWARDS], rw_std_acc[MAX_REWARDS], rw_steps[MAX_REWARDS];
-	FILE *completions;
-	char *text;
-	size_t text_cap;
-} Online;
 
 /* ---- set-up ------------------------------------------------------------------- */
 
@@ -278,15 +209,26 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	o->Ntr = tr->comm->size;
 	o->rank = tr->comm->rank;
 	o->GA = cfg->gradient_accumulation_steps;
+	o->ppo = cfg->method == TRL_METHOD_PPO;
+	o->GAR = o->GA * (o->ppo ? cfg->num_mini_batches : 1);
+	o->iters =
+	    o->ppo ? cfg->num_ppo_epochs * cfg->num_mini_batches : cfg->num_iterations;
 	o->B = cfg->per_device_train_batch_size;
-	o->G = cfg->num_generations;
+	o->G =
+	    o->ppo ? 1 : cfg->num_generations; /* ppo samples one completion a prompt */
 	o->Lp = longest_prompt(tr);
 	o->Lc = cfg->max_completion_length;
-	o->N = o->Ntr * o->GA * o->B;
+	o->N = o->Ntr * o->GAR * o->B;
 	o->P = o->N / o->G;
 	o->grpo = cfg->method == TRL_METHOD_GRPO;
 	o->round = -1;
 	int rc = TRL_OK;
+	if (o->ppo && !cfg->reward_model[0])
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "ppo needs reward_model (reward_model_path): the folder of a "
+		    "sequence-classification model, e.g. one trained with method "
+		    "reward");
 	o->go = (GrpoOptions){.loss_type = (TrlGrpoLoss)tr->grpo_loss,
 	                      .epsilon_low = cfg->epsilon,
 	                      .epsilon_high = cfg->epsilon_high > 0 ? cfg->epsilon_high
@@ -295,12 +237,12 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	                      .sequence_level = cfg->importance_sampling_level == 1,
 	                      .beta = o->grpo ? cfg->beta : 0.0,
 	                      .max_completion_length = cfg->max_completion_length};
-	size_t BL = (size_t)o->B * o->Lc, RL = BL * o->GA;
-	o->chunk = calloc((size_t)o->GA, sizeof *o->chunk);
+	size_t BL = (size_t)o->B * o->Lc, RL = BL * o->GAR;
+	o->chunk = calloc((size_t)o->GAR, sizeof *o->chunk);
 	o->prompts = malloc((size_t)o->P * o->Lp * sizeof(int32_t));
 	o->plen = malloc((size_t)o->P * sizeof(int));
 	o->prompt_ex = malloc((size_t)o->P * sizeof(int));
-	o->r_local = calloc((size_t)o->GA * o->B * MAX_REWARDS, sizeof(double));
+	o->r_local = calloc((size_t)o->GAR * o->B * MAX_REWARDS, sizeof(double));
 	o->r_all = calloc((size_t)o->N * MAX_REWARDS, sizeof(double));
 	o->r_sum = calloc((size_t)o->N, sizeof(double));
 	o->adv = calloc((size_t)o->N, sizeof(double));
@@ -327,8 +269,8 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 		return trl_errf(err, TRL_ENOMEM, "out of memory");
 	RolloutPlan *p = &o->plan;
 	memset(p, 0, sizeof *p);
-	p->iterations = cfg->num_iterations;
-	p->chunks = o->Ntr * o->GA;
+	p->iterations = o->iters;
+	p->chunks = o->Ntr * o->GAR;
 	p->rows = o->B;
 	p->group = o->G;
 	p->max_prompt = o->Lp;
@@ -343,10 +285,12 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	p->eos_id = tr->tok.eos_id;
 	p->mc = tr->model.cfg;
 	p->n_weights = tr->model.table.total;
-	for (int j = 0; j < o->GA && !rc; j++)
+	for (int j = 0; j < o->GAR && !rc; j++)
 		rc = rollout_chunk_alloc(&o->chunk[j], p, err);
 	if (!rc)
 		rc = setup_rewards(tr, o, err);
+	if (!rc && o->ppo)
+		rc = ppo_setup(tr, o, err);
 	if (!rc && !o->link) {
 		/* Colocated: the trainers sample with the policy itself (stage 3:
 		 * with a full copy gathered once per round, as TRL's
@@ -371,6 +315,16 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	return rc;
 }
 
+long online_prompts_per_round(const Trainer *tr)
+{
+	return tr->on->P;
+}
+
+int online_steps_per_round(const Trainer *tr)
+{
+	return tr->on->iters;
+}
+
 void online_start(Trainer *tr, RolloutLink *link, int status)
 {
 	Online *o = tr->on;
@@ -379,7 +333,7 @@ void online_start(Trainer *tr, RolloutLink *link, int status)
 	RolloutPlan p;
 	if (o && status == 0) {
 		p = o->plan;
-		int mu = tr->cfg->num_iterations;
+		int mu = o->iters;
 		p.start_round = tr->start_step / mu;
 		p.end_round = (tr->total_steps + mu - 1) / mu;
 		o->plan = p;
@@ -395,8 +349,9 @@ void online_free(Trainer *tr)
 	Online *o = tr->on;
 	if (!o)
 		return;
-	for (int j = 0; o->chunk && j < o->GA; j++)
+	for (int j = 0; o->chunk && j < o->GAR; j++)
 		rollout_chunk_free(&o->chunk[j]);
+	ppo_free(o);
 	free(o->chunk);
 	generator_free(&o->gen);
 	model_free(&o->full);
@@ -521,7 +476,7 @@ static int generate_here(Trainer *tr, long g, TrlErr *err)
 		zero_flush(&tr->zero);
 	}
 	int rc = TRL_OK;
-	for (int j = 0; j < o->GA && !rc; j++) {
+	for (int j = 0; j < o->GAR && !rc; j++) {
 		int k = j * o->Ntr + o->rank;
 		rc = rollout_generate_chunk(&o->gen, &tr->tok, &o->plan, g, k, o->prompts,
 		                            o->plen, &o->chunk[j], err);
@@ -752,6 +707,14 @@ static long build_batch(Trainer *tr, int j)
 	return active;
 }
 
+int online_first_target(const Batch *b, int i)
+{
+	int t0 = 0;
+	while (t0 < b->T && b->targets[(size_t)i * b->T + t0] < 0)
+		t0++;
+	return t0;
+}
+
 /* The completion-token log-probs of b (already forwarded, logits / temperature
  * in place) into out (B, Lc). */
 static void gather_lp(const Trainer *tr, const Batch *b, const float *tok_lp, float *out)
@@ -784,7 +747,7 @@ static void scale_logits(float *logits, size_t n, double temperature)
 
 /* Forward of model m on b: the per-token completion log-probs at the
  * sampling temperature into out (B, Lc). */
-static void forward_lp(Trainer *tr, Model *m, const Batch *b, float *out)
+void online_forward_lp(Trainer *tr, Model *m, const Batch *b, float *out)
 {
 	int V = model_config_out_dim(&m->cfg);
 	model_forward(m, b);
@@ -793,7 +756,7 @@ static void forward_lp(Trainer *tr, Model *m, const Batch *b, float *out)
 	gather_lp(tr, b, tr->ts.lp, out);
 }
 
-static void step_fig(Online *o, int k, double v)
+void online_step_fig(Online *o, int k, double v)
 {
 	o->step_fig[k] = v;
 	o->step_has[k] = 1;
@@ -817,20 +780,20 @@ static void round_figures(Trainer *tr, const int *lens, const int *term)
 			tn++;
 		}
 	}
-	step_fig(o, OS_LEN_MEAN, s / N);
-	step_fig(o, OS_LEN_MIN, mn);
-	step_fig(o, OS_LEN_MAX, mx);
-	step_fig(o, OS_TERM_MEAN, tn > 0 ? ts / tn : 0.0);
-	step_fig(o, OS_TERM_MIN, tn > 0 ? tmn : 0.0);
-	step_fig(o, OS_TERM_MAX, tn > 0 ? tmx : 0.0);
-	step_fig(o, OS_CLIPPED, 1.0 - tn / N);
+	online_step_fig(o, OS_LEN_MEAN, s / N);
+	online_step_fig(o, OS_LEN_MIN, mn);
+	online_step_fig(o, OS_LEN_MAX, mx);
+	online_step_fig(o, OS_TERM_MEAN, tn > 0 ? ts / tn : 0.0);
+	online_step_fig(o, OS_TERM_MIN, tn > 0 ? tmn : 0.0);
+	online_step_fig(o, OS_TERM_MAX, tn > 0 ? tmx : 0.0);
+	online_step_fig(o, OS_CLIPPED, 1.0 - tn / N);
 	double rs = 0, rn = 0;
 	for (int c = 0; c < N; c++)
 		if (!isnan(o->r_sum[c])) {
 			rs += o->r_sum[c];
 			rn++;
 		}
-	step_fig(o, OS_REWARD, rn > 0 ? rs / rn : 0.0);
+	online_step_fig(o, OS_REWARD, rn > 0 ? rs / rn : 0.0);
 	/* reward_std: the std of every reward of the batch; frac_reward_zero_std:
 	 * the share of completions whose group (under scale_rewards batch: the
 	 * batch) has std 0, as TRL logs them. */
@@ -838,12 +801,12 @@ static void round_figures(Trainer *tr, const int *lens, const int *term)
 	for (int c = 0; c < N; c++)
 		if (!isnan(o->r_sum[c]))
 			v += (o->r_sum[c] - m) * (o->r_sum[c] - m);
-	step_fig(o, OS_REWARD_STD, rn > 1 ? sqrt(v / (rn - 1)) : 0.0);
+	online_step_fig(o, OS_REWARD_STD, rn > 1 ? sqrt(v / (rn - 1)) : 0.0);
 	if (o->grpo) {
 		double z = 0;
 		for (int c = 0; c < N; c++)
 			z += fabs(o->gstd[c]) <= 1e-8;
-		step_fig(o, OS_ZERO_STD, z / N);
+		online_step_fig(o, OS_ZERO_STD, z / N);
 	}
 	for (int f = 0; f < o->F; f++) {
 		double a = 0, q = 0, n = 0;
@@ -869,7 +832,7 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 {
 	Online *o = tr->on;
 	const Config *cfg = tr->cfg;
-	int mu = cfg->num_iterations, GA = o->GA, B = o->B;
+	int mu = o->iters, GA = o->GAR, B = o->B;
 	long g = step / mu;
 	int rc = TRL_OK;
 	memset(o->step_has, 0, sizeof o->step_has);
@@ -906,9 +869,9 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 		double sm[2] = {st, waited}, smx[2] = {stm, waited};
 		MPI_Allreduce(MPI_IN_PLACE, sm, 2, MPI_DOUBLE, MPI_SUM, tr->comm->world);
 		MPI_Allreduce(MPI_IN_PLACE, smx, 2, MPI_DOUBLE, MPI_MAX, tr->comm->world);
-		step_fig(o, OS_STALE_MEAN, sm[0] / (GA * o->Ntr));
-		step_fig(o, OS_STALE_MAX, smx[0]);
-		step_fig(o, OS_WAIT, sm[1] / o->Ntr);
+		online_step_fig(o, OS_STALE_MEAN, sm[0] / (GA * o->Ntr));
+		online_step_fig(o, OS_STALE_MAX, smx[0]);
+		online_step_fig(o, OS_WAIT, sm[1] / o->Ntr);
 		long active = 0;
 		for (int j = 0; j < GA; j++)
 			active += build_batch(tr, j);
@@ -960,16 +923,19 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 		rl_combine_rewards(o->r_all, o->weight, o->N, F, o->r_sum);
 		/* rloo: the old and reference log-probs of the round for the KL in
 		 * the reward (and the old ones for num_iterations > 1). */
-		if (o->old_round) {
+		if (o->old_round && !o->ppo) {
 			for (int j = 0; j < GA; j++) {
 				Batch *b = &tr->mb[j];
 				size_t off = (size_t)j * B * o->Lc;
 				if (o->ref_round)
-					forward_lp(tr, &tr->ref, b, o->ref_round + off);
-				forward_lp(tr, &tr->model, b, o->old_round + off);
+					online_forward_lp(tr, &tr->ref, b,
+					                  o->ref_round + off);
+				online_forward_lp(tr, &tr->model, b, o->old_round + off);
 			}
 		}
-		if (o->grpo) {
+		if (o->ppo) {
+			ppo_round(tr, o);
+		} else if (o->grpo) {
 			grpo_advantages(o->r_sum, o->N, o->G,
 			                (TrlScaleRewards)cfg->scale_rewards, o->adv,
 			                o->gstd);
@@ -1043,9 +1009,12 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 		/* num_iterations: the same micro-batches again; the metrics of the
 		 * round were logged at its first step. */
 	}
-	/* Active tokens (dapo's normaliser) and the loop's counts. */
+	if (o->ppo)
+		ppo_pick_minibatch(tr, o, step);
+	/* Active tokens (dapo's normaliser) and the loop's counts, over this
+	 * step's micro-batches. */
 	long act = 0, real = 0;
-	for (int j = 0; j < GA; j++) {
+	for (int j = tr->mb_base; j < tr->mb_base + o->GA; j++) {
 		const float *m = o->mask_round + (size_t)j * B * o->Lc;
 		for (size_t t = 0; t < (size_t)B * o->Lc; t++)
 			act += m[t] > 0;
@@ -1104,6 +1073,10 @@ void online_micro(Trainer *tr, Batch *b, int split, const int *idx, int n, doubl
 	(void)split, (void)n;
 	Online *o = tr->on;
 	const Config *cfg = tr->cfg;
+	if (o->ppo) {
+		ppo_micro(tr, b, idx, scale, backward, count, acc);
+		return;
+	}
 	int B = o->B, Lc = o->Lc;
 	int j = (idx[0] / B) / o->Ntr;
 	size_t BL = (size_t)B * Lc, off = (size_t)j * BL;
@@ -1112,12 +1085,12 @@ void online_micro(Trainer *tr, Batch *b, int split, const int *idx, int n, doubl
 	const float *samp = o->samp_round + off;
 	const float *ref = NULL;
 	if (o->go.beta > 0) {
-		forward_lp(tr, &tr->ref, b, o->refb);
+		online_forward_lp(tr, &tr->ref, b, o->refb);
 		ref = o->refb;
 	}
 	Model *m = &tr->model;
 	int V = model_config_out_dim(&m->cfg);
-	forward_lp(tr, m, b, o->lp);
+	online_forward_lp(tr, m, b, o->lp);
 	const float *old = o->old_round ? o->old_round + off : o->lp;
 	const float *w = NULL;
 	for (size_t t = 0; t < BL; t++)
@@ -1209,9 +1182,15 @@ void online_step_end(Trainer *tr, long done)
 {
 	Online *o = tr->on;
 	const Config *cfg = tr->cfg;
-	int mu = cfg->num_iterations;
+	int mu = o->iters;
 	tr->weights_version = done;
+	if (o->ppo)
+		ppo_step_end(tr, o,
+		             lr_at_step(cfg->lr_scheduler_type, cfg->learning_rate,
+		                        done - 1, tr->total_steps, tr->warmup));
 	/* The step's clipping and importance-sampling figures over the trainers. */
+	if (o->ppo)
+		goto push;
 	double loc[3] = {o->clip[3] > 0 ? o->clip[0] / o->clip[3] : 0.0,
 	                 o->clip[3] > 0 ? o->clip[1] / o->clip[3] : 0.0,
 	                 o->clip[3] > 0 ? o->clip[2] / o->clip[3] : 0.0};
@@ -1219,13 +1198,13 @@ void online_step_end(Trainer *tr, long done)
 	MPI_Allreduce(loc, sum, 3, MPI_DOUBLE, MPI_SUM, tr->comm->world);
 	MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_DOUBLE, MPI_MIN, tr->comm->world);
 	MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_DOUBLE, MPI_MAX, tr->comm->world);
-	step_fig(o, OS_LOW_MEAN, sum[0] / o->Ntr);
-	step_fig(o, OS_HIGH_MEAN, sum[1] / o->Ntr);
-	step_fig(o, OS_REGION, sum[2] / o->Ntr);
+	online_step_fig(o, OS_LOW_MEAN, sum[0] / o->Ntr);
+	online_step_fig(o, OS_HIGH_MEAN, sum[1] / o->Ntr);
+	online_step_fig(o, OS_REGION, sum[2] / o->Ntr);
 	if (o->grpo && isfinite(lo))
-		step_fig(o, OS_LOW_MIN, lo);
+		online_step_fig(o, OS_LOW_MIN, lo);
 	if (o->grpo && isfinite(hi))
-		step_fig(o, OS_HIGH_MAX, hi);
+		online_step_fig(o, OS_HIGH_MAX, hi);
 	if (cfg->vllm_importance_sampling_correction) {
 		double s[4] = {o->isst[0], o->isst[3], o->isst[5], o->isst[6]};
 		double e[2] = {o->isst[1], o->isst[4]}, lo = o->isst[2];
@@ -1233,13 +1212,14 @@ void online_step_end(Trainer *tr, long done)
 		MPI_Allreduce(MPI_IN_PLACE, e, 2, MPI_DOUBLE, MPI_MAX, tr->comm->world);
 		MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_DOUBLE, MPI_MIN, tr->comm->world);
 		if (s[2] > 0) {
-			step_fig(o, OS_LOGP_DIFF_MEAN, s[0] / s[2]);
-			step_fig(o, OS_LOGP_DIFF_MAX, e[0]);
-			step_fig(o, OS_IS_MIN, lo);
-			step_fig(o, OS_IS_MEAN, s[3] > 0 ? s[1] / s[3] : 0.0);
-			step_fig(o, OS_IS_MAX, e[1]);
+			online_step_fig(o, OS_LOGP_DIFF_MEAN, s[0] / s[2]);
+			online_step_fig(o, OS_LOGP_DIFF_MAX, e[0]);
+			online_step_fig(o, OS_IS_MIN, lo);
+			online_step_fig(o, OS_IS_MEAN, s[3] > 0 ? s[1] / s[3] : 0.0);
+			online_step_fig(o, OS_IS_MAX, e[1]);
 		}
 	}
+push:
 	/* The weight push: after the last step of round g the generators get
 	 * the message of round g + 1 + max_staleness. */
 	if (o->link && done % mu == 0) {
@@ -1250,8 +1230,8 @@ void online_step_end(Trainer *tr, long done)
 			push_round(tr, next, 1);
 		double sy[2] = {l->sync_s, l->sync_bytes};
 		MPI_Bcast(sy, 2, MPI_DOUBLE, 0, tr->comm->world);
-		step_fig(o, OS_SYNC_S, sy[0]);
-		step_fig(o, OS_SYNC_BYTES, sy[1]);
+		online_step_fig(o, OS_SYNC_S, sy[0]);
+		online_step_fig(o, OS_SYNC_BYTES, sy[1]);
 	}
 	for (int k = 0; k < OS_N; k++) {
 		if (!o->step_has[k])

@@ -156,8 +156,10 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 		return rc;
 	int GA = cfg->gradient_accumulation_steps;
 	size_t NT = (size_t)tr->rows_cap * (size_t)T;
-	tr->mb = calloc((size_t)GA, sizeof *tr->mb);
-	tr->mb_idx = calloc((size_t)GA * (size_t)B, sizeof *tr->mb_idx);
+	/* ppo keeps every mini-batch of a round of rollouts. */
+	tr->n_mb = GA * (cfg->method == TRL_METHOD_PPO ? cfg->num_mini_batches : 1);
+	tr->mb = calloc((size_t)tr->n_mb, sizeof *tr->mb);
+	tr->mb_idx = calloc((size_t)tr->n_mb * (size_t)B, sizeof *tr->mb_idx);
 	tr->micro_m = calloc((size_t)GA, sizeof *tr->micro_m);
 	tr->ts.lp = malloc(NT * sizeof(float));
 	tr->ts.lse = malloc(NT * sizeof(float));
@@ -185,7 +187,7 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 	if (!tr->mb || !tr->idx || !tr->gen_len || !tr->gen_done || !tr->gen_match ||
 	    !tr->gen_ex)
 		return trl_errf(err, TRL_ENOMEM, "out of memory");
-	for (int j = 0; j < GA && !rc; j++)
+	for (int j = 0; j < tr->n_mb && !rc; j++)
 		rc = batch_alloc(&tr->mb[j], B * f, T, err);
 	if (!rc)
 		rc = batch_alloc(&tr->eval, Be * f, T, err);
@@ -201,7 +203,7 @@ static int alloc_buffers(Trainer *tr, TrlErr *err)
 
 static void trainer_free(Trainer *tr)
 {
-	for (int j = 0; tr->mb && j < tr->cfg->gradient_accumulation_steps; j++)
+	for (int j = 0; tr->mb && j < tr->n_mb; j++)
 		batch_free(&tr->mb[j]);
 	free(tr->mb);
 	batch_free(&tr->eval);
@@ -385,8 +387,9 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		for (int j = 0; j < GA && !skip; j++) {
 			zero_begin_micro(&tr->zero, j == GA - 1);
 			metrics_clear(&tr->micro_m[j]);
-			me->micro(tr, &tr->mb[j], 0, tr->mb_idx + (size_t)j * B, B, scale,
-			          1, 1, &tr->micro_m[j]);
+			me->micro(tr, &tr->mb[tr->mb_base + j], 0,
+			          tr->mb_idx + (size_t)(tr->mb_base + j) * B, B, scale, 1,
+			          1, &tr->micro_m[j]);
 			if (pooled && j > 0)
 				metrics_merge(&tr->micro_m[0], &tr->micro_m[j]);
 		}
@@ -490,6 +493,12 @@ static int setup(Trainer *tr, TrlErr *err)
 		             "not hold the mixed reference model yet, so the resumed run "
 		             "would train against the starting one; restart the run, or "
 		             "resume with sync_ref_model false");
+	/* ppo's value model and its optimizer are not in the checkpoint. */
+	if (!rc && tr->resume_path[0] && cfg->method == TRL_METHOD_PPO)
+		rc = trl_errf(
+		    err, TRL_EUNSUPPORTED,
+		    "resume_from_checkpoint with ppo: checkpoints do not hold the "
+		    "value model yet; restart the run");
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
 	MPI_Bcast(tr->resume_path, (int)sizeof tr->resume_path, MPI_CHAR, 0, c->world);
@@ -564,10 +573,10 @@ static int setup(Trainer *tr, TrlErr *err)
 
 	tr->rows_per_step = (long)cfg->per_device_train_batch_size *
 	                    cfg->gradient_accumulation_steps * c->size;
-	/* Online methods consume prompts: a group of num_generations completions
-	 * each, every num_iterations steps. */
+	/* Online methods consume prompts: a round's, every
+	 * online_steps_per_round steps. */
 	if (tr->method->online)
-		tr->rows_per_step /= cfg->num_generations;
+		tr->rows_per_step = online_prompts_per_round(tr);
 	if (tr->resume_path[0] && (rc = train_resume(tr, err)))
 		return rc;
 	/* From epochs: the steps that cover the remaining samples, at this
@@ -578,7 +587,7 @@ static int setup(Trainer *tr, TrlErr *err)
 		tr->total_steps =
 		    (long)ceil(cfg->num_train_epochs * (double)tr->train_rows.n /
 		               (double)tr->rows_per_step) *
-		    cfg->num_iterations;
+		    online_steps_per_round(tr);
 	else
 		tr->total_steps =
 		    tr->start_step +
@@ -710,7 +719,8 @@ static void print_banner(const Trainer *tr)
 		printf("steps: %ld (global batch %ld prompts x %d generations = %d "
 		       "completions "
 		       "per device x %d accumulation x %d trainer%s)\n",
-		       tr->total_steps, tr->rows_per_step, cfg->num_generations,
+		       tr->total_steps, tr->rows_per_step,
+		       cfg->method == TRL_METHOD_PPO ? 1 : cfg->num_generations,
 		       cfg->per_device_train_batch_size, cfg->gradient_accumulation_steps,
 		       tr->comm->size, tr->comm->size > 1 ? "s" : "");
 		if (K > 0)

@@ -176,7 +176,9 @@ typedef struct Trainer {
 	double *rowbuf;    /* (10 rows_cap) per-row scratch, AOT sorts at 8 */
 	int *ibuf;         /* (2 rows_cap) per-row scratch */
 	int32_t *tbuf;     /* (rows_cap * T) orpo: targets over prompt + chosen */
-	int *mb_idx;       /* (GA, B) the examples of each micro-batch */
+	int *mb_idx;       /* (n_mb, B) the examples of each micro-batch */
+	int n_mb;          /* micro-batches allocated: GA, ppo: GA * num_mini_batches */
+	int mb_base;       /* the step trains on mb[mb_base .. mb_base + GA) */
 	int rows_cap;      /* rows the activations were allocated for */
 	Metrics window;    /* the logging window's figures */
 	Metrics *micro_m;  /* (GA) each micro-step's figures */

@@ -1253,6 +1253,7 @@ static void method_defaults(Config *c)
 	    {TRL_METHOD_PPO, "learning_rate", "3e-6"},
 	    {TRL_METHOD_PPO, "temperature", "0.7"},
 	    {TRL_METHOD_PPO, "max_completion_length", "53"},
+	    {TRL_METHOD_PPO, "reward_funcs", ""},
 	};
 	for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
 		const Key *k = key_find(defs[i].key);

@@ -105,14 +105,55 @@ echo "  identical weights after 4 steps"
 
 echo "== 2 trainers and ZeRO-3 against 1 trainer"
 run t2 3 grpo --max_staleness 0 --generation_ranks 1 --gradient_accumulation_steps 1
-same k0 t2 1e-4 1e-5 model
+same k0 t2 1e-4 1e-5 model || fail "2 trainers differ from 1"
 run z3 2 grpo --max_staleness 0 --zero_stage 3 --gradient_accumulation_steps 1
-same k0 z3 1e-4 1e-5 model
+same k0 z3 1e-4 1e-5 model || fail "ZeRO-3 differs from stage 0"
 run z3g 3 grpo --max_staleness 0 --zero_stage 3 --gradient_accumulation_steps 1 --generation_ranks 1
-same k0 z3g 1e-4 1e-5 model
+same k0 z3g 1e-4 1e-5 model || fail "ZeRO-3 with a generation rank differs"
 run r0 1 rloo --max_staleness 0 --beta 0.05
 run r2 3 rloo --max_staleness 0 --beta 0.05 --generation_ranks 1 --gradient_accumulation_steps 1
-same r0 r2 1e-4 1e-5 model
+same r0 r2 1e-4 1e-5 model || fail "rloo: 2 trainers differ from 1"
+
+echo "== ppo: the value model trains beside the policy, the same on every layout"
+head -n 64 "$top_srcdir/inputs/arith_pref/train.jsonl" >"$WORK/pref.jsonl"
+cat >"$WORK/rm.yaml" <<YAML
+method: reward
+dataset_name: $WORK/pref.jsonl
+output_dir: $WORK/rm
+dataset_cache_dir: none
+max_length: 32
+per_device_train_batch_size: 16
+max_steps: 4
+learning_rate: 1.0e-3
+save_strategy: "no"
+disable_tqdm: true
+$(llama_model 2 true)
+YAML
+run_limited 60 $MPIRUN -n 1 "$TRL" "$WORK/rm.yaml" >"$WORK/rm.log" 2>&1 || {
+    tail "$WORK/rm.log"
+    fail "reward model: trl-hpc exited with an error"
+}
+ppo_args="--reward_model $WORK/rm --reward_funcs [] --num_mini_batches 2 --num_ppo_epochs 2 --per_device_train_batch_size 4"
+run p0 1 ppo --max_staleness 0 $ppo_args
+run p1 2 ppo --max_staleness 0 --generation_ranks 1 $ppo_args
+cmp -s "$WORK/p0/model.safetensors" "$WORK/p1/model.safetensors" ||
+    fail "ppo: generation_ranks 1 trained other weights than generation_ranks 0"
+py "$WORK/p0/metrics.jsonl" <<'PY' || fail "ppo: figures"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+assert len(rows) == 4 and all(r["grad_norm"] > 0 for r in rows), rows
+for k in ("objective/kl", "objective/scores", "objective/rlhf_reward", "loss/policy_avg",
+          "loss/value_avg", "policy/clipfrac_avg", "val/clipfrac_avg", "val/ratio"):
+    assert k in rows[0], k
+assert all(r["loss/value_avg"] > 0 for r in rows), [r["loss/value_avg"] for r in rows]
+PY
+# ppo whitens the advantages on each rank, as TRL does per process: compare
+# 2 trainers with 2 trainers.
+run p2 2 ppo --max_staleness 0 --gradient_accumulation_steps 1 $ppo_args
+run pz 3 ppo --max_staleness 0 --gradient_accumulation_steps 1 --zero_stage 3 \
+    --generation_ranks 1 $ppo_args
+same p2 pz 1e-4 1e-5 model || fail "ppo: ZeRO-3 differs from stage 0"
+echo "  ppo: identical weights across layouts, ZeRO-3 within rounding"
 
 echo "== max_staleness 1"
 run s1 2 grpo --generation_ranks 1 --max_staleness 1 --max_steps 6
