@@ -563,6 +563,19 @@ static void reward_micro(Trainer *tr, Batch *b, int split, const int *idx, int n
 	 BIT(MET_REWARDS_MARGINS) | BIT(MET_LOGPS_CHOSEN) | BIT(MET_LOGPS_REJECTED) |    \
 	 BIT(MET_LOGITS_CHOSEN) | BIT(MET_LOGITS_REJECTED))
 
+/* grpo, rloo and ppo share the online plug-in (online.c, ppo.c); the
+ * reference model they need follows from beta (method_select). */
+#define ONLINE_METHOD(nm, extra)                                                         \
+	{                                                                                \
+		.name = nm,                                                              \
+		.formats_ok = {TRL_FMT_PROMPT_ONLY, TRL_FMT_PROMPT_COMPLETION},          \
+		.n_formats = 2, .rows_per_example = 1,                                   \
+		.metrics = BIT(MET_LOSS) | BIT(MET_ENTROPY) | (extra),                   \
+		.main_metric = MET_ENTROPY, .micro = online_micro,                       \
+		.step_begin = online_step_begin, .step_end = online_step_end,            \
+		.log = online_log, .online = 1                                           \
+	}
+
 static const Method methods[] = {
     [TRL_METHOD_SFT] = {.name = "sft",
                         .formats_ok = {TRL_FMT_LANGUAGE_MODELING,
@@ -629,40 +642,9 @@ static const Method methods[] = {
                         .main_metric = MET_REWARDS_MARGINS,
                         .fill = kto_fill,
                         .micro = bco_micro},
-    [TRL_METHOD_GRPO] = {.name = "grpo",
-                         .formats_ok = {TRL_FMT_PROMPT_ONLY, TRL_FMT_PROMPT_COMPLETION},
-                         .n_formats = 2,
-                         .rows_per_example = 1,
-                         .metrics = BIT(MET_LOSS) | BIT(MET_KL) | BIT(MET_ENTROPY),
-                         .main_metric = MET_ENTROPY,
-                         .micro = online_micro,
-                         .step_begin = online_step_begin,
-                         .step_end = online_step_end,
-                         .log = online_log,
-                         .online = 1},
-    [TRL_METHOD_RLOO] = {.name = "rloo",
-                         .formats_ok = {TRL_FMT_PROMPT_ONLY, TRL_FMT_PROMPT_COMPLETION},
-                         .n_formats = 2,
-                         .rows_per_example = 1,
-                         .metrics = BIT(MET_LOSS) | BIT(MET_ENTROPY),
-                         .main_metric = MET_ENTROPY,
-                         .micro = online_micro,
-                         .step_begin = online_step_begin,
-                         .step_end = online_step_end,
-                         .log = online_log,
-                         .online = 1},
-    [TRL_METHOD_PPO] = {.name = "ppo",
-                        .formats_ok = {TRL_FMT_PROMPT_ONLY, TRL_FMT_PROMPT_COMPLETION},
-                        .n_formats = 2,
-                        .rows_per_example = 1,
-                        .uses_ref = 1,
-                        .metrics = BIT(MET_LOSS) | BIT(MET_ENTROPY),
-                        .main_metric = MET_ENTROPY,
-                        .micro = online_micro,
-                        .step_begin = online_step_begin,
-                        .step_end = online_step_end,
-                        .log = online_log,
-                        .online = 1},
+    [TRL_METHOD_GRPO] = ONLINE_METHOD("grpo", BIT(MET_KL)),
+    [TRL_METHOD_RLOO] = ONLINE_METHOD("rloo", 0),
+    [TRL_METHOD_PPO] = ONLINE_METHOD("ppo", 0),
 };
 
 const Method *method_of(TrlMethod m)
@@ -847,8 +829,8 @@ int method_select(Trainer *tr, TrlErr *err)
 		break;
 	}
 	}
-	tr->need_ref = tr->method->uses_ref || (tr->method->online && cfg->beta > 0 &&
-	                                        cfg->method != TRL_METHOD_PPO);
+	tr->need_ref = tr->method->uses_ref || cfg->method == TRL_METHOD_PPO ||
+	               (tr->method->online && cfg->beta > 0);
 	if (tr->method->online) {
 		int G = cfg->num_generations;
 		long per_step = (long)cfg->per_device_train_batch_size *

@@ -715,6 +715,27 @@ int online_first_target(const Batch *b, int i)
 	return t0;
 }
 
+void online_backward_lp(Trainer *tr, Model *m, const Batch *b, const float *dlp,
+                        double scale)
+{
+	const Online *o = tr->on;
+	int T = b->T, Lc = o->Lc;
+	/* d lp / d logits carries the 1 / temperature of the scaled logits. */
+	float s = (float)(scale / tr->cfg->temperature);
+	for (int i = 0; i < b->B; i++) {
+		int t0 = online_first_target(b, i);
+		for (int t = 0; t < T; t++)
+			tr->coef[(size_t)i * T + t] = 0.0f;
+		for (int t = 0; t < Lc && t0 + t < T; t++)
+			if (b->targets[(size_t)i * T + t0 + t] >= 0)
+				tr->coef[(size_t)i * T + t0 + t] =
+				    s * dlp[(size_t)i * Lc + t];
+	}
+	tokens_logprob_backward(m->logits, b->targets, tr->ts.lse, tr->coef, b->B * T,
+	                        model_config_out_dim(&m->cfg));
+	model_backward(m, b);
+}
+
 /* The completion-token log-probs of b (already forwarded, logits / temperature
  * in place) into out (B, Lc). */
 static void gather_lp(const Trainer *tr, const Batch *b, const float *tok_lp, float *out)
@@ -722,9 +743,7 @@ static void gather_lp(const Trainer *tr, const Batch *b, const float *tok_lp, fl
 	const Online *o = tr->on;
 	int T = b->T;
 	for (int i = 0; i < b->B; i++) {
-		int t0 = 0;
-		while (t0 < T && b->targets[(size_t)i * T + t0] < 0)
-			t0++;
+		int t0 = online_first_target(b, i);
 		for (int t = 0; t < o->Lc; t++) {
 			int x = t0 + t;
 			out[(size_t)i * o->Lc + t] =
@@ -1089,7 +1108,6 @@ void online_micro(Trainer *tr, Batch *b, int split, const int *idx, int n, doubl
 		ref = o->refb;
 	}
 	Model *m = &tr->model;
-	int V = model_config_out_dim(&m->cfg);
 	online_forward_lp(tr, m, b, o->lp);
 	const float *old = o->old_round ? o->old_round + off : o->lp;
 	const float *w = NULL;
@@ -1145,24 +1163,8 @@ void online_micro(Trainer *tr, Batch *b, int split, const int *idx, int n, doubl
 		for (size_t t = 0; t < BL; t++)
 			tokens += mask[t];
 	}
-	if (backward) {
-		int T = b->T;
-		float s = (float)(scale / cfg->temperature);
-		for (int i = 0; i < B; i++) {
-			int t0 = 0;
-			while (t0 < T && b->targets[(size_t)i * T + t0] < 0)
-				t0++;
-			for (int t = 0; t < T; t++)
-				tr->coef[(size_t)i * T + t] = 0.0f;
-			for (int t = 0; t < Lc && t0 + t < T; t++)
-				if (b->targets[(size_t)i * T + t0 + t] >= 0)
-					tr->coef[(size_t)i * T + t0 + t] =
-					    s * o->dlp[(size_t)i * Lc + t];
-		}
-		tokens_logprob_backward(m->logits, b->targets, tr->ts.lse, tr->coef,
-		                        B * T, V);
-		model_backward(m, b);
-	}
+	if (backward)
+		online_backward_lp(tr, m, b, o->dlp, scale);
 	if (!count)
 		return;
 	/* TRL logs the sum over the accumulation of each rank's loss, averaged

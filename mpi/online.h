@@ -155,6 +155,9 @@ void online_step_fig(Online *o, int k, double v);
 /* Forward of m on b: the completion-token log-probs at the sampling
  * temperature into out (B, Lc); the logits stay scaled in m->logits. */
 void online_forward_lp(Trainer *tr, Model *m, const Batch *b, float *out);
+/* Backward of sum scale * dlp (B, Lc) . lp through m's scaled logits. */
+void online_backward_lp(Trainer *tr, Model *m, const Batch *b, const float *dlp,
+                        double scale);
 /* Completion-token positions of row i of b: the first target position. */
 int online_first_target(const Batch *b, int i);
 

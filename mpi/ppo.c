@@ -238,26 +238,12 @@ void ppo_micro(Trainer *tr, Batch *b, const int *idx, double scale, int backward
 		model_backward(&o->vm, b);
 	}
 	Model *m = &tr->model;
-	int V = model_config_out_dim(&m->cfg);
 	online_forward_lp(tr, m, b, o->lp);
 	PpoPolicyStats ps;
 	double pg = ppo_policy_loss(cfg->cliprange, B, Lc, o->lp, o->old_round + off,
 	                            o->adv_round + off, mask, 1.0 / o->GA, o->dlp, &ps);
-	if (backward) {
-		float s = (float)(scale / cfg->temperature);
-		for (int i = 0; i < B; i++) {
-			int t0 = online_first_target(b, i);
-			for (int t = 0; t < T; t++)
-				tr->coef[(size_t)i * T + t] = 0.0f;
-			for (int t = 0; t < Lc && t0 + t < T; t++)
-				if (b->targets[(size_t)i * T + t0 + t] >= 0)
-					tr->coef[(size_t)i * T + t0 + t] =
-					    s * o->dlp[(size_t)i * Lc + t];
-		}
-		tokens_logprob_backward(m->logits, b->targets, tr->ts.lse, tr->coef,
-		                        B * T, V);
-		model_backward(m, b);
-	}
+	if (backward)
+		online_backward_lp(tr, m, b, o->dlp, scale);
 	if (!count)
 		return;
 	double es = 0, en = 0;
