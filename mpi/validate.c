@@ -41,25 +41,50 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		return rc;
 	}
 	config_write_yaml(cfg, out);
-	int N = plan && plan->ranks > 0 ? plan->ranks : comm->size;
+	int world = plan && plan->ranks > 0 ? plan->ranks : comm->size;
+	/* Online methods: the generation ranks hold no ZeRO state. */
+	int K = TRL_METHOD_IS_ONLINE(cfg->method) ? cfg->generation_ranks : 0;
+	int N = world - K > 0 ? world - K : 1;
+	int T = TRL_METHOD_IS_ONLINE(cfg->method)
+	            ? cfg->max_prompt_length + cfg->max_completion_length
+	            : cfg->max_length;
 	double limit = plan ? plan->mem_per_rank : 0.0;
 	int B = cfg->per_device_train_batch_size;
 	int B2 =
 	    cfg->per_device_eval_batch_size > B ? cfg->per_device_eval_batch_size : B;
 	/* Pair methods put chosen and rejected of each pair in one batch. */
 	B2 *= me->rows_per_example;
-	double act = (double)model_activation_bytes(&mc, B2, cfg->max_length);
+	double act = (double)model_activation_bytes(&mc, B2, T);
 	/* dpo, kto and bco hold a reference model (its weights, sharded like
 	 * the policy's under stage 3) unless its log-probs are precomputed. */
-	int ref = me->uses_ref && !cfg->precompute_ref_log_probs;
+	int ref = (me->uses_ref || (TRL_METHOD_IS_ONLINE(cfg->method) && cfg->beta > 0)) &&
+	          !cfg->precompute_ref_log_probs;
 	int GA = cfg->gradient_accumulation_steps;
 	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",
 	        model_arch_name(mc.arch), model_config_num_params(&mc),
 	        model_config_num_nonembedding_params(&mc));
+	if (K > 0) {
+		/* A generator: the full weights, the KV cache of one chunk of
+		 * rows and its sampling scratch, and the incoming message. */
+		double w = 4.0 * (double)t.total;
+		double kv = 2.0 * 4.0 * mc.num_hidden_layers * (double)B * T *
+		            (mc.hidden_size / mc.num_attention_heads) *
+		            (mc.num_key_value_heads > 0 ? mc.num_key_value_heads
+		                                        : mc.num_attention_heads);
+		fprintf(out,
+		        "# generation ranks: %d of %d (world ranks %d-%d), each %.1f MiB: "
+		        "weights %.1f MiB, the incoming weight message %.1f MiB, KV cache "
+		        "%.1f MiB for %d rows of %d tokens\n",
+		        K, world, world - K, world - 1, (2 * w + kv) / 1048576.0,
+		        w / 1048576.0, w / 1048576.0, kv / 1048576.0, B, T);
+		if (world - K < 1)
+			fprintf(out, "# generation_ranks %d leaves no trainer on %d ranks\n", K,
+			        world);
+	}
 	fprintf(out,
-	        "# ZeRO plan for %d rank%s, fp32 AdamW, per rank (the largest shard); "
+	        "# ZeRO plan for %d %s%s, fp32 AdamW, per rank (the largest shard); "
 	        "activations for B=%d, T=%d; %d accumulation step%s\n",
-	        N, N > 1 ? "s" : "", B2, cfg->max_length, GA, GA > 1 ? "s" : "");
+	        N, K > 0 ? "trainer" : "rank", N > 1 ? "s" : "", B2, T, GA, GA > 1 ? "s" : "");
 	fprintf(out,
 	        "# stage   parameters    gradients    optimizer      buffers  "
 	        "activations%s        total  sent per step\n",
