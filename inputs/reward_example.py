@@ -13,7 +13,9 @@ program's stdin, a JSON object
 holding the prompt and completion text (valid UTF-8: bytes that are not
 become U+FFFD), the completion's token ids, the request's position in the
 batch (index, from 0) and the batch's size, and every other column of the
-dataset row under its own name. The program answers on stdout, in request
+dataset row under its own name. With prompt-completion data (the bundled
+inputs/arith) whose rows have no "solution" column, trl-hpc passes the row's
+reference completion as "solution". The program answers on stdout, in request
 order, either
     {"reward": 1.0}                one line per request, or
     {"rewards": [1.0, 0.0, null]}  one line for the next k pending requests
