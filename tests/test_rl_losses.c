@@ -9,17 +9,17 @@
 #include <string.h>
 
 #include "fd.h"
+#include "golden.h"
 #include "json.h"
 #include "rl_losses.h"
 #include "rng.h"
 
 #define MAXN 256
 
-/* Values computed in double agree with the float64 oracle to rounding; float
- * outputs (gradients, weights, GAE) to float rounding. GAE gets float32
- * rewards that the oracle holds in float64, hence its absolute slack. */
-#define GOLD_RTOL 1e-9
-#define GOLD_ATOL 1e-12
+/* Values computed in double agree with the float64 oracle to GOLD_RTOL and
+ * GOLD_ATOL (golden.h); float outputs (gradients, weights, GAE) to float
+ * rounding. GAE gets float32 rewards that the oracle holds in float64, hence
+ * its absolute slack. */
 #define F32_RTOL 2e-6
 #define F32_ATOL 1e-9
 #define GAE_ATOL 2e-6
@@ -27,51 +27,7 @@
  * truncation error is ~h^2 of the gradient scale. */
 #define RL_FD_TOL 1e-4
 
-static int near(double got, double want, double rtol, double atol)
-{
-	if (isnan(want))
-		return isnan(got);
-	return fabs(got - want) <= atol + rtol * fabs(want);
-}
-
 /* ---------------------------------------------------------------- golden */
-
-static JsonValue *load_golden(void)
-{
-	const char *dirs[4] = {getenv("srcdir"), getenv("top_srcdir"), ".", ".."};
-	char path[4096];
-	for (int i = 0; i < 4; i++) {
-		if (!dirs[i])
-			continue;
-		snprintf(path, sizeof path, "%s/tests/data/rl_golden.json", dirs[i]);
-		FILE *f = fopen(path, "rb");
-		if (!f)
-			continue;
-		fclose(f);
-		JsonValue *root;
-		TrlErr err = {0};
-		cr_assert_eq(json_load_file(path, &root, &err), 0, "%s", err.msg);
-		return root;
-	}
-	cr_assert_fail("tests/data/rl_golden.json not found (set srcdir)");
-	return NULL;
-}
-
-/* A number, or NaN for JSON null (the oracle's NaN). */
-static double numv(const JsonValue *v, const char *name, const char *key)
-{
-	cr_assert(v, "%s: %s is missing", name, key);
-	if (v->type == JSON_NULL)
-		return NAN;
-	double x;
-	cr_assert_eq(json_num(v, &x), 0, "%s: %s is not a number", name, key);
-	return x;
-}
-
-static double num(const JsonValue *obj, const char *key, const char *name)
-{
-	return numv(json_get(obj, key), name, key);
-}
 
 static int is_null(const JsonValue *obj, const char *key)
 {
@@ -79,31 +35,11 @@ static int is_null(const JsonValue *obj, const char *key)
 	return !v || v->type == JSON_NULL;
 }
 
-/* Reads obj[key], a flat or (rows, cols) nested array, row-major into out;
- * returns the element count (-1 when absent) and the row count in *rows. */
+/* golden_nums into a buffer of MAXN values. */
 static int nums(const JsonValue *obj, const char *key, double *out, int *rows,
                 const char *name)
 {
-	const JsonValue *a = json_get(obj, key);
-	if (!a || a->type == JSON_NULL)
-		return -1;
-	cr_assert_eq(a->type, JSON_ARRAY, "%s: %s is not an array", name, key);
-	int count = 0;
-	if (rows)
-		*rows = (int)a->len;
-	for (size_t i = 0; i < a->len; i++) {
-		const JsonValue *e = json_at(a, i);
-		if (e->type == JSON_ARRAY) {
-			for (size_t j = 0; j < e->len; j++) {
-				cr_assert_lt(count, MAXN, "%s: %s too long", name, key);
-				out[count++] = numv(json_at(e, j), name, key);
-			}
-		} else {
-			cr_assert_lt(count, MAXN, "%s: %s too long", name, key);
-			out[count++] = numv(e, name, key);
-		}
-	}
-	return count;
+	return golden_nums(obj, key, out, MAXN, rows, name);
 }
 
 static void to_float(const double *x, float *y, int n)
@@ -126,19 +62,13 @@ static int floats(const JsonValue *obj, const char *key, float *out, int want,
 	return m;
 }
 
-static void check_value(const char *name, const char *what, double got, double want)
-{
-	cr_expect(near(got, want, GOLD_RTOL, GOLD_ATOL), "%s: %s = %.17g, oracle %.17g",
-	          name, what, got, want);
-}
-
 static void check_doubles(const char *name, const char *what, const double *got,
                           const JsonValue *ex, int n)
 {
 	double want[MAXN];
 	cr_assert_eq(nums(ex, what, want, NULL, name), n, "%s: %s size", name, what);
 	for (int i = 0; i < n; i++)
-		cr_expect(near(got[i], want[i], GOLD_RTOL, GOLD_ATOL),
+		cr_expect(golden_near(got[i], want[i], GOLD_RTOL, GOLD_ATOL),
 		          "%s: %s[%d] = %.17g, oracle %.17g", name, what, i, got[i],
 		          want[i]);
 }
@@ -149,29 +79,9 @@ static void check_floats(const char *name, const char *what, const float *got,
 	double want[MAXN];
 	cr_assert_eq(nums(ex, what, want, NULL, name), n, "%s: %s size", name, what);
 	for (int i = 0; i < n; i++)
-		cr_expect(near(got[i], want[i], F32_RTOL, atol),
+		cr_expect(golden_near(got[i], want[i], F32_RTOL, atol),
 		          "%s: %s[%d] = %.9g, oracle %.9g", name, what, i, (double)got[i],
 		          want[i]);
-}
-
-static int golden_cases(const JsonValue *root, const char *kind, const JsonValue **out,
-                        int max, int min_count)
-{
-	const JsonValue *cases = json_get(root, "cases");
-	cr_assert(cases && cases->type == JSON_ARRAY, "golden file has no cases array");
-	int n = 0;
-	for (size_t i = 0; i < cases->len; i++) {
-		const JsonValue *c = json_at(cases, i);
-		const char *k = json_str(json_get(c, "kind"));
-		cr_assert(k, "case %zu has no kind", i);
-		if (strcmp(k, kind) == 0) {
-			cr_assert_lt(n, max);
-			out[n++] = c;
-		}
-	}
-	cr_assert_geq(n, min_count, "%d %s cases in the golden file, want >= %d", n, kind,
-	              min_count);
-	return n;
 }
 
 #define CASE_PARTS(c)                                                                    \
@@ -194,7 +104,7 @@ static void shape(const JsonValue *in, const char *key, int *n, int *T)
 
 Test(rl_losses, golden_combine_rewards)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[8];
 	int nc = golden_cases(root, "combine", cases, 8, 1);
 	for (int c = 0; c < nc; c++) {
@@ -212,7 +122,7 @@ Test(rl_losses, golden_combine_rewards)
 
 Test(rl_losses, golden_grpo_advantages)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[32];
 	int nc = golden_cases(root, "grpo_adv", cases, 32, 12);
 	int scales[3] = {0}, with_nan = 0;
@@ -220,7 +130,7 @@ Test(rl_losses, golden_grpo_advantages)
 		CASE_PARTS(cases[c]);
 		double r[MAXN], adv[MAXN], std[MAXN];
 		int n = nums(in, "r", r, NULL, name);
-		int G = (int)num(o, "num_generations", name);
+		int G = (int)golden_num(o, "num_generations", name);
 		int scale =
 		    rl_scale_rewards_parse(json_str(json_get(o, "scale_rewards")));
 		cr_assert_geq(scale, 0, "%s", name);
@@ -243,7 +153,7 @@ Test(rl_losses, golden_grpo_advantages)
 
 Test(rl_losses, golden_rloo_advantages)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[32];
 	int nc = golden_cases(root, "rloo_adv", cases, 32, 8);
 	int norm[2] = {0};
@@ -251,7 +161,7 @@ Test(rl_losses, golden_rloo_advantages)
 		CASE_PARTS(cases[c]);
 		double r[MAXN], adv[MAXN];
 		int n = nums(in, "r", r, NULL, name);
-		int G = (int)num(o, "num_generations", name);
+		int G = (int)golden_num(o, "num_generations", name);
 		const JsonValue *nv = json_get(o, "normalize_advantages");
 		cr_assert(nv && nv->type == JSON_BOOL);
 		rloo_advantages(r, n, G, nv->boolean, adv);
@@ -268,33 +178,30 @@ static double clip_min(const JsonValue *o)
 {
 	return is_null(o, "vllm_importance_sampling_clip_min")
 	           ? 0.0
-	           : num(o, "vllm_importance_sampling_clip_min", "clip_min");
+	           : golden_num(o, "vllm_importance_sampling_clip_min", "clip_min");
 }
 
 static double clip_max(const JsonValue *o)
 {
 	return is_null(o, "vllm_importance_sampling_clip_max")
 	           ? INFINITY
-	           : num(o, "vllm_importance_sampling_clip_max", "clip_max");
+	           : golden_num(o, "vllm_importance_sampling_clip_max", "clip_max");
 }
 
 static void check_is_stats(const char *name, const IsStats *s, const JsonValue *ex)
 {
-	check_value(name, "logp_diff_mean",
-	            s->tokens ? s->logp_diff_sum / s->tokens : 0.0,
-	            num(ex, "logp_diff_mean", name));
-	check_value(name, "logp_diff_max", s->logp_diff_max,
-	            num(ex, "logp_diff_max", name));
-	check_value(name, "ratio_min", s->ratio_min, num(ex, "ratio_min", name));
-	check_value(name, "ratio_max", s->ratio_max, num(ex, "ratio_max", name));
-	check_value(name, "ratio_mean",
-	            s->ratio_count ? s->ratio_sum / s->ratio_count : 0.0,
-	            num(ex, "ratio_mean", name));
+	golden_expect(name, ex, "logp_diff_mean",
+	              s->tokens ? s->logp_diff_sum / s->tokens : 0.0);
+	golden_expect(name, ex, "logp_diff_max", s->logp_diff_max);
+	golden_expect(name, ex, "ratio_min", s->ratio_min);
+	golden_expect(name, ex, "ratio_max", s->ratio_max);
+	golden_expect(name, ex, "ratio_mean",
+	              s->ratio_count ? s->ratio_sum / s->ratio_count : 0.0);
 }
 
 Test(rl_losses, golden_is_correction)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[32];
 	int nc = golden_cases(root, "is", cases, 32, 8);
 	int modes[4] = {0};
@@ -323,15 +230,15 @@ Test(rl_losses, golden_is_correction)
 
 Test(rl_losses, golden_quantile)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[16];
 	int nc = golden_cases(root, "quantile", cases, 16, 4);
 	for (int c = 0; c < nc; c++) {
 		CASE_PARTS(cases[c]);
 		double v[MAXN];
 		int n = nums(in, "v", v, NULL, name);
-		check_value(name, "value", rl_quantile(v, (size_t)n, num(o, "q", name)),
-		            num(ex, "value", name));
+		golden_expect(name, ex, "value",
+		              rl_quantile(v, (size_t)n, golden_num(o, "q", name)));
 	}
 	json_free(root);
 }
@@ -354,16 +261,16 @@ static void grpo_case_read(GrpoCase *g, const JsonValue *o, const JsonValue *in,
 	int lt = rl_grpo_loss_parse(json_str(json_get(o, "loss_type")));
 	cr_assert_geq(lt, 0, "%s", name);
 	g->opt.loss_type = (TrlGrpoLoss)lt;
-	g->opt.epsilon_low = num(o, "epsilon", name);
-	g->opt.epsilon_high = num(o, "epsilon_high", name);
-	g->opt.delta = is_null(o, "delta") ? 0.0 : num(o, "delta", name);
+	g->opt.epsilon_low = golden_num(o, "epsilon", name);
+	g->opt.epsilon_high = golden_num(o, "epsilon_high", name);
+	g->opt.delta = is_null(o, "delta") ? 0.0 : golden_num(o, "delta", name);
 	g->opt.sequence_level =
 	    strcmp(json_str(json_get(o, "importance_sampling_level")), "sequence") == 0;
-	g->opt.beta = num(o, "beta", name);
-	g->opt.max_completion_length = (int)num(o, "max_completion_length", name);
-	g->ga = num(o, "gradient_accumulation_steps", name);
-	double items = num(in, "num_items_in_batch", name);
-	g->norm = (items > 1.0 ? items : 1.0) / num(o, "num_processes", name);
+	g->opt.beta = golden_num(o, "beta", name);
+	g->opt.max_completion_length = (int)golden_num(o, "max_completion_length", name);
+	g->ga = golden_num(o, "gradient_accumulation_steps", name);
+	double items = golden_num(in, "num_items_in_batch", name);
+	g->norm = (items > 1.0 ? items : 1.0) / golden_num(o, "num_processes", name);
 
 	shape(in, "mask", &g->n, &g->T);
 	int N = g->n * g->T;
@@ -394,8 +301,8 @@ static void grpo_case_read(GrpoCase *g, const JsonValue *o, const JsonValue *in,
 		for (int k = 0; k < N; k++)
 			if (g->mask[k] != 0.0f)
 				active[na++] = (float)ent[k];
-		double thr =
-		    rl_quantile(active, na, 1.0 - num(o, "top_entropy_quantile", name));
+		double thr = rl_quantile(
+		    active, na, 1.0 - golden_num(o, "top_entropy_quantile", name));
 		for (int k = 0; k < N; k++)
 			g->w[k] *=
 			    (g->mask[k] != 0.0f && (float)ent[k] >= thr) ? 1.0f : 0.0f;
@@ -412,7 +319,7 @@ static double grpo_case_loss(const GrpoCase *g, float *dlp, GrpoStats *st)
 
 Test(rl_losses, golden_grpo_loss)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[96];
 	int nc = golden_cases(root, "grpo", cases, 96, 32);
 	/* loss_type x level x beta on/off x delta on/off */
@@ -425,29 +332,26 @@ Test(rl_losses, golden_grpo_loss)
 		float dlp[MAXN];
 		GrpoStats st;
 		double loss = grpo_case_loss(&g, dlp, &st);
-		check_value(name, "loss", loss, num(ex, "loss", name));
+		golden_expect(name, ex, "loss", loss);
 		check_floats(name, "dlp", dlp, ex, g.n * g.T, F32_ATOL);
-		check_value(name, "tokens", st.tokens, num(ex, "tokens", name));
-		check_value(name, "kl", st.kl, num(ex, "kl", name));
-		check_value(name, "low_clipped", st.low_clipped,
-		            num(ex, "low_clipped", name));
-		check_value(name, "high_clipped", st.high_clipped,
-		            num(ex, "high_clipped", name));
-		check_value(name, "region_clipped", st.region_clipped,
-		            num(ex, "region_clipped", name));
-		check_value(name, "clip_count", st.clip_count,
-		            num(ex, "clip_count", name));
-		double lmin = num(ex, "low_min", name), hmax = num(ex, "high_max", name);
+		golden_expect(name, ex, "tokens", st.tokens);
+		golden_expect(name, ex, "kl", st.kl);
+		golden_expect(name, ex, "low_clipped", st.low_clipped);
+		golden_expect(name, ex, "high_clipped", st.high_clipped);
+		golden_expect(name, ex, "region_clipped", st.region_clipped);
+		golden_expect(name, ex, "clip_count", st.clip_count);
+		double lmin = golden_num(ex, "low_min", name),
+		       hmax = golden_num(ex, "high_max", name);
 		if (isnan(lmin))
 			cr_expect(isinf(st.low_min) && st.low_min > 0, "%s: low_min",
 			          name);
 		else
-			check_value(name, "low_min", st.low_min, lmin);
+			golden_check_value(name, "low_min", st.low_min, lmin);
 		if (isnan(hmax))
 			cr_expect(isinf(st.high_max) && st.high_max < 0, "%s: high_max",
 			          name);
 		else
-			check_value(name, "high_max", st.high_max, hmax);
+			golden_check_value(name, "high_max", st.high_max, hmax);
 		if (g.has_is)
 			check_is_stats(name, &g.is, json_get(ex, "is"));
 		seen[g.opt.loss_type][g.opt.sequence_level][g.opt.beta > 0]
@@ -475,7 +379,7 @@ Test(rl_losses, golden_grpo_loss)
 
 Test(rl_losses, golden_rloo_loss)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[8];
 	int nc = golden_cases(root, "rloo", cases, 8, 2);
 	for (int c = 0; c < nc; c++) {
@@ -490,23 +394,21 @@ Test(rl_losses, golden_rloo_loss)
 		cr_assert_eq(nums(in, "adv", adv, NULL, name), n);
 		RlooStats st;
 		double loss = rloo_loss(
-		    num(o, "epsilon", name), num(o, "epsilon_high", name), n, T, lp, old,
-		    mask, adv, num(o, "gradient_accumulation_steps", name), dlp, &st);
-		check_value(name, "loss", loss, num(ex, "loss", name));
+		    golden_num(o, "epsilon", name), golden_num(o, "epsilon_high", name),
+		    n, T, lp, old, mask, adv,
+		    golden_num(o, "gradient_accumulation_steps", name), dlp, &st);
+		golden_expect(name, ex, "loss", loss);
 		check_floats(name, "dlp", dlp, ex, n * T, F32_ATOL);
-		check_value(name, "low_mean", st.low_clipped / st.seqs,
-		            num(ex, "low_mean", name));
-		check_value(name, "high_mean", st.high_clipped / st.seqs,
-		            num(ex, "high_mean", name));
-		check_value(name, "region_mean", st.region_clipped / st.seqs,
-		            num(ex, "region_mean", name));
+		golden_expect(name, ex, "low_mean", st.low_clipped / st.seqs);
+		golden_expect(name, ex, "high_mean", st.high_clipped / st.seqs);
+		golden_expect(name, ex, "region_mean", st.region_clipped / st.seqs);
 	}
 	json_free(root);
 }
 
 Test(rl_losses, golden_kl_estimators)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[4];
 	golden_cases(root, "kl", cases, 4, 1);
 	CASE_PARTS(cases[0]);
@@ -524,7 +426,7 @@ Test(rl_losses, golden_kl_estimators)
 
 Test(rl_losses, golden_masked_whiten)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[4];
 	int nc = golden_cases(root, "whiten", cases, 4, 2);
 	int shifts[2] = {0};
@@ -558,7 +460,7 @@ static void ppo_masks(const double *L, int n, int T, float *pmask, float *vmask)
 
 Test(rl_losses, golden_gae)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[8];
 	int nc = golden_cases(root, "gae", cases, 8, 3);
 	int whitened = 0, discounted = 0;
@@ -584,7 +486,8 @@ Test(rl_losses, golden_gae)
 		for (int k = 0; k < n * T; k++)
 			if (vmask[k] == 0.0f)
 				rewards[k] = 100.0f + k;
-		double gamma = num(o, "gamma", name), lam = num(o, "lam", name);
+		double gamma = golden_num(o, "gamma", name),
+		       lam = golden_num(o, "lam", name);
 		ppo_gae(n, T, rewards, values, vmask, gamma, lam, adv, ret);
 		check_floats(name, "adv", adv, ex, n * T, GAE_ATOL);
 		check_floats(name, "ret", ret, ex, n * T, GAE_ATOL);
@@ -599,7 +502,7 @@ Test(rl_losses, golden_gae)
 
 Test(rl_losses, golden_ppo_policy_loss)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[8];
 	int nc = golden_cases(root, "ppo_policy", cases, 8, 2);
 	for (int c = 0; c < nc; c++) {
@@ -615,14 +518,13 @@ Test(rl_losses, golden_ppo_policy_loss)
 		ppo_masks(L, n, T, pmask, NULL);
 		PpoPolicyStats st;
 		double loss =
-		    ppo_policy_loss(num(o, "cliprange", name), n, T, lp, old, adv, pmask,
-		                    num(o, "scale", name), dlp, &st);
-		check_value(name, "loss", loss, num(ex, "loss", name));
+		    ppo_policy_loss(golden_num(o, "cliprange", name), n, T, lp, old, adv,
+		                    pmask, golden_num(o, "scale", name), dlp, &st);
+		golden_expect(name, ex, "loss", loss);
 		check_floats(name, "dlp", dlp, ex, n * T, F32_ATOL);
-		check_value(name, "clipfrac", st.clipfrac, num(ex, "clipfrac", name));
-		check_value(name, "approxkl", st.approxkl, num(ex, "approxkl", name));
-		check_value(name, "ratio_mean", st.ratio_mean,
-		            num(ex, "ratio_mean", name));
+		golden_expect(name, ex, "clipfrac", st.clipfrac);
+		golden_expect(name, ex, "approxkl", st.approxkl);
+		golden_expect(name, ex, "ratio_mean", st.ratio_mean);
 		cr_expect_gt(st.clipfrac, 0.0, "%s: nothing clipped", name);
 	}
 	json_free(root);
@@ -630,7 +532,7 @@ Test(rl_losses, golden_ppo_policy_loss)
 
 Test(rl_losses, golden_ppo_value_loss)
 {
-	JsonValue *root = load_golden();
+	JsonValue *root = golden_load("rl_golden.json");
 	const JsonValue *cases[8];
 	int nc = golden_cases(root, "ppo_value", cases, 8, 2);
 	for (int c = 0; c < nc; c++) {
@@ -645,12 +547,12 @@ Test(rl_losses, golden_ppo_value_loss)
 		floats(in, "ret", ret, n * T, name);
 		ppo_masks(L, n, T, NULL, vmask);
 		double clipfrac;
-		double loss =
-		    ppo_value_loss(num(o, "cliprange_value", name), n, T, v, old, ret,
-		                   vmask, num(o, "scale", name), dv, &clipfrac);
-		check_value(name, "loss", loss, num(ex, "loss", name));
+		double loss = ppo_value_loss(golden_num(o, "cliprange_value", name), n, T,
+		                             v, old, ret, vmask,
+		                             golden_num(o, "scale", name), dv, &clipfrac);
+		golden_expect(name, ex, "loss", loss);
 		check_floats(name, "dv", dv, ex, n * T, F32_ATOL);
-		check_value(name, "clipfrac", clipfrac, num(ex, "clipfrac", name));
+		golden_expect(name, ex, "clipfrac", clipfrac);
 		cr_expect_gt(clipfrac, 0.0, "%s: nothing clipped", name);
 	}
 	json_free(root);
@@ -919,32 +821,35 @@ Test(rl_losses, grpo_ratio_one_gives_minus_mean_advantage)
 	GrpoStats st;
 	double loss =
 	    grpo_loss(&o, n, T, lp, NULL, NULL, NULL, mask, adv, 2.0, 1.0, dlp, &st);
-	cr_expect(near(loss, -(0.5 - 1.5 + 2.0) / 3.0 / 2.0, 1e-15, 1e-15), "loss %.17g",
-	          loss);
-	cr_expect(near(dlp[0], 0.5 / -(2.0 * 3.0 * 2.0), 1e-7, 0.0), "dlp[0] %g", dlp[0]);
-	cr_expect(near(dlp[4], 1.5 / (4.0 * 3.0 * 2.0), 1e-7, 0.0), "dlp[4] %g", dlp[4]);
+	cr_expect(golden_near(loss, -(0.5 - 1.5 + 2.0) / 3.0 / 2.0, 1e-15, 1e-15),
+	          "loss %.17g", loss);
+	cr_expect(golden_near(dlp[0], 0.5 / -(2.0 * 3.0 * 2.0), 1e-7, 0.0), "dlp[0] %g",
+	          dlp[0]);
+	cr_expect(golden_near(dlp[4], 1.5 / (4.0 * 3.0 * 2.0), 1e-7, 0.0), "dlp[4] %g",
+	          dlp[4]);
 	cr_expect_eq(dlp[2], 0.0f);
 	cr_expect_eq(st.tokens, 7.0);
 	cr_expect_eq(st.region_clipped, 0.0);
 
 	o.loss_type = TRL_GRPO_BNPO;
 	loss = grpo_loss(&o, n, T, lp, NULL, NULL, NULL, mask, adv, 1.0, 1.0, dlp, NULL);
-	cr_expect(near(loss, -(0.5 * 2 - 1.5 * 4 + 2.0 * 1) / 7.0, 1e-15, 1e-15),
+	cr_expect(golden_near(loss, -(0.5 * 2 - 1.5 * 4 + 2.0 * 1) / 7.0, 1e-15, 1e-15),
 	          "bnpo %.17g", loss);
 	o.loss_type = TRL_GRPO_DR_GRPO;
 	o.max_completion_length = 10;
 	loss = grpo_loss(&o, n, T, lp, NULL, NULL, NULL, mask, adv, 1.0, 1.0, dlp, NULL);
-	cr_expect(near(loss, -(0.5 * 2 - 1.5 * 4 + 2.0 * 1) / 30.0, 1e-15, 1e-15),
+	cr_expect(golden_near(loss, -(0.5 * 2 - 1.5 * 4 + 2.0 * 1) / 30.0, 1e-15, 1e-15),
 	          "dr %.17g", loss);
 	o.loss_type = TRL_GRPO_DAPO;
 	loss = grpo_loss(&o, n, T, lp, NULL, NULL, NULL, mask, adv, 7.0, 2.5, dlp, NULL);
-	cr_expect(near(loss, -(0.5 * 2 - 1.5 * 4 + 2.0 * 1) / 2.5, 1e-15, 1e-15),
+	cr_expect(golden_near(loss, -(0.5 * 2 - 1.5 * 4 + 2.0 * 1) / 2.5, 1e-15, 1e-15),
 	          "dapo %.17g", loss);
 	/* The same on-policy batch at sequence level: the ratio is 1 too. */
 	o.loss_type = TRL_GRPO_GRPO;
 	o.sequence_level = 1;
 	loss = grpo_loss(&o, n, T, lp, NULL, NULL, NULL, mask, adv, 1.0, 1.0, dlp, &st);
-	cr_expect(near(loss, -(0.5 - 1.5 + 2.0) / 3.0, 1e-15, 1e-15), "seq %.17g", loss);
+	cr_expect(golden_near(loss, -(0.5 - 1.5 + 2.0) / 3.0, 1e-15, 1e-15), "seq %.17g",
+	          loss);
 	cr_expect_eq(st.clip_count, 3.0);
 }
 
@@ -962,8 +867,8 @@ Test(rl_losses, grpo_clipping_regions_by_hand)
 	double loss =
 	    grpo_loss(&o, n, T, lp, old, NULL, NULL, mask, adv, 1.0, 1.0, dlp, &st);
 	/* -min(rho A, clip A): 0.8, -1.2, -0.5, 1.5 */
-	cr_expect(near(loss, (0.8 - 1.2 - 0.5 + 1.5) / 4.0, 1e-6, 0.0), "loss %.9g",
-	          loss);
+	cr_expect(golden_near(loss, (0.8 - 1.2 - 0.5 + 1.5) / 4.0, 1e-6, 0.0),
+	          "loss %.9g", loss);
 	cr_expect_eq(st.low_clipped, 1.0);  /* rho 0.5 with A < 0 */
 	cr_expect_eq(st.high_clipped, 1.0); /* rho 1.5 with A > 0 */
 	cr_expect_eq(st.region_clipped, 2.0);
@@ -971,8 +876,8 @@ Test(rl_losses, grpo_clipping_regions_by_hand)
 	/* Clipped tokens get no gradient; the others -A rho / 4. */
 	cr_expect_eq(dlp[0], 0.0f);
 	cr_expect_eq(dlp[1], 0.0f);
-	cr_expect(near(dlp[2], -0.5 / 4.0, 1e-6, 0.0), "dlp[2] %g", dlp[2]);
-	cr_expect(near(dlp[3], 1.5 / 4.0, 1e-6, 0.0), "dlp[3] %g", dlp[3]);
+	cr_expect(golden_near(dlp[2], -0.5 / 4.0, 1e-6, 0.0), "dlp[2] %g", dlp[2]);
+	cr_expect(golden_near(dlp[3], 1.5 / 4.0, 1e-6, 0.0), "dlp[3] %g", dlp[3]);
 	cr_expect_eq(st.low_min, 0.0);
 	cr_expect_eq(st.high_max, 1.0);
 
@@ -980,8 +885,8 @@ Test(rl_losses, grpo_clipping_regions_by_hand)
 	 * becomes 1.3 and its gradient 0. */
 	o.delta = 1.3;
 	loss = grpo_loss(&o, n, T, lp, old, NULL, NULL, mask, adv, 1.0, 1.0, dlp, &st);
-	cr_expect(near(loss, (0.8 - 1.2 - 0.5 + 1.3) / 4.0, 1e-6, 0.0), "delta loss %.9g",
-	          loss);
+	cr_expect(golden_near(loss, (0.8 - 1.2 - 0.5 + 1.3) / 4.0, 1e-6, 0.0),
+	          "delta loss %.9g", loss);
 	cr_expect_eq(dlp[3], 0.0f);
 	/* delta below 1 + epsilon_high hides the high clip from the statistics,
 	 * as TRL counts on the capped ratio. */
@@ -1004,7 +909,8 @@ Test(rl_losses, grpo_weights_scale_policy_term_not_kl)
 	double a = grpo_loss(&o, 1, 2, lp, NULL, ref, w0, mask, adv, 1.0, 1.0, dlp, NULL);
 	double b = grpo_loss(&o, 1, 2, lp, NULL, ref, w1, mask, adv, 1.0, 1.0, dlp, NULL);
 	double kl = (rl_kl_k3(-1.0, -1.5) + rl_kl_k3(-2.0, -1.0)) / 2.0;
-	cr_expect(near(a, 0.5 * kl, 1e-12, 0.0) && near(b, 0.5 * kl, 1e-12, 0.0),
+	cr_expect(golden_near(a, 0.5 * kl, 1e-12, 0.0) &&
+	              golden_near(b, 0.5 * kl, 1e-12, 0.0),
 	          "%.17g %.17g want %.17g", a, b, 0.5 * kl);
 }
 
@@ -1012,8 +918,8 @@ Test(rl_losses, advantages_by_hand)
 {
 	double r[6] = {1, 2, 3, 10, 10, 10}, adv[6], std[6];
 	grpo_advantages(r, 6, 3, TRL_SCALE_GROUP, adv, std);
-	cr_expect(near(adv[0], -1.0 / 1.0001, 1e-12, 0.0), "%.17g", adv[0]);
-	cr_expect(near(adv[2], 1.0 / 1.0001, 1e-12, 0.0));
+	cr_expect(golden_near(adv[0], -1.0 / 1.0001, 1e-12, 0.0), "%.17g", adv[0]);
+	cr_expect(golden_near(adv[2], 1.0 / 1.0001, 1e-12, 0.0));
 	cr_expect_eq(adv[1], 0.0);
 	cr_expect_eq(adv[4], 0.0);
 	cr_expect_eq(std[0], 1.0);
@@ -1025,8 +931,8 @@ Test(rl_losses, advantages_by_hand)
 	for (int i = 0; i < 6; i++)
 		ss += (r[i] - mean) * (r[i] - mean);
 	double bstd = sqrt(ss / 5.0);
-	cr_expect(near(adv[0], -1.0 / (bstd + 1e-4), 1e-12, 0.0));
-	cr_expect(near(std[5], bstd, 1e-12, 0.0));
+	cr_expect(golden_near(adv[0], -1.0 / (bstd + 1e-4), 1e-12, 0.0));
+	cr_expect(golden_near(std[5], bstd, 1e-12, 0.0));
 
 	/* NaN (unscorable) rewards: out of the statistics, advantage 0. */
 	double w[2] = {1.0, 2.0}, rf[6] = {1, NAN, NAN, NAN, 0.5, 0.25}, comb[3];
@@ -1037,22 +943,22 @@ Test(rl_losses, advantages_by_hand)
 	double rn[4] = {1, NAN, 3, 5};
 	grpo_advantages(rn, 4, 4, TRL_SCALE_GROUP, adv, std);
 	cr_expect_eq(adv[1], 0.0);
-	cr_expect(near(adv[0], -2.0 / (2.0 + 1e-4), 1e-12, 0.0), "%.17g", adv[0]);
+	cr_expect(golden_near(adv[0], -2.0 / (2.0 + 1e-4), 1e-12, 0.0), "%.17g", adv[0]);
 	cr_expect_eq(std[0], 2.0);
 
 	/* RLOO: baseline of r_i is the mean of the others. */
 	double rr[4] = {1, 2, 3, 6};
 	rloo_advantages(rr, 4, 4, 0, adv);
-	cr_expect(near(adv[0], 1.0 - 11.0 / 3.0, 1e-15, 0.0));
-	cr_expect(near(adv[3], 6.0 - 2.0, 1e-15, 0.0));
+	cr_expect(golden_near(adv[0], 1.0 - 11.0 / 3.0, 1e-15, 0.0));
+	cr_expect(golden_near(adv[3], 6.0 - 2.0, 1e-15, 0.0));
 	double rr2[4] = {1, NAN, 3, 6};
 	rloo_advantages(rr2, 4, 4, 0, adv);
-	cr_expect(near(adv[0], 1.0 - 4.5, 1e-15, 0.0));
+	cr_expect(golden_near(adv[0], 1.0 - 4.5, 1e-15, 0.0));
 	cr_expect_eq(adv[1], 0.0);
 	rloo_advantages(rr, 4, 2, 1, adv);
 	/* raw: -1, 1, -3, 3: mean 0, std sqrt(20 / 3) */
-	cr_expect(near(adv[3], 3.0 / (sqrt(20.0 / 3.0) + 1e-4), 1e-12, 0.0), "%.17g",
-	          adv[3]);
+	cr_expect(golden_near(adv[3], 3.0 / (sqrt(20.0 / 3.0) + 1e-4), 1e-12, 0.0),
+	          "%.17g", adv[3]);
 }
 
 Test(rl_losses, rloo_loss_by_hand)
@@ -1067,11 +973,11 @@ Test(rl_losses, rloo_loss_by_hand)
 	double loss = rloo_loss(0.2, 0.2, 2, 2, lp, old, mask, adv, 1.0, dlp, &st);
 	double rho0 = exp((double)(-2.0f) - (double)(-1.1f - 1.1f));
 	cr_expect(rho0 > 1.2);
-	cr_expect(near(loss, (-1.2 + 2.0) / 2.0, 1e-12, 0.0), "loss %.17g", loss);
+	cr_expect(golden_near(loss, (-1.2 + 2.0) / 2.0, 1e-12, 0.0), "loss %.17g", loss);
 	cr_expect_eq(st.high_clipped, 1.0);
 	cr_expect_eq(st.seqs, 2.0);
 	cr_expect_eq(dlp[0], 0.0f);
-	cr_expect(near(dlp[2], 2.0 / 2.0, 1e-7, 0.0), "dlp[2] %g", dlp[2]);
+	cr_expect(golden_near(dlp[2], 2.0 / 2.0, 1e-7, 0.0), "dlp[2] %g", dlp[2]);
 	cr_expect_eq(dlp[3], 0.0f);
 }
 
@@ -1120,18 +1026,18 @@ Test(rl_losses, gae_and_whiten_by_hand)
 	double a1 = 1.0 - (double)0.2f, a0 = g * (double)0.2f - 0.5 + g * l * a1;
 	cr_expect_eq(adv[2], 0.0f);
 	cr_expect_eq(ret[2], 0.0f);
-	cr_expect(near(adv[1], a1, 1e-7, 0.0), "A1 %g", adv[1]);
-	cr_expect(near(adv[0], a0, 1e-6, 0.0), "A0 %g want %g", adv[0], a0);
-	cr_expect(near(ret[0], a0 + 0.5, 1e-6, 0.0));
+	cr_expect(golden_near(adv[1], a1, 1e-7, 0.0), "A1 %g", adv[1]);
+	cr_expect(golden_near(adv[0], a0, 1e-6, 0.0), "A0 %g want %g", adv[0], a0);
+	cr_expect(golden_near(ret[0], a0 + 0.5, 1e-6, 0.0));
 
 	/* Whitening {1, 3} (mean 2, unbiased var 2) and a masked junk value. */
 	float x[3] = {1, 3, 50}, wm[3] = {1, 1, 0};
 	rl_masked_whiten(x, wm, 3, 1);
-	cr_expect(near(x[0], -1.0 / sqrt(2.0 + 1e-8), 1e-7, 0.0), "%g", x[0]);
+	cr_expect(golden_near(x[0], -1.0 / sqrt(2.0 + 1e-8), 1e-7, 0.0), "%g", x[0]);
 	cr_expect_eq(x[2], 0.0f);
 	float y[3] = {1, 3, 50};
 	rl_masked_whiten(y, wm, 3, 0);
-	cr_expect(near(y[1], 1.0 / sqrt(2.0 + 1e-8) + 2.0, 1e-7, 0.0), "%g", y[1]);
+	cr_expect(golden_near(y[1], 1.0 / sqrt(2.0 + 1e-8) + 2.0, 1e-7, 0.0), "%g", y[1]);
 }
 
 Test(rl_losses, ppo_losses_by_hand)
@@ -1153,13 +1059,13 @@ Test(rl_losses, ppo_losses_by_hand)
 	double cf;
 	double vf = ppo_value_loss(0.2, 1, 2, v, ov, R, mv, 1.0, dv, &cf);
 	/* token 1: (2 - 0)^2 = 4 vs (0.2 - 0)^2: the unclipped term wins */
-	cr_expect(near(vf, 0.5 * 4.0 / 2.0, 1e-12, 0.0), "vf %.17g", vf);
+	cr_expect(golden_near(vf, 0.5 * 4.0 / 2.0, 1e-12, 0.0), "vf %.17g", vf);
 	cr_expect_eq(cf, 0.0);
-	cr_expect(near(dv[1], 0.5 * 2.0 * 2.0 / 2.0, 1e-7, 0.0), "dv %g", dv[1]);
+	cr_expect(golden_near(dv[1], 0.5 * 2.0 * 2.0 / 2.0, 1e-7, 0.0), "dv %g", dv[1]);
 	float R2[2] = {1.0f, 3.0f};
 	vf = ppo_value_loss(0.2, 1, 2, v, ov, R2, mv, 1.0, dv, &cf);
 	/* token 1: (2 - 3)^2 = 1 vs (0.2 - 3)^2 = 7.84: clipped, no gradient */
-	cr_expect(near(vf, 0.5 * 7.84 / 2.0, 1e-6, 0.0), "vf %.17g", vf);
+	cr_expect(golden_near(vf, 0.5 * 7.84 / 2.0, 1e-6, 0.0), "vf %.17g", vf);
 	cr_expect_eq(cf, 0.5);
 	cr_expect_eq(dv[1], 0.0f);
 }

@@ -23,14 +23,16 @@ quantile, which TRL takes of float32 entropies. Positions outside the
 masks hold junk, which TRL overwrites (INVALID_LOGPROB, masked_fill) or
 multiplies by 0, so the C code must ignore it.
 """
-import argparse
-import json
 import math
+import os
 import random
 import struct
 import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import oracle_io  # noqa: E402
 
 DT = torch.float64
 SEED = 20260725
@@ -637,72 +639,9 @@ def write(path):
         c["expected"] = ORACLES[c["kind"]](c["options"], c["inputs"])
         c["inputs"] = clean(c["inputs"])
         c["expected"] = clean(c["expected"])
-    with open(path, "w") as f:
-        f.write('{"cases": [\n')
-        f.write(",\n".join(json.dumps(c, separators=(",", ":"), allow_nan=False) for c in cases))
-        f.write("\n]}\n")
-    print(f"{path}: {len(cases)} cases")
-
-
-def close(a, b, rtol, atol, where, errors):
-    if isinstance(a, dict) and isinstance(b, dict):
-        if a.keys() != b.keys():
-            errors.append(f"{where}: keys {sorted(a)} != {sorted(b)}")
-            return
-        for k in a:
-            close(a[k], b[k], rtol, atol, f"{where}.{k}", errors)
-    elif isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            errors.append(f"{where}: length {len(a)} != {len(b)}")
-            return
-        for i, (x, y) in enumerate(zip(a, b)):
-            close(x, y, rtol, atol, f"{where}[{i}]", errors)
-    elif isinstance(a, (int, float)) and isinstance(b, (int, float)) \
-            and not isinstance(a, bool) and not isinstance(b, bool):
-        if not abs(a - b) <= atol + rtol * abs(b):
-            errors.append(f"{where}: {a!r} != {b!r}")
-    elif a != b:
-        errors.append(f"{where}: {a!r} != {b!r}")
-
-
-def compare(golden_path, new_path):
-    """Inputs and options must match exactly; expected values to 1e-10, which
-    allows for another torch's last-bit differences and nothing more."""
-    with open(golden_path) as f:
-        golden = json.load(f)["cases"]
-    with open(new_path) as f:
-        new = json.load(f)["cases"]
-    errors = []
-    if len(golden) != len(new):
-        errors.append(f"{len(golden)} cases in {golden_path}, {len(new)} regenerated")
-    for g, n in zip(golden, new):
-        where = f"{g['kind']}/{g['name']}"
-        for key in ("kind", "name", "options", "inputs"):
-            close(g[key], n[key], 0.0, 0.0, f"{where}.{key}", errors)
-        close(g["expected"], n["expected"], 1e-10, 1e-14, f"{where}.expected", errors)
-    for e in errors[:40]:
-        print("MISMATCH", e)
-    if errors:
-        print(f"FAIL: {len(errors)} differences between {golden_path} and the oracle")
-        return 1
-    print(f"ok: {len(golden)} cases of {golden_path} match the oracle")
-    return 0
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", help="write the golden file here")
-    ap.add_argument("--compare", nargs=2, metavar=("GOLDEN", "NEW"))
-    args = ap.parse_args()
-    torch.set_default_dtype(DT)
-    if args.out:
-        write(args.out)
-    if args.compare:
-        return compare(*args.compare)
-    if not args.out and not args.compare:
-        ap.error("give --out or --compare")
-    return 0
+    oracle_io.write_cases(path, cases)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    torch.set_default_dtype(DT)
+    sys.exit(oracle_io.main(__doc__, write))
