@@ -616,12 +616,14 @@ static int score_chunk(Trainer *tr, int j, TrlErr *err)
 	for (int f = 0; f < F && !rc; f++) {
 		if (o->kind[f] == RW_MODEL) {
 			/* prompt + completion through the reward model; its score at the
-			 * last token, as the reward method reads it. */
+			 * last token that is not the pad token, as the reward method
+			 * trains and reads it (with pad = EOS the EOS is skipped). */
 			Batch *b = &tr->mb[j];
 			model_forward(&o->rm, b);
 			for (int i = 0; i < B; i++) {
 				int T = b->T, t = T - 1;
-				while (t > 0 && b->doc[(size_t)i * T + t] < 0)
+				while (t > 0 && (b->doc[(size_t)i * T + t] < 0 ||
+				                 b->ids[(size_t)i * T + t] == tr->tok.pad_id))
 					t--;
 				r[(size_t)i * F + f] = o->rm.logits[(size_t)i * T + t];
 			}
