@@ -635,11 +635,14 @@ static int score_chunk(Trainer *tr, int j, TrlErr *err)
 			for (int i = 0; i < B && !rc; i++) {
 				int q = (k * B + i) / o->G;
 				const Example *x = &tr->train.ex[o->prompt_ex[q]];
+				/* Each decode reuses o->text: the extra columns (which may
+				 * decode the reference) and the prompt first, the
+				 * completion last, read at once. */
+				char *extra = request_extra(tr, x);
 				decode(tr, o->prompts + (size_t)q * o->Lp, o->plen[q]);
 				char *prompt = strdup(o->text ? o->text : "");
 				const int32_t *ids = c->ids + (size_t)i * o->Lc;
 				size_t len = decode(tr, ids, c->n[i]);
-				char *extra = request_extra(tr, x);
 				req[i] = reward_request_json(
 				    prompt ? prompt : "", o->text ? o->text : "", len,
 				    ids, c->n[i], i, B, extra ? extra : "{}");

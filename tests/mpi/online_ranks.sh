@@ -185,6 +185,26 @@ cmp -s "$WORK/full/model.safetensors" "$WORK/half/model.safetensors" ||
     fail "the resumed run ended elsewhere than the uninterrupted one"
 echo "  resumed at step 3: the same weights at step 6"
 
+echo "== the reward program gets each sampled completion and its ids"
+# The byte tokenizer's ids are the bytes (EOS 256): the program scores 1 when
+# the text it was sent is exactly the bytes of completion_ids, and checks the
+# solution column trl-hpc adds for prompt-completion rows.
+cat >"$WORK/echo.py" <<'PY'
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    ids = [i for i in r["completion_ids"] if i < 256]
+    same = bytes(ids).decode("utf-8", "replace") == r["completion"]
+    print(json.dumps({"reward": 1.0 if same and "solution" in r else 0.0}), flush=True)
+PY
+run cmd 2 grpo --generation_ranks 1 --reward_funcs '[format]' --reward_command "$PYTHON3 $WORK/echo.py"
+py "$WORK/cmd/metrics.jsonl" <<'PY' || fail "cmd: the program was sent other text than the completion"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+got = [r["rewards/reward_command/mean"] for r in rows]
+assert got == [1.0] * len(rows), got
+PY
+
 echo "== failures end the job with a message"
 run_fails nogen 2 60 "leaves no trainer" --generation_ranks 2
 cat >"$WORK/crash.py" <<'PY'
