@@ -622,8 +622,9 @@ static int score_chunk(Trainer *tr, int j, TrlErr *err)
 			model_forward(&o->rm, b);
 			for (int i = 0; i < B; i++) {
 				int T = b->T, t = T - 1;
-				while (t > 0 && (b->doc[(size_t)i * T + t] < 0 ||
-				                 b->ids[(size_t)i * T + t] == tr->tok.pad_id))
+				while (t > 0 &&
+				       (b->doc[(size_t)i * T + t] < 0 ||
+				        b->ids[(size_t)i * T + t] == tr->tok.pad_id))
 					t--;
 				r[(size_t)i * F + f] = o->rm.logits[(size_t)i * T + t];
 			}
@@ -635,8 +636,8 @@ static int score_chunk(Trainer *tr, int j, TrlErr *err)
 			for (int i = 0; i < B && !rc; i++) {
 				int q = (k * B + i) / o->G;
 				const Example *x = &tr->train.ex[o->prompt_ex[q]];
-				/* Each decode reuses o->text: the extra columns (which may
-				 * decode the reference) and the prompt first, the
+				/* Each decode reuses o->text: the extra columns (which
+				 * may decode the reference) and the prompt first, the
 				 * completion last, read at once. */
 				char *extra = request_extra(tr, x);
 				decode(tr, o->prompts + (size_t)q * o->Lp, o->plen[q]);
@@ -1097,6 +1098,9 @@ void online_micro(Trainer *tr, Batch *b, int split, const int *idx, int n, doubl
 	(void)split, (void)n;
 	Online *o = tr->on;
 	const Config *cfg = tr->cfg;
+	/* Trainer 0's weight push moves on only inside MPI calls: one test
+	 * per micro-step keeps it going while the step computes. */
+	rollout_progress(o->link);
 	if (o->ppo) {
 		ppo_micro(tr, b, idx, scale, backward, count, acc);
 		return;

@@ -316,6 +316,18 @@ int rollout_finish(RolloutLink *l, int rc, TrlErr *err)
 
 /* ---- generators -------------------------------------------------------------- */
 
+static void progress_request(void *ctx)
+{
+	int done;
+	MPI_Test((MPI_Request *)ctx, &done, MPI_STATUS_IGNORE);
+}
+
+void rollout_progress(RolloutLink *l)
+{
+	if (l && l->out_req != MPI_REQUEST_NULL)
+		progress_request(&l->out_req);
+}
+
 int rollout_serve(const Config *cfg, RolloutLink *l, TrlErr *err)
 {
 	RolloutPlan *p = &l->plan;
@@ -380,10 +392,18 @@ int rollout_serve(const Config *cfg, RolloutLink *l, TrlErr *err)
 	long expected = p->end_round - p->start_round;
 	MPI_Request req = MPI_REQUEST_NULL;
 	long version = -1;
+	/* The next message is posted as soon as this one is unpacked, and the
+	 * decoding loop tests it between tokens, so the weights of the next
+	 * round travel while this one is sampled. */
+	g.progress = progress_request;
+	g.progress_ctx = &req;
+	if (expected > 0)
+		ibcast_floats(
+		    in, round_floats(p, rollout_round_has_weights(p, p->start_round), nw),
+		    l->sync, &req);
 	for (long msg = 0; msg < expected; msg++) {
 		long round = p->start_round + msg;
 		int ww = rollout_round_has_weights(p, round);
-		ibcast_floats(in, round_floats(p, ww, nw), l->sync, &req);
 		MPI_Wait(&req, MPI_STATUS_IGNORE);
 		if (get64(in + H_STOP))
 			break;
@@ -398,6 +418,11 @@ int rollout_serve(const Config *cfg, RolloutLink *l, TrlErr *err)
 			memcpy(prompts, in + H_SLOTS + P,
 			       P * p->max_prompt * sizeof(int32_t));
 		}
+		if (msg + 1 < expected)
+			ibcast_floats(
+			    in,
+			    round_floats(p, rollout_round_has_weights(p, round + 1), nw),
+			    l->sync, &req);
 		int slot = (int)(msg % slots);
 		for (int i = 0; i < mine; i++) {
 			int k = l->gen_index + i * l->K;

@@ -111,6 +111,8 @@ void rollout_send_round(RolloutLink *l, long round, const int32_t *prompts,
                         long version);
 /* Whether message for round `round` carries weights. */
 int rollout_round_has_weights(const RolloutPlan *p, long round);
+/* Trainer 0: moves the weight message in flight on (call between kernels). */
+void rollout_progress(RolloutLink *l);
 /* Receives micro-batch j of the current round (blocking). */
 int rollout_chunk_alloc(RolloutChunk *c, const RolloutPlan *p, TrlErr *err);
 void rollout_chunk_free(RolloutChunk *c);

@@ -759,6 +759,8 @@ int generate(Generator *g, const Tokenizer *tok, const GenConfig *gc,
 			nn++;
 		}
 		na = nn;
+		if (g->progress)
+			g->progress(g->progress_ctx);
 		if (na > 0) {
 			rc = generator_forward(g, na, active, ones, next, err);
 			if (rc)

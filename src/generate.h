@@ -101,6 +101,10 @@ typedef struct Generator {
 	int32_t *sort_idx; /* (maxB, V) */
 	uint8_t *seen;     /* (maxB, V) tokens seen in each row */
 	void *slab;        /* one allocation behind the float buffers */
+	/* When set, called once per decoding step (between tokens): a rank that
+	 * generates while a transfer is in flight moves it on here. */
+	void (*progress)(void *ctx);
+	void *progress_ctx;
 } Generator;
 
 /* Allocates the cache for maxB rows of maxT tokens and every scratch buffer.
