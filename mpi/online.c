@@ -154,13 +154,33 @@ static int setup_rewards(Trainer *tr, Online *o, TrlErr *err)
 			o->think_ok = !rc;
 		}
 		if (o->kind[i] == RW_MODEL) {
-			rc = model_load_dir_flags(&o->rm, cfg->reward_model, 1,
-			                          (uint64_t)cfg->seed, MODEL_NO_GRADS,
-			                          NULL, err);
+			/* Under stage 3 on several trainers the reward model is
+			 * sharded like the policy (gathered unit by unit in its
+			 * forward, which every trainer runs for every chunk). */
+			int shard = tr->sync_forwards;
+			Model full;
+			memset(&full, 0, sizeof full);
+			rc = model_load_dir_flags(
+			    shard ? &full : &o->rm, cfg->reward_model, 1,
+			    (uint64_t)cfg->seed, MODEL_NO_GRADS, NULL, err);
 			if (rc) {
 				char msg[sizeof err->msg];
 				snprintf(msg, sizeof msg, "%s", err->msg);
 				trl_errf(err, rc, "reward_model: %s", msg);
+			}
+			if (shard) {
+				if (!rc)
+					rc = model_init_flags(
+					    &o->rm, &full.cfg,
+					    MODEL_NO_PARAMS | MODEL_NO_GRADS, err);
+				if ((rc = comm_agree(tr->comm, rc, err)) == 0)
+					rc = zero_init_frozen(
+					    &o->rmz, &o->rm, tr->comm->world,
+					    cfg->stage3_param_persistence_threshold,
+					    cfg->overlap_comm, full.params,
+					    (unsigned long long)cfg->seed, err);
+				o->has_rmz = !rc;
+				model_free(&full);
 			}
 			o->has_rm = !rc;
 			if (!rc)
@@ -360,6 +380,8 @@ void online_free(Trainer *tr)
 	if (o->think_ok)
 		reward_regex_free(&o->think);
 	reward_proc_stop(&o->proc);
+	if (o->has_rmz)
+		zero_free(&o->rmz);
 	if (o->has_rm)
 		model_free(&o->rm);
 	free(o->prompts);

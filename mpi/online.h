@@ -89,6 +89,8 @@ typedef struct Online {
 	RewardProc proc;
 	Model rm; /* reward model */
 	int has_rm;
+	Zero rmz; /* stage 3: its shards */
+	int has_rmz;
 	double *r_local; /* (GA * B, F) this trainer's completions */
 	double *r_all;   /* (N, F) every completion of the round, in round order */
 	double *r_sum, *adv, *gstd; /* (N) */
