@@ -64,6 +64,16 @@ int comm_agree(const Comm *c, int rc, TrlErr *err)
 	return payload.code;
 }
 
+void comm_assert_fail(const char *what, const char *file, int line)
+{
+	int rank = -1;
+	MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+	fprintf(stderr, "trl-hpc: internal error on rank %d at %s:%d: %s is false\n",
+	        rank, file, line, what);
+	fflush(stderr);
+	MPI_Abort(MPI_COMM_WORLD, 70);
+}
+
 void comm_sum_double(const Comm *c, double *x, int n)
 {
 	if (c->size > 1)

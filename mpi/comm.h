@@ -27,6 +27,14 @@ void comm_finalize(Comm *c);
  * when only some ranks failed). */
 int comm_agree(const Comm *c, int rc, TrlErr *err);
 
+/* A programming bug: prints the rank, file and line and aborts the job. */
+#define COMM_ASSERT(x)                                                                   \
+	do {                                                                             \
+		if (!(x))                                                                \
+			comm_assert_fail(#x, __FILE__, __LINE__);                        \
+	} while (0)
+void comm_assert_fail(const char *what, const char *file, int line);
+
 /* Sum of n doubles / longs / floats across ranks, in place. */
 void comm_sum_double(const Comm *c, double *x, int n);
 void comm_sum_long(const Comm *c, long *x, int n);

@@ -238,8 +238,13 @@ void rollout_send_round(RolloutLink *l, long round, const int32_t *prompts,
 	double t0 = trl_now();
 	if (l->out_req != MPI_REQUEST_NULL)
 		MPI_Wait(&l->out_req, MPI_STATUS_IGNORE);
-	int ww = weights != NULL;
-	size_t n = round_floats(p, ww, n_weights);
+	/* The size follows the round, never the call: a stop message (no
+	 * prompts, no weights) takes the place of a round's message whose
+	 * receive the generators have posted at that round's size. */
+	int ww = rollout_round_has_weights(p, round);
+	size_t n = round_floats(p, ww, p->n_weights);
+	COMM_ASSERT(!prompts || (weights != NULL) == ww);
+	COMM_ASSERT(!weights || n_weights == p->n_weights);
 	if (ensure_out(l, padded(n)) != 0) {
 		/* Out of memory on trainer 0 mid-run: MPI_Abort is the only way
 		 * that cannot strand the generators in their broadcast. */
@@ -257,7 +262,7 @@ void rollout_send_round(RolloutLink *l, long round, const int32_t *prompts,
 		memcpy(b + H_SLOTS + P, prompts,
 		       (size_t)P * p->max_prompt * sizeof(int32_t));
 	}
-	if (ww)
+	if (weights)
 		memcpy(b + H_SLOTS + P + (size_t)P * p->max_prompt, weights,
 		       n_weights * sizeof(float));
 	ibcast_floats(b, n, l->sync, &l->out_req);
