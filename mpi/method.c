@@ -702,6 +702,43 @@ int method_select(Trainer *tr, TrlErr *err)
 		break;
 	}
 	case TRL_METHOD_RLOO:
+		tr->reward_clip[0] = -INFINITY;
+		tr->reward_clip[1] = INFINITY;
+		if (cfg->reward_clip_range[0]) {
+			char r[3][32];
+			char *e0 = NULL, *e1 = NULL;
+			int nr = method_split_list(cfg->reward_clip_range, r, 3);
+			double lo = nr == 2 ? strtod(r[0], &e0) : 0;
+			double hi = nr == 2 ? strtod(r[1], &e1) : 0;
+			if (nr != 2 || *e0 || *e1 || e0 == r[0] || e1 == r[1] ||
+			    !(lo < hi))
+				return trl_errf(err, TRL_EINVAL,
+				                "reward_clip_range '%s': give two "
+				                "numbers [low, high] "
+				                "with low < high",
+				                cfg->reward_clip_range);
+			tr->reward_clip[0] = lo;
+			tr->reward_clip[1] = hi;
+		}
+		/* RLOO's loss is one clipped ratio per completion: weights that
+		 * differ from token to token have no place in it. */
+		if (cfg->vllm_importance_sampling_correction &&
+		    cfg->vllm_importance_sampling_mode < 2)
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "vllm_importance_sampling_mode %s: rloo's loss is per "
+			    "completion, so it takes sequence_truncate or "
+			    "sequence_mask (or set "
+			    "vllm_importance_sampling_correction: false)",
+			    cfg->vllm_importance_sampling_mode == 0 ? "token_truncate"
+			                                            : "token_mask");
+		if (cfg->top_entropy_quantile < 1.0)
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "top_entropy_quantile %g: the entropy mask is grpo's; "
+			    "rloo's loss is per completion (leave it at 1)",
+			    cfg->top_entropy_quantile);
+		/* fall through */
 	case TRL_METHOD_PPO:
 		if (cfg->loss_type[0])
 			return trl_errf(

@@ -169,18 +169,12 @@ static int setup_rewards(Trainer *tr, Online *o, TrlErr *err)
 				trl_errf(err, rc, "reward_model: %s", msg);
 			}
 			if (shard) {
+				/* Sharded by online_setup once every trainer has it. */
 				if (!rc)
 					rc = model_init_flags(
 					    &o->rm, &full.cfg,
 					    MODEL_NO_PARAMS | MODEL_NO_GRADS, err);
-				if ((rc = comm_agree(tr->comm, rc, err)) == 0)
-					rc = zero_init_frozen(
-					    &o->rmz, &o->rm, tr->comm->world,
-					    cfg->stage3_param_persistence_threshold,
-					    cfg->overlap_comm, full.params,
-					    (unsigned long long)cfg->seed, err);
-				o->has_rmz = !rc;
-				model_free(&full);
+				o->rm_full = full;
 			}
 			o->has_rm = !rc;
 			if (!rc)
@@ -222,8 +216,12 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
 	Online *o = calloc(1, sizeof *o);
+	/* Every trainer passes the same agreements below whatever failed on
+	 * it, so the collective set-ups (the sharded reward model, ppo's value
+	 * model) start on all trainers or on none. */
 	if (!o)
-		return trl_errf(err, TRL_ENOMEM, "out of memory");
+		return comm_agree(tr->comm, trl_errf(err, TRL_ENOMEM, "out of memory"),
+		                  err);
 	tr->on = o;
 	o->link = link && link->K > 0 ? link : NULL;
 	o->Ntr = tr->comm->size;
@@ -243,12 +241,24 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	o->grpo = cfg->method == TRL_METHOD_GRPO;
 	o->round = -1;
 	int rc = TRL_OK;
+	/* A completion is sampled after its prompt's last token: an empty
+	 * prompt has none (TRL needs one too). */
+	for (int i = 0; i < tr->train.n && !rc; i++)
+		if (tr->train.ex[i].prompt_len < 1)
+			rc = trl_errf(
+			    err, TRL_EINVAL,
+			    "%s: line %d: the prompt is empty after tokenization: "
+			    "the online methods sample a completion after the prompt; "
+			    "drop the row or give it a prompt",
+			    cfg->dataset_name, tr->train.ex[i].line);
 	if (o->ppo && !cfg->reward_model[0])
-		return trl_errf(
-		    err, TRL_EINVAL,
-		    "ppo needs reward_model (reward_model_path): the folder of a "
-		    "sequence-classification model, e.g. one trained with method "
-		    "reward");
+		return comm_agree(
+		    tr->comm,
+		    trl_errf(err, TRL_EINVAL,
+		             "ppo needs reward_model (reward_model_path): the "
+		             "folder of a sequence-classification model, e.g. "
+		             "one trained with method reward"),
+		    err);
 	o->go = (GrpoOptions){.loss_type = (TrlGrpoLoss)tr->grpo_loss,
 	                      .epsilon_low = cfg->epsilon,
 	                      .epsilon_high = cfg->epsilon_high > 0 ? cfg->epsilon_high
@@ -276,17 +286,19 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	o->refb = malloc(BL * sizeof(float));
 	o->mask_round = malloc(RL * sizeof(float));
 	o->samp_round = malloc(RL * sizeof(float));
-	int need_old = cfg->num_iterations > 1 || (!o->grpo && cfg->beta > 0);
+	/* ppo.c allocates its own round buffers. */
+	int need_old =
+	    !o->ppo && (cfg->num_iterations > 1 || (!o->grpo && cfg->beta > 0));
 	if (need_old)
 		o->old_round = malloc(RL * sizeof(float));
-	if (!o->grpo && cfg->beta > 0)
+	if (!o->ppo && !o->grpo && cfg->beta > 0)
 		o->ref_round = malloc(RL * sizeof(float));
 	if (!o->chunk || !o->prompts || !o->plen || !o->prompt_ex || !o->r_local ||
 	    !o->r_all || !o->r_sum || !o->adv || !o->gstd || !o->kl_seq || !o->lp ||
 	    !o->samp || !o->mask || !o->w || !o->dlp || !o->refb || !o->mask_round ||
 	    !o->samp_round || (need_old && !o->old_round) ||
-	    (!o->grpo && cfg->beta > 0 && !o->ref_round))
-		return trl_errf(err, TRL_ENOMEM, "out of memory");
+	    (!o->ppo && !o->grpo && cfg->beta > 0 && !o->ref_round))
+		rc = trl_errf(err, TRL_ENOMEM, "out of memory");
 	RolloutPlan *p = &o->plan;
 	memset(p, 0, sizeof *p);
 	p->iterations = o->iters;
@@ -305,10 +317,20 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	p->eos_id = tr->tok.eos_id;
 	p->mc = tr->model.cfg;
 	p->n_weights = tr->model.table.total;
-	for (int j = 0; j < o->GAR && !rc; j++)
+	for (int j = 0; o->chunk && j < o->GAR && !rc; j++)
 		rc = rollout_chunk_alloc(&o->chunk[j], p, err);
 	if (!rc)
 		rc = setup_rewards(tr, o, err);
+	rc = comm_agree(tr->comm, rc, err);
+	if (!rc && o->rm_full.params) {
+		rc = zero_init_frozen(&o->rmz, &o->rm, tr->comm->world,
+		                      cfg->stage3_param_persistence_threshold,
+		                      cfg->overlap_comm, o->rm_full.params,
+		                      (unsigned long long)cfg->seed, err);
+		o->has_rmz = !rc;
+		rc = comm_agree(tr->comm, rc, err);
+	}
+	model_free(&o->rm_full);
 	if (!rc && o->ppo)
 		rc = ppo_setup(tr, o, err);
 	if (!rc && !o->link) {
@@ -492,8 +514,14 @@ static int generate_here(Trainer *tr, long g, TrlErr *err)
 	Online *o = tr->on;
 	if (tr->cfg->zero_stage == 3) {
 		zero_gather_full(&tr->zero, o->rank == 0 ? o->full.params : NULL, 0);
-		MPI_Bcast(o->full.params, (int)o->plan.n_weights, MPI_FLOAT, 0,
-		          tr->comm->world);
+		/* MPI counts are int: 2^28-float slices. */
+		const size_t slice = (size_t)1 << 28;
+		for (size_t at = 0; at < o->plan.n_weights; at += slice) {
+			size_t k = o->plan.n_weights - at < slice ? o->plan.n_weights - at
+			                                          : slice;
+			MPI_Bcast(o->full.params + at, (int)k, MPI_FLOAT, 0,
+			          tr->comm->world);
+		}
 	} else {
 		zero_flush(&tr->zero);
 	}
@@ -590,7 +618,10 @@ static char *request_extra(Trainer *tr, const Example *x)
 }
 
 /* Scores the completions of micro-batch j with every reward; NaN = None. */
-static int score_chunk(Trainer *tr, int j, TrlErr *err)
+/* With model_only (another chunk already failed here) only the reward
+ * model's forward runs: under ZeRO-3 it gathers collectively, so every
+ * trainer runs it for every chunk. */
+static int score_chunk(Trainer *tr, int j, int model_only, TrlErr *err)
 {
 	Online *o = tr->on;
 	const RolloutChunk *c = &o->chunk[j];
@@ -598,7 +629,7 @@ static int score_chunk(Trainer *tr, int j, TrlErr *err)
 	double *r = o->r_local + (size_t)j * B * F;
 	char **req = NULL;
 	int rc = TRL_OK;
-	for (int i = 0; i < B; i++) {
+	for (int i = 0; i < B && !model_only; i++) {
 		int q = (k * B + i) / o->G;
 		const Example *x = &tr->train.ex[o->prompt_ex[q]];
 		const int32_t *ids = c->ids + (size_t)i * o->Lc;
@@ -635,7 +666,7 @@ static int score_chunk(Trainer *tr, int j, TrlErr *err)
 			r[(size_t)i * F + f] = v;
 		}
 	}
-	for (int f = 0; f < F && !rc; f++) {
+	for (int f = 0; f < F; f++) {
 		if (o->kind[f] == RW_MODEL) {
 			/* prompt + completion through the reward model; its score at the
 			 * last token that is not the pad token, as the reward method
@@ -650,7 +681,7 @@ static int score_chunk(Trainer *tr, int j, TrlErr *err)
 					t--;
 				r[(size_t)i * F + f] = o->rm.logits[(size_t)i * T + t];
 			}
-		} else if (o->kind[f] == RW_COMMAND) {
+		} else if (o->kind[f] == RW_COMMAND && !rc && !model_only) {
 			req = calloc((size_t)B, sizeof *req);
 			double *vals = malloc((size_t)B * sizeof(double));
 			if (!req || !vals)
@@ -923,8 +954,11 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 		for (int j = 0; j < GA; j++)
 			active += build_batch(tr, j);
 		(void)active;
-		for (int j = 0; j < GA && !rc; j++)
-			rc = score_chunk(tr, j, err);
+		for (int j = 0; j < GA; j++) {
+			TrlErr later;
+			int r2 = score_chunk(tr, j, rc != 0, rc ? &later : err);
+			rc = rc ? rc : r2;
+		}
 		if ((rc = comm_agree(tr->comm, rc, err)))
 			return rc;
 		/* Every completion's rewards on every trainer: trainer r's micro-batch
@@ -1013,12 +1047,14 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 						                   (size_t)j * B + i];
 			free(klr);
 			free(kla);
-			double lo = -INFINITY, hi = INFINITY;
-			if (cfg->reward_clip_range[0])
-				sscanf(cfg->reward_clip_range, "%lf,%lf", &lo, &hi);
+			double lo = tr->reward_clip[0], hi = tr->reward_clip[1];
+			/* A completion no reward applied to stays NaN (its advantage
+			 * becomes 0 and its group's baseline leaves it out). */
 			for (int c = 0; c < o->N; c++) {
-				double r = fmin(fmax(o->r_sum[c], lo), hi);
-				o->r_sum[c] = r - cfg->beta * o->kl_seq[c];
+				double r = o->r_sum[c];
+				if (!isnan(r))
+					o->r_sum[c] = fmin(fmax(r, lo), hi) -
+					              cfg->beta * o->kl_seq[c];
 			}
 			rloo_advantages(o->r_sum, o->N, o->G, cfg->normalize_advantages,
 			                o->adv);

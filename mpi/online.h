@@ -89,7 +89,8 @@ typedef struct Online {
 	RewardProc proc;
 	Model rm; /* reward model */
 	int has_rm;
-	Zero rmz; /* stage 3: its shards */
+	Model rm_full; /* stage 3: the loaded weights until they are sharded */
+	Zero rmz;      /* stage 3: its shards */
 	int has_rmz;
 	double *r_local; /* (GA * B, F) this trainer's completions */
 	double *r_all;   /* (N, F) every completion of the round, in round order */

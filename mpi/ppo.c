@@ -40,22 +40,23 @@ int ppo_setup(Trainer *tr, Online *o, TrlErr *err)
 	if (rc) {
 		char msg[sizeof err->msg];
 		snprintf(msg, sizeof msg, "%s", err->msg);
-		return trl_errf(
-		    err, rc, "%s: %s",
-		    cfg->value_model_path[0] ? "value_model_path" : "reward_model", msg);
+		trl_errf(err, rc, "%s: %s",
+		         cfg->value_model_path[0] ? "value_model_path" : "reward_model",
+		         msg);
 	}
-	if (flags)
+	if (!rc && flags)
 		rc = model_init_flags(&o->vm, &full.cfg, flags, err);
 	if (!rc && o->vm.params && flags)
 		memcpy(o->vm.params, full.params, full.table.total * sizeof(float));
-	if (!rc)
+	/* zero_init is collective: only when every trainer has the model. */
+	if ((rc = comm_agree(tr->comm, rc, err)) == 0)
 		rc = zero_init(&o->vz, &o->vm, tr->comm->world, cfg->zero_stage,
 		               cfg->stage3_param_persistence_threshold, cfg->overlap_comm,
 		               full.params, (unsigned long long)cfg->seed,
 		               cfg->adam_beta1, cfg->adam_beta2, cfg->adam_epsilon,
 		               cfg->weight_decay, cfg->weight_decay_embeddings, err);
 	model_free(&full);
-	o->has_vm = !rc;
+	o->has_vm = 1; /* model_free and zero_free are safe on what did not start */
 	if (!rc)
 		rc = model_alloc_activations(&o->vm, tr->rows_cap, tr->maxT, err);
 	size_t RL = (size_t)o->GAR * o->B * o->Lc, BL = (size_t)o->B * o->Lc;
@@ -275,11 +276,13 @@ void ppo_step_end(Trainer *tr, Online *o, double lr)
 {
 	const Config *cfg = tr->cfg;
 	double vnorm = 0;
+	double *a = o->ppo_acc;
 	/* The value model takes its own AdamW step at the policy's learning
 	 * rate; its gradient is clipped on its own (TRL clips the pair's joint
-	 * norm). */
-	zero_step(&o->vz, lr, cfg->max_grad_norm, &vnorm);
-	double *a = o->ppo_acc;
+	 * norm). A step the loop skipped (no target token on any rank, the same
+	 * verdict everywhere) ran no micro-step: no update either. */
+	if (a[PA_MICRO] > 0)
+		zero_step(&o->vz, lr, cfg->max_grad_norm, &vnorm);
 	MPI_Allreduce(MPI_IN_PLACE, a, PA_N, MPI_DOUBLE, MPI_SUM, tr->comm->world);
 	double n = a[PA_MICRO] > 0 ? a[PA_MICRO] : 1;
 	online_step_fig(o, OS_PPO_PG, a[PA_PG] / n);

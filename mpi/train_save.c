@@ -1,5 +1,6 @@
 /* train_save.c - checkpoints (save, resume, the stop signals) and Hugging Face
  * exports of a run. */
+#include "online.h"
 #include "trainer.h"
 
 #include <math.h>
@@ -72,6 +73,12 @@ void train_on_stop_signal(int sig)
 /* Samples of the global stream consumed before optimizer step `step`. */
 long train_samples_before(const Trainer *tr, long step)
 {
+	/* Online methods take a round's prompts (rows_per_step) at the first of
+	 * its online_steps_per_round steps, round g at stream position g * P. */
+	if (tr->method->online) {
+		long k = online_steps_per_round(tr);
+		return (step + k - 1) / k * tr->rows_per_step;
+	}
 	return tr->sample_base + (step - tr->start_step) * tr->rows_per_step;
 }
 

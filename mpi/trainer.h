@@ -187,6 +187,7 @@ typedef struct Trainer {
 	struct Online *on;
 	struct RolloutLink *link; /* generation ranks, or NULL (colocated) */
 	int grpo_loss;            /* rl_losses.h's TrlGrpoLoss */
+	double reward_clip[2];    /* rloo's reward_clip_range, (-inf, inf) when unset */
 	long weights_version;     /* optimizer steps behind the current weights */
 } Trainer;
 

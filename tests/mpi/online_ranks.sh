@@ -205,6 +205,30 @@ got = [r["rewards/reward_command/mean"] for r in rows]
 assert got == [1.0] * len(rows), got
 PY
 
+echo "== a reward that does not apply (null) leaves the step finite"
+# The program answers null for the first completion of every batch: its
+# advantage is 0 and it leaves its group's baseline (rloo) or statistics
+# (grpo); nothing may turn into inf or NaN.
+cat >"$WORK/nulls.py" <<'PY'
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    v = None if r["index"] == 0 else float(any(ch.isdigit() for ch in r["completion"]))
+    print(json.dumps({"reward": v}), flush=True)
+PY
+for m in rloo grpo; do
+    run "null_$m" 1 $m --reward_funcs '[]' --reward_command "$PYTHON3 $WORK/nulls.py"
+    py "$WORK/null_$m/metrics.jsonl" <<'PY' || fail "null_$m: a null reward made the run non-finite"
+import json, math, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+assert len(rows) == 4, rows
+for r in rows:
+    for k in ("loss", "grad_norm", "reward"):
+        assert math.isfinite(r[k]), (k, r[k])
+assert any(r["grad_norm"] > 0 for r in rows), rows
+PY
+done
+
 echo "== failures end the job with a message"
 run_fails nogen 2 60 "leaves no trainer" --generation_ranks 2
 cat >"$WORK/crash.py" <<'PY'
