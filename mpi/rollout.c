@@ -2,6 +2,7 @@
  * packed weight push and the rollout messages (see rollout.h). */
 #include "rollout.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -281,6 +282,27 @@ void rollout_recv_chunk(RolloutLink *l, int j, RolloutChunk *c)
 	chunk_unpack_head(c);
 }
 
+/* The job's one status, trainers and generators together: the first
+ * failure (the most negative code, then the lowest rank) with its message. */
+static int job_agree(RolloutLink *l, int rc, TrlErr *err)
+{
+	int rank;
+	MPI_Comm_rank(l->job, &rank);
+	struct {
+		int code, rank;
+	} mine = {rc ? rc : INT_MAX, rank}, first;
+	MPI_Allreduce(&mine, &first, 1, MPI_2INT, MPI_MINLOC, l->job);
+	if (first.code == INT_MAX)
+		return TRL_OK;
+	char msg[sizeof err->msg];
+	memcpy(msg, err->msg, sizeof msg);
+	MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first.rank, l->job);
+	err->code = first.code;
+	memcpy(err->msg, msg, sizeof msg);
+	err->msg[sizeof err->msg - 1] = 0;
+	return first.code;
+}
+
 int rollout_finish(RolloutLink *l, int rc, TrlErr *err)
 {
 	const RolloutPlan *p = &l->plan;
@@ -310,13 +332,7 @@ int rollout_finish(RolloutLink *l, int rc, TrlErr *err)
 	}
 	/* One status for the whole job: the trainers' (agreed among them), or a
 	 * generator's own failure. */
-	int mine = rc, worst = 0;
-	MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MIN, l->job);
-	if (worst != 0 && rc == 0) {
-		err->code = worst;
-		snprintf(err->msg, sizeof err->msg, "a generation rank failed");
-	}
-	return worst;
+	return job_agree(l, rc, err);
 }
 
 /* ---- generators -------------------------------------------------------------- */
@@ -338,12 +354,9 @@ int rollout_serve(const Config *cfg, RolloutLink *l, TrlErr *err)
 	RolloutPlan *p = &l->plan;
 	MPI_Bcast(p, (int)sizeof *p, MPI_BYTE, 0, l->sync);
 	if (p->status != 0) {
-		/* The trainers failed to set up; rank 0 prints why. */
-		int mine = p->status, worst;
-		MPI_Allreduce(&mine, &worst, 1, MPI_INT, MPI_MIN, l->job);
-		err->code = worst;
+		/* The trainers failed to set up; their message wins the tie. */
 		err->msg[0] = 0;
-		return worst;
+		return job_agree(l, p->status, err);
 	}
 	Trainer tr; /* only for the tokenizer loader */
 	memset(&tr, 0, sizeof tr);
@@ -458,8 +471,9 @@ int rollout_serve(const Config *cfg, RolloutLink *l, TrlErr *err)
 	for (int i = 0; i < nbuf; i++)
 		if (sreq[i] != MPI_REQUEST_NULL)
 			MPI_Wait(&sreq[i], MPI_STATUS_IGNORE);
-	int agreed = 0, me = failed;
-	MPI_Allreduce(&me, &agreed, 1, MPI_INT, MPI_MIN, l->job);
+	if (failed)
+		snprintf(err->msg, sizeof err->msg, "%s", why);
+	int agreed = job_agree(l, failed, err);
 	for (int i = 0; i < nbuf; i++)
 		rollout_chunk_free(&out[i]);
 	free(out);
@@ -470,7 +484,5 @@ int rollout_serve(const Config *cfg, RolloutLink *l, TrlErr *err)
 	generator_free(&g);
 	model_free(&m);
 	tokenizer_free(&tr.tok);
-	if (failed)
-		snprintf(err->msg, sizeof err->msg, "%s", why);
 	return agreed;
 }

@@ -231,6 +231,10 @@ done
 
 echo "== failures end the job with a message"
 run_fails nogen 2 60 "leaves no trainer" --generation_ranks 2
+# The trainers fail in their set-up: the generation ranks stop with them.
+run_fails badreward 3 60 "'bogus' is not a built-in reward" --generation_ranks 2 \
+    --reward_funcs '[accuracy, bogus]'
+run_fails noppo 2 60 "ppo needs reward_model" --generation_ranks 1 --method ppo
 cat >"$WORK/crash.py" <<'PY'
 import json, sys
 for i, line in enumerate(sys.stdin):
