@@ -652,6 +652,14 @@ const Method *method_of(TrlMethod m)
 	return &methods[m];
 }
 
+void metrics_put(FILE *f, const char *key, double v)
+{
+	if (isfinite(v))
+		fprintf(f, ", \"%s\": %.7g", key, v);
+	else
+		fprintf(f, ", \"%s\": null", key);
+}
+
 int method_split_list(const char *s, char items[][32], int cap)
 {
 	int n = 0;

@@ -1078,9 +1078,14 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 				    decode(tr, o->chunk[j].ids + (size_t)i * o->Lc,
 				           o->chunk[j].n[i]);
 				json_buf_string(&jb, o->text, len);
-				json_buf_printf(
-				    &jb, ", \"reward\": %.6g, \"advantage\": %.6g}\n",
-				    o->r_sum[c], o->adv[c]);
+				/* A reward nothing applied to is TRL's None. */
+				if (isnan(o->r_sum[c]))
+					json_buf_puts(&jb, ", \"reward\": null");
+				else
+					json_buf_printf(&jb, ", \"reward\": %.7g",
+					                o->r_sum[c]);
+				json_buf_printf(&jb, ", \"advantage\": %.7g}\n",
+				                o->adv[c]);
 				if (jb.p)
 					fputs(jb.p, o->completions);
 				json_buf_free(&jb);
@@ -1324,16 +1329,18 @@ void online_log(Trainer *tr, FILE *f)
 	for (int f2 = 0; f2 < o->F; f2++) {
 		if (o->rw_steps[f2] == 0)
 			continue;
-		fprintf(f, ", \"rewards/%s/mean\": %.6f, \"rewards/%s/std\": %.6f",
-		        o->name[f2], o->rw_mean_acc[f2] / o->rw_steps[f2], o->name[f2],
-		        o->rw_std_acc[f2] / o->rw_steps[f2]);
+		char key[96];
+		snprintf(key, sizeof key, "rewards/%s/mean", o->name[f2]);
+		metrics_put(f, key, o->rw_mean_acc[f2] / o->rw_steps[f2]);
+		snprintf(key, sizeof key, "rewards/%s/std", o->name[f2]);
+		metrics_put(f, key, o->rw_std_acc[f2] / o->rw_steps[f2]);
 		o->rw_mean_acc[f2] = o->rw_std_acc[f2] = o->rw_steps[f2] = 0;
 	}
 	for (int k = 0; k < OS_N; k++) {
 		if (o->win_n[k] == 0)
 			continue;
 		double v = os_kind[k] == 0 ? o->win[k] / o->win_n[k] : o->win[k];
-		fprintf(f, ", \"%s\": %.6g", os_names[k], v);
+		metrics_put(f, os_names[k], v);
 		o->win[k] = o->win_n[k] = 0;
 	}
 }

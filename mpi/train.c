@@ -283,16 +283,15 @@ static void log_step(Trainer *tr, long done, double gnorm, double lr, LogWindow 
 	char eta[32];
 	format_eta(eta, sizeof eta, rate * (tr->total_steps - done));
 	if (tr->metrics) {
-		fprintf(tr->metrics,
-		        "{\"step\": %ld, \"epoch\": %.4f, \"loss\": %.6f, "
-		        "\"grad_norm\": %.6f, \"learning_rate\": %.6e, "
-		        "\"num_tokens\": %ld",
-		        done, train_epoch_at(tr, done), v[MET_LOSS], gnorm, lr,
+		fprintf(tr->metrics, "{\"step\": %ld, \"epoch\": %.4f", done,
+		        train_epoch_at(tr, done));
+		metrics_put(tr->metrics, "loss", v[MET_LOSS]);
+		metrics_put(tr->metrics, "grad_norm", gnorm);
+		fprintf(tr->metrics, ", \"learning_rate\": %.6e, \"num_tokens\": %ld", lr,
 		        tr->total_tokens);
 		for (int k = 1; k < MET_N; k++)
 			if ((me->metrics & (1u << k)) && metrics_has(mt, k))
-				fprintf(tr->metrics, ", \"%s\": %.6f", metric_names[k],
-				        v[k]);
+				metrics_put(tr->metrics, metric_names[k], v[k]);
 		if (me->log)
 			me->log(tr, tr->metrics);
 		fprintf(tr->metrics, ", \"tokens_per_second\": %.1f}\n", tps);

@@ -117,6 +117,10 @@ typedef struct Method {
  * how many there were (at most cap are stored). */
 int method_split_list(const char *s, char items[][32], int cap);
 
+/* Writes `, "key": v` to a metrics line, null when v is not finite (JSON
+ * has no NaN: a step whose loss diverged still leaves a readable line). */
+void metrics_put(FILE *f, const char *key, double v);
+
 /* The table of method m. */
 const Method *method_of(TrlMethod m);
 

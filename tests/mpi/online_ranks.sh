@@ -104,15 +104,17 @@ cmp -s "$WORK/k0/metrics.jsonl" "$WORK/k1/metrics.jsonl" && fail "the metrics la
 echo "  identical weights after 4 steps"
 
 echo "== 2 trainers and ZeRO-3 against 1 trainer"
+# grpo's logged loss is about 0 by design (the ratio is 1 at the first
+# iteration): losses compare to 1e-3 of max(|loss|, 1e-4), the weights to 1e-5.
 run t2 3 grpo --max_staleness 0 --generation_ranks 1 --gradient_accumulation_steps 1
-same k0 t2 1e-4 1e-5 model || fail "2 trainers differ from 1"
+same k0 t2 1e-3 1e-5 model || fail "2 trainers differ from 1"
 run z3 2 grpo --max_staleness 0 --zero_stage 3 --gradient_accumulation_steps 1
-same k0 z3 1e-4 1e-5 model || fail "ZeRO-3 differs from stage 0"
+same k0 z3 1e-3 1e-5 model || fail "ZeRO-3 differs from stage 0"
 run z3g 3 grpo --max_staleness 0 --zero_stage 3 --gradient_accumulation_steps 1 --generation_ranks 1
-same k0 z3g 1e-4 1e-5 model || fail "ZeRO-3 with a generation rank differs"
+same k0 z3g 1e-3 1e-5 model || fail "ZeRO-3 with a generation rank differs"
 run r0 1 rloo --max_staleness 0 --beta 0.05
 run r2 3 rloo --max_staleness 0 --beta 0.05 --generation_ranks 1 --gradient_accumulation_steps 1
-same r0 r2 1e-4 1e-5 model || fail "rloo: 2 trainers differ from 1"
+same r0 r2 1e-3 1e-5 model || fail "rloo: 2 trainers differ from 1"
 
 echo "== ppo: the value model trains beside the policy, the same on every layout"
 head -n 64 "$top_srcdir/inputs/arith_pref/train.jsonl" >"$WORK/pref.jsonl"
