@@ -693,14 +693,7 @@ int method_select(Trainer *tr, TrlErr *err)
 	running_moments_init(&tr->bco);
 	switch (cfg->method) {
 	case TRL_METHOD_GRPO: {
-		static const char *const grpo_types[] = {"grpo", "bnpo", "dr_grpo",
-		                                         "dapo"};
 		int t = n == 1 ? rl_grpo_loss_parse(items[0]) : -1;
-		if (t < 0) {
-			for (int i = 0; i < 4 && n == 1; i++)
-				if (strcmp(items[0], grpo_types[i]) == 0)
-					t = i;
-		}
 		if (t < 0)
 			return trl_errf(
 			    err, TRL_EINVAL,

@@ -237,6 +237,10 @@ run_fails nogen 2 60 "leaves no trainer" --generation_ranks 2
 run_fails badreward 3 60 "'bogus' is not a built-in reward" --generation_ranks 2 \
     --reward_funcs '[accuracy, bogus]'
 run_fails noppo 2 60 "ppo needs reward_model" --generation_ranks 1 --method ppo
+run_fails badloss 2 60 "grpo takes grpo, bnpo, dr_grpo or dapo" --generation_ranks 1 \
+    --loss_type sigmoid
+run_fails badgroup 1 60 "num_generations 3 does not divide the 16 completions" \
+    --num_generations 3
 cat >"$WORK/crash.py" <<'PY'
 import json, sys
 for i, line in enumerate(sys.stdin):
