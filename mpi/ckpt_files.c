@@ -22,6 +22,16 @@ static long name_step(const char *name)
 	return end != p + 11 && strcmp(end, ".h5") == 0 && s >= 0 ? s : -1;
 }
 
+/* Removes checkpoint-<step>.h5 and its companions (ppo's value model). */
+static void remove_step(const char *output_dir, long step)
+{
+	char path[TRL_PATH_MAX + 48];
+	snprintf(path, sizeof path, "%s/checkpoint-%ld.h5", output_dir, step);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/checkpoint-%ld.value.h5", output_dir, step);
+	unlink(path);
+}
+
 static int cmp_long(const void *a, const void *b)
 {
 	long x = *(const long *)a, y = *(const long *)b;
@@ -71,14 +81,11 @@ int ckpt_publish(const char *output_dir, const char *name, int keep, TrlErr *err
 	size_t left = n;
 	for (size_t i = 0; i < n; i++)
 		if (steps[i] > newest) {
-			snprintf(path, sizeof path, "%s/checkpoint-%ld.h5", output_dir,
-			         steps[i]);
-			unlink(path);
+			remove_step(output_dir, steps[i]);
 			left--;
 		}
 	for (size_t i = 0; left > (size_t)keep && i < n && steps[i] < newest; i++) {
-		snprintf(path, sizeof path, "%s/checkpoint-%ld.h5", output_dir, steps[i]);
-		unlink(path);
+		remove_step(output_dir, steps[i]);
 		left--;
 	}
 	free(steps);

@@ -138,6 +138,11 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err);
 /* Prompts a round consumes, and the optimizer steps it feeds. */
 long online_prompts_per_round(const Trainer *tr);
 int online_steps_per_round(const Trainer *tr);
+/* Checkpoints: ppo writes its value model (parameters and AdamW moments)
+ * to <path without .h5>.value.h5 and reads it back on resume; the other
+ * methods have nothing to add. Collective. */
+int online_save_extra(Trainer *tr, const char *path, const CkptState *st, TrlErr *err);
+int online_load_extra(Trainer *tr, const char *path, TrlErr *err);
 /* Sends the plan to the generators (status != 0: the set-up failed). */
 void online_start(Trainer *tr, RolloutLink *link, int status);
 /* Before the first step: the messages of the first max_staleness + 1 rounds. */

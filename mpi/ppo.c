@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt_h5.h"
 #include "model_io.h"
 #include "online.h"
 #include "optim.h"
@@ -296,4 +297,50 @@ void ppo_step_end(Trainer *tr, Online *o, double lr)
 	                n > 1 ? (a[PA_RATIO_SQ] - n * mean * mean) / (n - 1) : 0);
 	online_step_fig(o, OS_PPO_ENT, a[PA_ENT_N] > 0 ? a[PA_ENT] / a[PA_ENT_N] : 0);
 	online_step_fig(o, OS_PPO_VNORM, vnorm);
+}
+
+/* checkpoint-<step>.h5 -> checkpoint-<step>.value.h5 */
+static void value_path(const char *path, char *out, size_t cap)
+{
+	size_t n = strlen(path);
+	if (n > 3 && strcmp(path + n - 3, ".h5") == 0)
+		n -= 3;
+	snprintf(out, cap, "%.*s.value.h5", (int)n, path);
+}
+
+int online_save_extra(Trainer *tr, const char *path, const CkptState *st, TrlErr *err)
+{
+	Online *o = tr->on;
+	if (!o || !o->ppo)
+		return TRL_OK;
+	char vp[TRL_PATH_MAX + 128];
+	value_path(path, vp, sizeof vp);
+	CkptState vs = *st;
+	vs.adam_step = o->vz.opt[0].step;
+	vs.save_only_model = 0; /* resuming needs the moments */
+	ZeroStats kept = o->vz.st;
+	CkptIo io;
+	int rc = ckpt_save(vp, &o->vz, tr->cfg, &vs, &io, err);
+	o->vz.st = kept;
+	return rc;
+}
+
+int online_load_extra(Trainer *tr, const char *path, TrlErr *err)
+{
+	Online *o = tr->on;
+	if (!o || !o->ppo)
+		return TRL_OK;
+	char vp[TRL_PATH_MAX + 128];
+	value_path(path, vp, sizeof vp);
+	CkptState st;
+	CkptIo io;
+	int rc = ckpt_load(vp, &o->vz, &st, &io, err);
+	if (rc) {
+		char msg[sizeof err->msg];
+		snprintf(msg, sizeof msg, "%s", err->msg);
+		return trl_errf(err, rc,
+		                "resume_from_checkpoint with ppo: the value model %s: %s",
+		                vp, msg);
+	}
+	return TRL_OK;
 }

@@ -492,12 +492,6 @@ static int setup(Trainer *tr, TrlErr *err)
 		             "not hold the mixed reference model yet, so the resumed run "
 		             "would train against the starting one; restart the run, or "
 		             "resume with sync_ref_model false");
-	/* ppo's value model and its optimizer are not in the checkpoint. */
-	if (!rc && tr->resume_path[0] && cfg->method == TRL_METHOD_PPO)
-		rc = trl_errf(
-		    err, TRL_EUNSUPPORTED,
-		    "resume_from_checkpoint with ppo: checkpoints do not hold the "
-		    "value model yet; restart the run");
 	if ((rc = comm_agree(c, rc, err)))
 		return rc;
 	MPI_Bcast(tr->resume_path, (int)sizeof tr->resume_path, MPI_CHAR, 0, c->world);

@@ -127,7 +127,12 @@ int train_save_checkpoint(Trainer *tr, long step, int model_only, TrlErr *err)
 	snprintf(path, sizeof path, "%s/%s", cfg->output_dir, name);
 	ZeroStats kept = tr->zero.st; /* the step figures leave saves out */
 	CkptIo io;
-	int rc = ckpt_save(path, &tr->zero, cfg, &st, &io, err);
+	/* ppo's value model and its moments go beside it, written before the
+	 * checkpoint that latest will name (so latest never names a
+	 * checkpoint without one). */
+	int rc = online_save_extra(tr, path, &st, err);
+	if (!rc)
+		rc = ckpt_save(path, &tr->zero, cfg, &st, &io, err);
 	tr->zero.st = kept;
 	if (!rc && c->rank == 0)
 		rc = ckpt_publish(cfg->output_dir, name, cfg->save_total_limit, err);
@@ -181,6 +186,8 @@ int train_resume(Trainer *tr, TrlErr *err)
 	CkptState st;
 	CkptIo io;
 	int rc = ckpt_load(tr->resume_path, &tr->zero, &st, &io, err);
+	if (!rc)
+		rc = online_load_extra(tr, tr->resume_path, err);
 	if (rc)
 		return rc;
 	tr->start_step = st.global_step;

@@ -156,6 +156,22 @@ run pz 3 ppo --max_staleness 0 --gradient_accumulation_steps 1 --zero_stage 3 \
     --generation_ranks 1 $ppo_args
 same p2 pz 1e-4 1e-5 model || fail "ppo: ZeRO-3 differs from stage 0"
 echo "  ppo: identical weights across layouts, ZeRO-3 within rounding"
+# A round of ppo is num_ppo_epochs x num_mini_batches = 4 steps: stopped at
+# the end of the first (the value model goes to checkpoint-4.value.h5) and
+# resumed on another ZeRO stage, it ends where the uninterrupted run does.
+run pfull 2 ppo --max_staleness 0 --generation_ranks 1 --max_steps 8 $ppo_args
+run phalf 2 ppo --max_staleness 0 --generation_ranks 1 --max_steps 4 --save_strategy steps \
+    --save_steps 4 $ppo_args
+[ -f "$WORK/phalf/checkpoint-4.value.h5" ] || fail "ppo: no checkpoint-4.value.h5"
+base_yaml ppo "$WORK/phalf" >"$WORK/presume.yaml"
+run_limited 120 $MPIRUN -n 2 "$TRL" "$WORK/presume.yaml" --max_staleness 0 --generation_ranks 1 \
+    --max_steps 8 --resume_from_checkpoint latest --zero_stage 2 $ppo_args \
+    >"$WORK/presume.log" 2>&1 || {
+    tail -20 "$WORK/presume.log"
+    fail "ppo resume: trl-hpc exited with an error"
+}
+same pfull phalf 1e-4 1e-5 model || fail "ppo: the resumed run ended elsewhere"
+echo "  ppo: resumed with its value model at step 4, the same weights at step 8"
 
 echo "== max_staleness 1"
 run s1 2 grpo --generation_ranks 1 --max_staleness 1 --max_steps 6
