@@ -57,7 +57,8 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	double act = (double)model_activation_bytes(&mc, B2, T);
 	/* dpo, kto and bco hold a reference model (its weights, sharded like
 	 * the policy's under stage 3) unless its log-probs are precomputed. */
-	int ref = (me->uses_ref || (TRL_METHOD_IS_ONLINE(cfg->method) && cfg->beta > 0)) &&
+	int ref = (me->uses_ref || cfg->method == TRL_METHOD_PPO ||
+	           (TRL_METHOD_IS_ONLINE(cfg->method) && cfg->beta > 0)) &&
 	          !cfg->precompute_ref_log_probs;
 	int GA = cfg->gradient_accumulation_steps;
 	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",
@@ -71,20 +72,23 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		            (mc.hidden_size / mc.num_attention_heads) *
 		            (mc.num_key_value_heads > 0 ? mc.num_key_value_heads
 		                                        : mc.num_attention_heads);
-		fprintf(out,
-		        "# generation ranks: %d of %d (world ranks %d-%d), each %.1f MiB: "
-		        "weights %.1f MiB, the incoming weight message %.1f MiB, KV cache "
-		        "%.1f MiB for %d rows of %d tokens\n",
-		        K, world, world - K, world - 1, (2 * w + kv) / 1048576.0,
-		        w / 1048576.0, w / 1048576.0, kv / 1048576.0, B, T);
+		fprintf(
+		    out,
+		    "# generation ranks: %d of %d (world ranks %d-%d), each %.1f MiB: "
+		    "weights %.1f MiB, the incoming weight message %.1f MiB, KV cache "
+		    "%.1f MiB for %d rows of %d tokens\n",
+		    K, world, world - K, world - 1, (2 * w + kv) / 1048576.0,
+		    w / 1048576.0, w / 1048576.0, kv / 1048576.0, B, T);
 		if (world - K < 1)
-			fprintf(out, "# generation_ranks %d leaves no trainer on %d ranks\n", K,
-			        world);
+			fprintf(out,
+			        "# generation_ranks %d leaves no trainer on %d ranks\n",
+			        K, world);
 	}
 	fprintf(out,
 	        "# ZeRO plan for %d %s%s, fp32 AdamW, per rank (the largest shard); "
 	        "activations for B=%d, T=%d; %d accumulation step%s\n",
-	        N, K > 0 ? "trainer" : "rank", N > 1 ? "s" : "", B2, T, GA, GA > 1 ? "s" : "");
+	        N, K > 0 ? "trainer" : "rank", N > 1 ? "s" : "", B2, T, GA,
+	        GA > 1 ? "s" : "");
 	fprintf(out,
 	        "# stage   parameters    gradients    optimizer      buffers  "
 	        "activations%s        total  sent per step\n",
@@ -118,6 +122,18 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		if (ok && fits < 0)
 			fits = st;
 	}
+	if (cfg->method == TRL_METHOD_PPO)
+		fprintf(
+		    out,
+		    "# ppo also trains a value model (value_model_path, else "
+		    "reward_model): "
+		    "its parameters, gradients and optimizer state add what the columns "
+		    "above show for a model of its size, and the reward model its "
+		    "weights (sharded under stage 3)\n");
+	else if (TRL_METHOD_IS_ONLINE(cfg->method) && cfg->reward_model[0])
+		fprintf(out,
+		        "# reward_model adds its weights on every trainer (sharded under "
+		        "stage 3)\n");
 	if (ref)
 		fprintf(out, "# the reference column is the frozen reference model; with "
 		             "precompute_ref_log_probs it is replaced by 16 bytes per "
