@@ -37,6 +37,20 @@ run_limited() {
     timeout -k 5 "$@"
 }
 
+# run_method NAME NP METHOD [--key value ...]: writes the test's
+# `base_yaml METHOD OUT` to $WORK/NAME.yaml and trains it on NP ranks into
+# $WORK/NAME (log $WORK/NAME.log) within 300 s; an error fails the test.
+run_method() {
+    local name=$1 np=$2 method=$3
+    shift 3
+    base_yaml "$method" "$WORK/$name" >"$WORK/$name.yaml"
+    run_limited 300 $MPIRUN -n "$np" "$TRL" "$WORK/$name.yaml" "$@" \
+        >"$WORK/$name.log" 2>&1 || {
+        tail -20 "$WORK/$name.log"
+        fail "$name: trl-hpc exited with an error"
+    }
+}
+
 py() {
     "$PYTHON3" - "$@"
 }

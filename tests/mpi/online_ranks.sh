@@ -51,16 +51,7 @@ YAML
     llama_model 2 true
 }
 
-run() { # run NAME NP METHOD [--key value ...]
-    local name=$1 np=$2 method=$3
-    shift 3
-    base_yaml "$method" "$WORK/$name" >"$WORK/$name.yaml"
-    run_limited 120 $MPIRUN -n "$np" "$TRL" "$WORK/$name.yaml" "$@" \
-        >"$WORK/$name.log" 2>&1 || {
-        tail -20 "$WORK/$name.log"
-        fail "$name: trl-hpc exited with an error"
-    }
-}
+
 
 # Expects a failure: exit status non-zero within the limit and the message.
 run_fails() { # run_fails NAME NP LIMIT PATTERN [--key value ...]
@@ -81,9 +72,9 @@ run_fails() { # run_fails NAME NP LIMIT PATTERN [--key value ...]
 }
 
 echo "== grpo, max_staleness 0: generation_ranks 0, 1, 2 give the same weights"
-run k0 1 grpo --max_staleness 0
-run k1 2 grpo --max_staleness 0 --generation_ranks 1
-run k2 3 grpo --max_staleness 0 --generation_ranks 2
+run_method k0 1 grpo --max_staleness 0
+run_method k1 2 grpo --max_staleness 0 --generation_ranks 1
+run_method k2 3 grpo --max_staleness 0 --generation_ranks 2
 py "$WORK/k0/metrics.jsonl" <<'PY' || fail "k0: the run did not train"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
@@ -106,14 +97,14 @@ echo "  identical weights after 4 steps"
 echo "== 2 trainers and ZeRO-3 against 1 trainer"
 # grpo's logged loss is about 0 by design (the ratio is 1 at the first
 # iteration): losses compare to 1e-3 of max(|loss|, 1e-4), the weights to 1e-5.
-run t2 3 grpo --max_staleness 0 --generation_ranks 1 --gradient_accumulation_steps 1
+run_method t2 3 grpo --max_staleness 0 --generation_ranks 1 --gradient_accumulation_steps 1
 same k0 t2 1e-3 1e-5 model || fail "2 trainers differ from 1"
-run z3 2 grpo --max_staleness 0 --zero_stage 3 --gradient_accumulation_steps 1
+run_method z3 2 grpo --max_staleness 0 --zero_stage 3 --gradient_accumulation_steps 1
 same k0 z3 1e-3 1e-5 model || fail "ZeRO-3 differs from stage 0"
-run z3g 3 grpo --max_staleness 0 --zero_stage 3 --gradient_accumulation_steps 1 --generation_ranks 1
+run_method z3g 3 grpo --max_staleness 0 --zero_stage 3 --gradient_accumulation_steps 1 --generation_ranks 1
 same k0 z3g 1e-3 1e-5 model || fail "ZeRO-3 with a generation rank differs"
-run r0 1 rloo --max_staleness 0 --beta 0.05
-run r2 3 rloo --max_staleness 0 --beta 0.05 --generation_ranks 1 --gradient_accumulation_steps 1
+run_method r0 1 rloo --max_staleness 0 --beta 0.05
+run_method r2 3 rloo --max_staleness 0 --beta 0.05 --generation_ranks 1 --gradient_accumulation_steps 1
 same r0 r2 1e-3 1e-5 model || fail "rloo: 2 trainers differ from 1"
 
 echo "== ppo: the value model trains beside the policy, the same on every layout"
@@ -136,8 +127,8 @@ run_limited 60 $MPIRUN -n 1 "$TRL" "$WORK/rm.yaml" >"$WORK/rm.log" 2>&1 || {
     fail "reward model: trl-hpc exited with an error"
 }
 ppo_args="--reward_model $WORK/rm --reward_funcs [] --num_mini_batches 2 --num_ppo_epochs 2 --per_device_train_batch_size 4"
-run p0 1 ppo --max_staleness 0 $ppo_args
-run p1 2 ppo --max_staleness 0 --generation_ranks 1 $ppo_args
+run_method p0 1 ppo --max_staleness 0 $ppo_args
+run_method p1 2 ppo --max_staleness 0 --generation_ranks 1 $ppo_args
 cmp -s "$WORK/p0/model.safetensors" "$WORK/p1/model.safetensors" ||
     fail "ppo: generation_ranks 1 trained other weights than generation_ranks 0"
 py "$WORK/p0/metrics.jsonl" <<'PY' || fail "ppo: figures"
@@ -151,16 +142,16 @@ assert all(r["loss/value_avg"] > 0 for r in rows), [r["loss/value_avg"] for r in
 PY
 # ppo whitens the advantages on each rank, as TRL does per process: compare
 # 2 trainers with 2 trainers.
-run p2 2 ppo --max_staleness 0 --gradient_accumulation_steps 1 $ppo_args
-run pz 3 ppo --max_staleness 0 --gradient_accumulation_steps 1 --zero_stage 3 \
+run_method p2 2 ppo --max_staleness 0 --gradient_accumulation_steps 1 $ppo_args
+run_method pz 3 ppo --max_staleness 0 --gradient_accumulation_steps 1 --zero_stage 3 \
     --generation_ranks 1 $ppo_args
 same p2 pz 1e-4 1e-5 model || fail "ppo: ZeRO-3 differs from stage 0"
 echo "  ppo: identical weights across layouts, ZeRO-3 within rounding"
 # A round of ppo is num_ppo_epochs x num_mini_batches = 4 steps: stopped at
 # the end of the first (the value model goes to checkpoint-4.value.h5) and
 # resumed on another ZeRO stage, it ends where the uninterrupted run does.
-run pfull 2 ppo --max_staleness 0 --generation_ranks 1 --max_steps 8 $ppo_args
-run phalf 2 ppo --max_staleness 0 --generation_ranks 1 --max_steps 4 --save_strategy steps \
+run_method pfull 2 ppo --max_staleness 0 --generation_ranks 1 --max_steps 8 $ppo_args
+run_method phalf 2 ppo --max_staleness 0 --generation_ranks 1 --max_steps 4 --save_strategy steps \
     --save_steps 4 $ppo_args
 [ -f "$WORK/phalf/checkpoint-4.value.h5" ] || fail "ppo: no checkpoint-4.value.h5"
 base_yaml ppo "$WORK/phalf" >"$WORK/presume.yaml"
@@ -174,7 +165,7 @@ same pfull phalf 1e-4 1e-5 model || fail "ppo: the resumed run ended elsewhere"
 echo "  ppo: resumed with its value model at step 4, the same weights at step 8"
 
 echo "== max_staleness 1"
-run s1 2 grpo --generation_ranks 1 --max_staleness 1 --max_steps 6
+run_method s1 2 grpo --generation_ranks 1 --max_staleness 1 --max_steps 6
 py "$WORK/s1/metrics.jsonl" <<'PY' || fail "s1: staleness figures"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
@@ -191,8 +182,8 @@ cmp -s "$WORK/k1/model.safetensors" "$WORK/s1/model.safetensors" &&
     fail "staleness 1 trained the staleness-0 weights"
 
 echo "== resume with generation ranks"
-run full 2 grpo --generation_ranks 1 --max_staleness 0 --max_steps 6
-run half 2 grpo --generation_ranks 1 --max_staleness 0 --max_steps 3 --save_strategy steps --save_steps 3
+run_method full 2 grpo --generation_ranks 1 --max_staleness 0 --max_steps 6
+run_method half 2 grpo --generation_ranks 1 --max_staleness 0 --max_steps 3 --save_strategy steps --save_steps 3
 base_yaml grpo "$WORK/half" >"$WORK/resume.yaml"
 run_limited 120 $MPIRUN -n 2 "$TRL" "$WORK/resume.yaml" --generation_ranks 1 --max_staleness 0 \
     --max_steps 6 --resume_from_checkpoint latest >"$WORK/resume.log" 2>&1 || {
@@ -215,7 +206,7 @@ for line in sys.stdin:
     same = bytes(ids).decode("utf-8", "replace") == r["completion"]
     print(json.dumps({"reward": 1.0 if same and "solution" in r else 0.0}), flush=True)
 PY
-run cmd 2 grpo --generation_ranks 1 --reward_funcs '[format]' --reward_command "$PYTHON3 $WORK/echo.py"
+run_method cmd 2 grpo --generation_ranks 1 --reward_funcs '[format]' --reward_command "$PYTHON3 $WORK/echo.py"
 py "$WORK/cmd/metrics.jsonl" <<'PY' || fail "cmd: the program was sent other text than the completion"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
@@ -235,7 +226,7 @@ for line in sys.stdin:
     print(json.dumps({"reward": v}), flush=True)
 PY
 for m in rloo grpo; do
-    run "null_$m" 1 $m --reward_funcs '[]' --reward_command "$PYTHON3 $WORK/nulls.py"
+    run_method "null_$m" 1 $m --reward_funcs '[]' --reward_command "$PYTHON3 $WORK/nulls.py"
     py "$WORK/null_$m/metrics.jsonl" <<'PY' || fail "null_$m: a null reward made the run non-finite"
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]

@@ -47,16 +47,7 @@ YAML
     llama_model 2 true
 }
 
-run() { # run NAME NP METHOD [--key value ...]
-    local name=$1 np=$2 method=$3
-    shift 3
-    base_yaml "$method" "$WORK/$name" >"$WORK/$name.yaml"
-    run_limited 300 $MPIRUN -n "$np" "$TRL" "$WORK/$name.yaml" "$@" \
-        >"$WORK/$name.log" 2>&1 || {
-        tail -20 "$WORK/$name.log"
-        fail "$name: trl-hpc exited with an error"
-    }
-}
+
 
 # compare A B KEY REL: the metric KEY of every training step of runs A and B
 # agree to REL relative (or differ by more than -REL when REL < 0).
@@ -80,21 +71,21 @@ PY
 }
 
 echo "dpo sigmoid: 1 rank x 4 pairs against 2 and 3 ranks, stages 0-3"
-run dpo1 1 dpo --per_device_train_batch_size 4 --gradient_accumulation_steps 3
+run_method dpo1 1 dpo --per_device_train_batch_size 4 --gradient_accumulation_steps 3
 for st in 0 1 2 3; do
-    run dpo2_$st 2 dpo --per_device_train_batch_size 2 --gradient_accumulation_steps 3 \
+    run_method dpo2_$st 2 dpo --per_device_train_batch_size 2 --gradient_accumulation_steps 3 \
         --zero_stage $st
     compare dpo1 dpo2_$st rewards/margins 2e-3
     same dpo1 dpo2_$st 2e-4 2e-4 tensor
 done
-run dpo3 3 dpo --per_device_train_batch_size 4 --gradient_accumulation_steps 1 \
+run_method dpo3 3 dpo --per_device_train_batch_size 4 --gradient_accumulation_steps 1 \
     --zero_stage 3
-run dpo1b 1 dpo --per_device_train_batch_size 4 --gradient_accumulation_steps 3
+run_method dpo1b 1 dpo --per_device_train_batch_size 4 --gradient_accumulation_steps 3
 same dpo1 dpo1b 0 0 tensor
 same dpo1 dpo3 2e-4 2e-4 tensor
 
 echo "dpo: precompute_ref_log_probs equals the frozen reference"
-run dpo_pre 2 dpo --per_device_train_batch_size 2 --gradient_accumulation_steps 3 \
+run_method dpo_pre 2 dpo --per_device_train_batch_size 2 --gradient_accumulation_steps 3 \
     --precompute_ref_log_probs true
 grep -q "precompute_ref_log_probs: reference log-probs of 96 train and 40 test" \
     "$WORK/dpo_pre.log" || fail "dpo_pre: no precompute line"
@@ -107,9 +98,9 @@ compare dpo1 dpo_pre rewards/chosen 2e-3
 resumed() {
     local method=$1 name=$2
     shift 2
-    run ${name}_full 2 "$method" --per_device_train_batch_size 2 --save_strategy steps \
+    run_method ${name}_full 2 "$method" --per_device_train_batch_size 2 --save_strategy steps \
         --save_steps 4
-    run ${name}_half 2 "$method" --per_device_train_batch_size 2 --save_strategy steps \
+    run_method ${name}_half 2 "$method" --per_device_train_batch_size 2 --save_strategy steps \
         --save_steps 4 --max_steps 4
     base_yaml "$method" "$WORK/${name}_half" >"$WORK/${name}_resume.yaml"
     run_limited 300 $MPIRUN -n 2 "$TRL" "$WORK/${name}_resume.yaml" \
@@ -134,12 +125,12 @@ echo "dpo: TR-DPO's sync_ref_model mixes the policy into the reference"
 # every step makes the reference the policy each step starts from, so every
 # step's log-ratios are 0: loss log 2 and zero margins, at stage 0 and at
 # stage 3 (where each rank mixes its own shards).
-run sync0 2 dpo --per_device_train_batch_size 2 --gradient_accumulation_steps 3 \
+run_method sync0 2 dpo --per_device_train_batch_size 2 --gradient_accumulation_steps 3 \
     --sync_ref_model true --ref_model_mixup_alpha 0 --ref_model_sync_steps 1
 compare dpo1 sync0 loss 2e-4
 same dpo2_0 sync0 0 0 tensor
 for st in 0 3; do
-    run sync1_$st 2 dpo --per_device_train_batch_size 2 --sync_ref_model true \
+    run_method sync1_$st 2 dpo --per_device_train_batch_size 2 --sync_ref_model true \
         --ref_model_mixup_alpha 1 --ref_model_sync_steps 1 --zero_stage $st \
         --stage3_param_persistence_threshold 0
     py "$WORK/sync1_$st/metrics.jsonl" <<'PY' || fail "sync1_$st: the reference did not follow the policy"
@@ -153,10 +144,10 @@ PY
 done
 
 echo "aot: the sort is per micro-batch"
-run aot2 2 dpo --loss_type aot --beta 3 --per_device_train_batch_size 2
-run aot1ga 1 dpo --loss_type aot --beta 3 --per_device_train_batch_size 2 \
+run_method aot2 2 dpo --loss_type aot --beta 3 --per_device_train_batch_size 2
+run_method aot1ga 1 dpo --loss_type aot --beta 3 --per_device_train_batch_size 2 \
     --gradient_accumulation_steps 2
-run aot1 1 dpo --loss_type aot --beta 3 --per_device_train_batch_size 4
+run_method aot1 1 dpo --loss_type aot --beta 3 --per_device_train_batch_size 4
 compare aot2 aot1ga loss 2e-4
 compare aot2 aot1 loss -1e-3
 
@@ -180,9 +171,9 @@ with open(d + "/train.jsonl", "w") as f:
         f.write(json.dumps(r) + "\n")
 open(d + "/test.jsonl", "w").writelines(json.dumps(r) + "\n" for r in out[:16])
 PY
-run kto2 2 kto --per_device_train_batch_size 2
-run kto1 1 kto --per_device_train_batch_size 4
-run kto1ga 1 kto --per_device_train_batch_size 2 --gradient_accumulation_steps 2
+run_method kto2 2 kto --per_device_train_batch_size 2
+run_method kto1 1 kto --per_device_train_batch_size 4
+run_method kto1ga 1 kto --per_device_train_batch_size 2 --gradient_accumulation_steps 2
 compare kto2 kto1 kl 2e-4
 compare kto2 kto1 loss 2e-4
 compare kto2 kto1ga kl -1e-3
