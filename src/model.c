@@ -134,6 +134,14 @@ int model_init_flags(Model *m, const ModelConfig *mc, unsigned flags, TrlErr *er
 	int rc = model_config_check(&m->cfg, err);
 	if (rc)
 		return rc;
+	/* LFM2's shape is known (validate plans it from config.json) but its
+	 * layers have no forward pass here yet. */
+	if (m->cfg.arch == TRL_ARCH_LFM2)
+		return trl_errf(
+		    err, TRL_EUNSUPPORTED,
+		    "model_type lfm2: trl-hpc reads its config.json and plans "
+		    "runs with `trl-hpc validate`, but cannot run its layers yet; "
+		    "use a llama, qwen2, qwen3, mistral or gpt2 model");
 	rc = params_build(&m->table, &m->cfg, err);
 	if (rc)
 		return rc;

@@ -15,6 +15,8 @@ const char *model_arch_name(TrlArch a)
 		return "llama";
 	case TRL_ARCH_GPT2:
 		return "gpt2";
+	case TRL_ARCH_LFM2:
+		return "lfm2";
 	}
 	return "unknown";
 }
@@ -28,6 +30,7 @@ static const struct {
     [TRL_HF_QWEN3] = {"qwen3", "Qwen3ForCausalLM"},
     [TRL_HF_MISTRAL] = {"mistral", "MistralForCausalLM"},
     [TRL_HF_GPT2] = {"gpt2", "GPT2LMHeadModel"},
+    [TRL_HF_LFM2] = {"lfm2", "Lfm2ForCausalLM"},
 };
 #define N_HF_TYPES ((int)(sizeof hf_names / sizeof hf_names[0]))
 
@@ -50,6 +53,7 @@ const char *model_hf_cls_name(TrlHfType t)
 	    [TRL_HF_QWEN3] = "Qwen3ForSequenceClassification",
 	    [TRL_HF_MISTRAL] = "MistralForSequenceClassification",
 	    [TRL_HF_GPT2] = "GPT2ForSequenceClassification",
+	    [TRL_HF_LFM2] = "Lfm2ForSequenceClassification",
 	};
 	return (int)t >= 0 && (int)t < N_HF_TYPES ? cls[t] : "unknown";
 }
@@ -73,15 +77,17 @@ int model_hf_type_parse(const char *name, TrlHfType *out)
 static int check_hf_type(ModelConfig *mc, TrlErr *err)
 {
 	if (mc->model_type == TRL_HF_AUTO)
-		mc->model_type = mc->arch == TRL_ARCH_GPT2 ? TRL_HF_GPT2
-		                 : mc->qk_norm             ? TRL_HF_QWEN3
-		                 : mc->attention_bias      ? TRL_HF_QWEN2
-		                                           : TRL_HF_LLAMA;
+		mc->model_type = mc->arch == TRL_ARCH_LFM2   ? TRL_HF_LFM2
+		                 : mc->arch == TRL_ARCH_GPT2 ? TRL_HF_GPT2
+		                 : mc->qk_norm               ? TRL_HF_QWEN3
+		                 : mc->attention_bias        ? TRL_HF_QWEN2
+		                                             : TRL_HF_LLAMA;
 	TrlHfType t = mc->model_type;
 	const char *name = model_hf_type_name(t);
 	if ((int)t < 0 || (int)t >= N_HF_TYPES)
 		return trl_errf(err, TRL_EINVAL, "model: unknown model_type %d", (int)t);
-	if ((t == TRL_HF_GPT2) != (mc->arch == TRL_ARCH_GPT2))
+	if ((t == TRL_HF_GPT2) != (mc->arch == TRL_ARCH_GPT2) ||
+	    (t == TRL_HF_LFM2) != (mc->arch == TRL_ARCH_LFM2))
 		return trl_errf(err, TRL_EINVAL,
 		                "model: model_type %s does not belong to architecture %s",
 		                name, model_arch_name(mc->arch));
@@ -106,9 +112,17 @@ static int check_hf_type(ModelConfig *mc, TrlErr *err)
 
 int model_config_check(ModelConfig *mc, TrlErr *err)
 {
-	if (mc->arch != TRL_ARCH_LLAMA && mc->arch != TRL_ARCH_GPT2)
+	if (mc->arch != TRL_ARCH_LLAMA && mc->arch != TRL_ARCH_GPT2 &&
+	    mc->arch != TRL_ARCH_LFM2)
 		return trl_errf(err, TRL_EINVAL, "model.architecture: unknown value %d",
 		                (int)mc->arch);
+	if (mc->arch == TRL_ARCH_LFM2 &&
+	    (mc->num_hidden_layers > TRL_MAX_LAYERS || mc->conv_L_cache < 1))
+		return trl_errf(
+		    err, TRL_EINVAL,
+		    "model: lfm2 with %d layers (at most %d) and conv_L_cache %d "
+		    "(at least 1)",
+		    mc->num_hidden_layers, TRL_MAX_LAYERS, mc->conv_L_cache);
 	if (mc->vocab_size < 2 || mc->hidden_size < 1 || mc->num_hidden_layers < 1 ||
 	    mc->num_attention_heads < 1)
 		return trl_errf(
@@ -148,7 +162,7 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 	if (D > 1024)
 		return trl_errf(err, TRL_EUNSUPPORTED,
 		                "model: head_dim = %d; at most 1024 is supported", D);
-	if (mc->arch == TRL_ARCH_LLAMA && D % 2 != 0)
+	if (mc->arch != TRL_ARCH_GPT2 && D % 2 != 0)
 		return trl_errf(err, TRL_EINVAL,
 		                "model: head_dim = %d must be even for rotary embeddings",
 		                D);
@@ -191,6 +205,18 @@ size_t model_config_num_nonembedding_params(const ModelConfig *mc)
 	size_t QD = D * (size_t)mc->num_attention_heads;
 	size_t KVD = D * (size_t)mc->num_key_value_heads;
 	size_t per_layer;
+	if (mc->arch == TRL_ARCH_LFM2) {
+		/* norms and SwiGLU in every layer; attention (q/k layernorms over
+		 * head_dim) or the short convolution (in_proj to 3C, a depthwise
+		 * kernel of conv_L_cache, out_proj) */
+		size_t n = 0, K = (size_t)mc->conv_L_cache;
+		for (int l = 0; l < mc->num_hidden_layers; l++)
+			n += 2 * C + 3 * C * I +
+			     (mc->attn_layer[l] ? QD * C + 2 * KVD * C + C * QD + 2 * D
+			                        : 3 * C * C + C * K + C * C +
+			                              (mc->conv_bias ? 5 * C : 0));
+		return n + C;
+	}
 	if (mc->arch == TRL_ARCH_GPT2)
 		per_layer = 2 * C + (C * 3 * C + 3 * C) + (C * C + C) + 2 * C +
 		            (C * I + I) + (I * C + C);
@@ -251,7 +277,27 @@ void model_config_hf_json(const ModelConfig *mc, const char *torch_dtype, JsonBu
 		if (mc->pad_token_id >= 0)
 			json_buf_printf(b, "  \"pad_token_id\": %d,\n", mc->pad_token_id);
 	}
-	if (t == TRL_HF_GPT2) {
+	if (t == TRL_HF_LFM2) {
+		/* The effective FFN width, with Hugging Face's width adjustment off. */
+		json_buf_printf(
+		    b,
+		    "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n"
+		    "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
+		    "  \"num_key_value_heads\": %d,\n  \"intermediate_size\": %d,\n"
+		    "  \"block_auto_adjust_ff_dim\": false,\n"
+		    "  \"max_position_embeddings\": %d,\n  \"norm_eps\": %s,\n"
+		    "  \"rope_theta\": %s,\n  \"conv_L_cache\": %d,\n  \"conv_bias\": "
+		    "%s,\n"
+		    "  \"layer_types\": [",
+		    mc->vocab_size, mc->hidden_size, mc->num_hidden_layers,
+		    mc->num_attention_heads, mc->num_key_value_heads,
+		    mc->intermediate_size, mc->max_position_embeddings, eps, theta,
+		    mc->conv_L_cache, mc->conv_bias ? "true" : "false");
+		for (int l = 0; l < mc->num_hidden_layers; l++)
+			json_buf_printf(b, "%s\"%s\"", l ? ", " : "",
+			                mc->attn_layer[l] ? "full_attention" : "conv");
+		json_buf_puts(b, "],\n");
+	} else if (t == TRL_HF_GPT2) {
 		json_buf_printf(
 		    b,
 		    "  \"vocab_size\": %d,\n  \"n_embd\": %d,\n  \"n_layer\": %d,\n"

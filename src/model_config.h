@@ -7,9 +7,15 @@
 
 typedef enum {
 	TRL_ARCH_LLAMA =
-	    0,            /* RMSNorm, RoPE, SwiGLU, GQA; Qwen2 = llama + attention_bias */
-	TRL_ARCH_GPT2 = 1 /* LayerNorm, learned positions, GELU-tanh, tied embeddings */
+	    0, /* RMSNorm, RoPE, SwiGLU, GQA; Qwen2 = llama + attention_bias */
+	TRL_ARCH_GPT2 = 1, /* LayerNorm, learned positions, GELU-tanh, tied embeddings */
+	TRL_ARCH_LFM2 = 2  /* Liquid AI's LFM2: gated short-convolution layers and GQA
+	                    * layers with q/k layernorm, SwiGLU, RMSNorm; read from
+	                    * config.json (planning with validate; no forward yet) */
 } TrlArch;
+
+/* Layers an LFM2 config may name in layer_types. */
+#define TRL_MAX_LAYERS 512
 
 /* The Hugging Face model_type (and architectures entry) a model reads from and
  * writes to config.json. TRL_HF_AUTO (zero) means the family's own: gpt2 for
@@ -25,7 +31,8 @@ typedef enum {
 	TRL_HF_QWEN2,   /* Qwen2ForCausalLM */
 	TRL_HF_QWEN3,   /* Qwen3ForCausalLM */
 	TRL_HF_MISTRAL, /* MistralForCausalLM */
-	TRL_HF_GPT2     /* GPT2LMHeadModel */
+	TRL_HF_GPT2,    /* GPT2LMHeadModel */
+	TRL_HF_LFM2     /* Lfm2ForCausalLM */
 } TrlHfType;
 
 typedef struct ModelConfig {
@@ -47,14 +54,19 @@ typedef struct ModelConfig {
 	int sliding_window; /* mistral/qwen: attention window; 0 = none. A batch
 	                     * longer than it is refused (no windowed kernel). */
 	TrlHfType model_type;
-	int num_labels; /* 0: a causal LM (lm_head, vocab_size outputs); > 0: a
-	                 * sequence classifier (<Arch>ForSequenceClassification):
-	                 * score.weight (num_labels, C), never tied, read at the
-	                 * last real token of each row (reward models) */
+	int num_labels;   /* 0: a causal LM (lm_head, vocab_size outputs); > 0: a
+	                   * sequence classifier (<Arch>ForSequenceClassification):
+	                   * score.weight (num_labels, C), never tied, read at the
+	                   * last real token of each row (reward models) */
 	int pad_token_id; /* classifiers: the id Hugging Face skips to find a row's
 	                   * last token (written to config.json when >= 0) */
+	                  /* lfm2 */
+	int conv_L_cache; /* the short convolution's kernel length */
+	int conv_bias;    /* biases on conv.in_proj, conv.conv and conv.out_proj */
+	unsigned char attn_layer[TRL_MAX_LAYERS]; /* 1: full_attention, 0: conv */
 	float rope_theta;
-	float norm_eps; /* rms_norm_eps (llama) or layer_norm_epsilon (gpt2) */
+	float norm_eps; /* rms_norm_eps (llama), layer_norm_epsilon (gpt2), norm_eps
+	                   (lfm2) */
 	float initializer_range;
 } ModelConfig;
 

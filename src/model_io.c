@@ -331,6 +331,133 @@ static int load_llama_keys(ModelConfig *mc, const JsonValue *root, const char *p
 	return rc;
 }
 
+/* Lfm2Config's keys: the effective FFN width from intermediate_size (or the
+ * legacy block_ff_dim) as Hugging Face adjusts it, the layer kinds from
+ * layer_types (or full_attn_idxs; neither: every layer attends), the
+ * tie_embedding alias and rope_parameters.rope_theta. */
+static int load_lfm2_keys(ModelConfig *mc, const JsonValue *root, const char *path,
+                          TrlErr *err)
+{
+	mc->arch = TRL_ARCH_LFM2;
+	mc->tie_word_embeddings = 1;
+	mc->norm_eps = 1e-5f;
+	mc->rope_theta = 1e6f;
+	mc->max_position_embeddings = 128000;
+	mc->conv_L_cache = 3;
+	mc->vocab_size = 65536;
+	mc->num_hidden_layers = 32;
+	mc->num_attention_heads = 32;
+	mc->num_key_value_heads = 8;
+	int F = 12288, adjust = 1, multiple = 256;
+	int rc = get_int(root, path, "vocab_size", &mc->vocab_size, 0, err);
+	if (!rc)
+		rc = get_int(root, path, "hidden_size", &mc->hidden_size, 1, err);
+	if (!rc)
+		rc = get_int(root, path, "num_hidden_layers", &mc->num_hidden_layers, 0,
+		             err);
+	if (!rc)
+		rc = get_int(root, path, "num_attention_heads", &mc->num_attention_heads,
+		             0, err);
+	if (!rc)
+		rc = get_int(root, path, "num_key_value_heads", &mc->num_key_value_heads,
+		             0, err);
+	if (!rc)
+		rc = get_int(root, path, "head_dim", &mc->head_dim, 0, err);
+	if (!rc)
+		rc = get_int(root, path, "intermediate_size", &F, 0, err);
+	if (!rc)
+		rc = get_int(root, path, "block_ff_dim", &F, 0, err);
+	if (!rc)
+		rc = get_bool(root, path, "block_auto_adjust_ff_dim", &adjust, err);
+	if (!rc)
+		rc = get_int(root, path, "block_multiple_of", &multiple, 0, err);
+	if (!rc)
+		rc = get_int(root, path, "max_position_embeddings",
+		             &mc->max_position_embeddings, 0, err);
+	if (!rc)
+		rc = get_float(root, path, "norm_eps", &mc->norm_eps, err);
+	if (!rc)
+		rc = get_float(root, path, "rope_theta", &mc->rope_theta, err);
+	if (!rc && json_get(root, "rope_parameters"))
+		rc = get_float(json_get(root, "rope_parameters"), path, "rope_theta",
+		               &mc->rope_theta, err);
+	if (!rc)
+		rc = get_int(root, path, "conv_L_cache", &mc->conv_L_cache, 0, err);
+	if (!rc)
+		rc = get_bool(root, path, "conv_bias", &mc->conv_bias, err);
+	if (!rc)
+		rc = get_bool(root, path, "tie_word_embeddings", &mc->tie_word_embeddings,
+		              err);
+	if (!rc)
+		rc = get_bool(root, path, "tie_embedding", &mc->tie_word_embeddings, err);
+	if (rc)
+		return rc;
+	if (adjust) {
+		F = (int)(2 * (long)F / 3);
+		const JsonValue *mult = json_get(root, "block_ffn_dim_multiplier");
+		double m = 1.0;
+		if (!mult || mult->type != JSON_NULL) {
+			if (mult && json_num(mult, &m) != 0)
+				return trl_errf(
+				    err, TRL_EFORMAT,
+				    "%s: 'block_ffn_dim_multiplier' must be a number "
+				    "or null",
+				    path);
+			if (multiple < 1)
+				return trl_errf(
+				    err, TRL_EFORMAT,
+				    "%s: 'block_multiple_of' must be positive", path);
+			F = (int)(m * F);
+			F = multiple * ((F + multiple - 1) / multiple);
+		}
+	}
+	mc->intermediate_size = F;
+	int L = mc->num_hidden_layers;
+	if (L < 1 || L > TRL_MAX_LAYERS)
+		return trl_errf(err, TRL_EFORMAT, "%s: num_hidden_layers %d (1 to %d)",
+		                path, L, TRL_MAX_LAYERS);
+	const JsonValue *types = json_get(root, "layer_types");
+	const JsonValue *idxs = json_get(root, "full_attn_idxs");
+	for (int l = 0; l < L; l++)
+		mc->attn_layer[l] = 1;
+	if (types && types->type != JSON_NULL) {
+		if (types->type != JSON_ARRAY || (int)types->len != L)
+			return trl_errf(
+			    err, TRL_EFORMAT,
+			    "%s: 'layer_types' must list one of \"full_attention\" or "
+			    "\"conv\" for each of the %d layers",
+			    path, L);
+		for (int l = 0; l < L; l++) {
+			const char *s = json_str(json_at(types, (size_t)l));
+			if (!s || (strcmp(s, "full_attention") && strcmp(s, "conv")))
+				return trl_errf(err, TRL_EFORMAT,
+				                "%s: layer_types[%d] is %s%s%s, not "
+				                "\"full_attention\" or \"conv\"",
+				                path, l, s ? "'" : "",
+				                s ? s : "not a string", s ? "'" : "");
+			mc->attn_layer[l] = strcmp(s, "full_attention") == 0;
+		}
+	} else if (idxs && idxs->type != JSON_NULL) {
+		if (idxs->type != JSON_ARRAY)
+			return trl_errf(
+			    err, TRL_EFORMAT,
+			    "%s: 'full_attn_idxs' must be a list of layer indices", path);
+		for (int l = 0; l < L; l++)
+			mc->attn_layer[l] = 0;
+		for (size_t i = 0; i < idxs->len; i++) {
+			int64_t x;
+			if (json_int(json_at(idxs, i), &x) != 0 || x < 0 || x >= L)
+				return trl_errf(
+				    err, TRL_EFORMAT,
+				    "%s: full_attn_idxs[%zu] is not a layer index "
+				    "below %d",
+				    path, i, L);
+			mc->attn_layer[x] = 1;
+		}
+	}
+	return TRL_OK;
+}
+
 static int config_from_json(ModelConfig *mc, const JsonValue *root, const char *path,
                             TrlErr *err)
 {
@@ -347,7 +474,7 @@ static int config_from_json(ModelConfig *mc, const JsonValue *root, const char *
 	} else if (model_hf_type_parse(type, &mc->model_type) != 0) {
 		rc = trl_errf(err, TRL_EUNSUPPORTED,
 		              "%s: model_type '%s' is not supported (supported: llama, "
-		              "qwen2, qwen3, mistral, gpt2)",
+		              "qwen2, qwen3, mistral, gpt2, lfm2)",
 		              path, type);
 	} else if (arch && strcmp(arch, model_hf_arch_name(mc->model_type)) != 0 &&
 	           strcmp(arch, model_hf_cls_name(mc->model_type)) != 0) {
@@ -358,10 +485,12 @@ static int config_from_json(ModelConfig *mc, const JsonValue *root, const char *
 		              model_hf_cls_name(mc->model_type));
 	} else if (mc->model_type == TRL_HF_GPT2) {
 		rc = load_gpt2_keys(mc, root, path, err);
+	} else if (mc->model_type == TRL_HF_LFM2) {
+		rc = load_lfm2_keys(mc, root, path, err);
 	} else {
 		rc = load_llama_keys(mc, root, path, err);
 	}
-	if (!rc)
+	if (!rc && mc->model_type != TRL_HF_LFM2) /* lfm2 also reads its alias */
 		rc = get_bool(root, path, "tie_word_embeddings", &mc->tie_word_embeddings,
 		              err);
 	if (!rc)

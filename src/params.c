@@ -70,7 +70,64 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 	if (!t->layer_begin || !t->layer_end)
 		goto nomem;
 
-	if (mc->arch == TRL_ARCH_GPT2) {
+	if (mc->arch == TRL_ARCH_LFM2) {
+		/* Hugging Face's Lfm2ForCausalLM names; the final norm is
+		 * embedding_norm despite its name. */
+		size_t K = (size_t)mc->conv_L_cache;
+		rc |=
+		    add(&bl, TRL_PARAM_EMBEDDING, -1, V, C, "model.embed_tokens.weight");
+		for (int l = 0; l < (int)L; l++) {
+			t->layer_begin[l] = bl.off;
+			const char *p = "model.layers";
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
+			          "%s.%d.operator_norm.weight", p, l);
+			if (mc->attn_layer[l]) {
+				const char *a = "self_attn";
+				rc |= add(&bl, TRL_PARAM_MATRIX, l, QD, C,
+				          "%s.%d.%s.q_proj.weight", p, l, a);
+				rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
+				          "%s.%d.%s.k_proj.weight", p, l, a);
+				rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
+				          "%s.%d.%s.v_proj.weight", p, l, a);
+				rc |= add(&bl, TRL_PARAM_MATRIX, l, C, QD,
+				          "%s.%d.%s.out_proj.weight", p, l, a);
+				rc |= add(&bl, TRL_PARAM_NORM, l, D, 0,
+				          "%s.%d.%s.q_layernorm.weight", p, l, a);
+				rc |= add(&bl, TRL_PARAM_NORM, l, D, 0,
+				          "%s.%d.%s.k_layernorm.weight", p, l, a);
+			} else {
+				/* conv.conv.weight is (C, 1, K) in the file; stored as
+				 * the (C, K) matrix it is. */
+				rc |= add(&bl, TRL_PARAM_MATRIX, l, 3 * C, C,
+				          "%s.%d.conv.in_proj.weight", p, l);
+				if (mc->conv_bias)
+					rc |= add(&bl, TRL_PARAM_BIAS, l, 3 * C, 0,
+					          "%s.%d.conv.in_proj.bias", p, l);
+				rc |= add(&bl, TRL_PARAM_MATRIX, l, C, K,
+				          "%s.%d.conv.conv.weight", p, l);
+				if (mc->conv_bias)
+					rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0,
+					          "%s.%d.conv.conv.bias", p, l);
+				rc |= add(&bl, TRL_PARAM_MATRIX, l, C, C,
+				          "%s.%d.conv.out_proj.weight", p, l);
+				if (mc->conv_bias)
+					rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0,
+					          "%s.%d.conv.out_proj.bias", p, l);
+			}
+			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ffn_norm.weight",
+			          p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
+			          "%s.%d.feed_forward.w1.weight", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
+			          "%s.%d.feed_forward.w3.weight", p, l);
+			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I,
+			          "%s.%d.feed_forward.w2.weight", p, l);
+			t->layer_end[l] = bl.off;
+		}
+		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "model.embedding_norm.weight");
+		if (!mc->tie_word_embeddings && mc->num_labels <= 0)
+			rc |= add(&bl, TRL_PARAM_MATRIX, -1, V, C, "lm_head.weight");
+	} else if (mc->arch == TRL_ARCH_GPT2) {
 		rc |= add(&bl, TRL_PARAM_EMBEDDING, -1, V, C, "transformer.wte.weight");
 		rc |=
 		    add(&bl, TRL_PARAM_EMBEDDING, -1, (size_t)mc->max_position_embeddings,

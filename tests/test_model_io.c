@@ -8,7 +8,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "model.h"
+#include "params.h"
 #include "model_io.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -548,4 +550,115 @@ Test(model_io, sequence_classifier_round_trips)
 	             0);
 	model_free(&cls);
 	model_free(&lm);
+}
+
+/* ---- lfm2: the shape from config.json -------------------------------------- */
+
+/* inputs/lfm2-1.2b/config.json from the source tree ($srcdir, set by make
+ * check, else the parent or current folder). */
+static void lfm2_config(ModelConfig *mc)
+{
+	const char *dirs[3] = {getenv("srcdir"), "..", "."};
+	char path[4096];
+	TrlErr err = {0};
+	for (int i = 0; i < 3; i++) {
+		if (!dirs[i])
+			continue;
+		snprintf(path, sizeof path, "%s/inputs/lfm2-1.2b/config.json", dirs[i]);
+		if (access(path, R_OK) != 0)
+			continue;
+		cr_assert_eq(model_config_load_json(mc, path, &err), 0, "%s", err.msg);
+		cr_assert_eq(model_config_check(mc, &err), 0, "%s", err.msg);
+		return;
+	}
+	cr_assert_fail("inputs/lfm2-1.2b/config.json not found (set srcdir)");
+}
+
+static void expect_tensor(const ParamTable *t, const char *name, size_t r, size_t c)
+{
+	const ParamInfo *p = params_find(t, name);
+	cr_assert_not_null(p, "%s is missing", name);
+	cr_assert_eq(p->shape[0], r, "%s rows %zu, want %zu", name, p->shape[0], r);
+	cr_assert_eq(p->ndim == 1 ? 0 : p->shape[1], c, "%s columns", name);
+}
+
+/* The released LFM2-1.2B: 16 layers, attention at 2, 5, 8, 10, 12, 14, the
+ * FFN width 12288 adjusted to 8192, 1,170,340,608 parameters (embeddings
+ * 65536 x 2048 = 134,217,728; 6 attention layers of 10,485,888 without
+ * their FFN, 10 conv layers of 16,783,360, 16 FFNs of 50,331,648 and 16 x 2
+ * norms of 2048, the final norm). */
+Test(model_io, lfm2_config_gives_the_released_shape)
+{
+	ModelConfig mc;
+	lfm2_config(&mc);
+	cr_assert_eq(mc.arch, TRL_ARCH_LFM2);
+	cr_assert_eq(mc.intermediate_size, 8192);
+	cr_assert_eq(mc.head_dim, 64);
+	cr_assert_eq(mc.conv_L_cache, 3);
+	cr_assert(mc.tie_word_embeddings);
+	int attn = 0;
+	for (int l = 0; l < mc.num_hidden_layers; l++)
+		attn += mc.attn_layer[l];
+	cr_assert_eq(attn, 6);
+	cr_assert(mc.attn_layer[2] && mc.attn_layer[14] && !mc.attn_layer[0] &&
+	          !mc.attn_layer[15]);
+	cr_assert_eq(model_config_num_params(&mc), (size_t)1170340608);
+	ParamTable t;
+	TrlErr err = {0};
+	cr_assert_eq(params_build(&t, &mc, &err), 0, "%s", err.msg);
+	size_t n = 0;
+	for (int i = 0; i < t.n; i++)
+		n += t.p[i].numel;
+	cr_assert_eq(n, model_config_num_params(&mc), "the table and the count agree");
+	expect_tensor(&t, "model.embed_tokens.weight", 65536, 2048);
+	expect_tensor(&t, "model.layers.0.conv.in_proj.weight", 6144, 2048);
+	expect_tensor(&t, "model.layers.0.conv.conv.weight", 2048, 3);
+	expect_tensor(&t, "model.layers.0.conv.out_proj.weight", 2048, 2048);
+	expect_tensor(&t, "model.layers.2.self_attn.q_proj.weight", 2048, 2048);
+	expect_tensor(&t, "model.layers.2.self_attn.k_proj.weight", 512, 2048);
+	expect_tensor(&t, "model.layers.2.self_attn.out_proj.weight", 2048, 2048);
+	expect_tensor(&t, "model.layers.2.self_attn.q_layernorm.weight", 64, 0);
+	expect_tensor(&t, "model.layers.15.feed_forward.w1.weight", 8192, 2048);
+	expect_tensor(&t, "model.layers.15.feed_forward.w2.weight", 2048, 8192);
+	expect_tensor(&t, "model.embedding_norm.weight", 2048, 0);
+	cr_assert_null(params_find(&t, "lm_head.weight"), "tied: no lm_head");
+	cr_assert_null(params_find(&t, "model.layers.0.self_attn.q_proj.weight"));
+	params_free(&t);
+	/* Training it needs its layers, which are not built: a clear refusal. */
+	Model m;
+	cr_assert_eq(model_init(&m, &mc, &err), TRL_EUNSUPPORTED);
+	cr_assert(strstr(err.msg, "lfm2") && strstr(err.msg, "validate"), "%s", err.msg);
+	model_free(&m);
+}
+
+/* config.json written for an lfm2 shape reads back as the same shape. */
+Test(model_io, lfm2_config_json_round_trip)
+{
+	ModelConfig mc, back;
+	lfm2_config(&mc);
+	JsonBuf b = {0};
+	model_config_hf_json(&mc, "bfloat16", &b);
+	TrlErr err = {0};
+	cr_assert_eq(model_config_parse_json(&back, b.p, b.len, "written", &err), 0,
+	             "%s\n%s", err.msg, b.p);
+	cr_assert_eq(model_config_check(&back, &err), 0, "%s", err.msg);
+	cr_assert_eq(back.intermediate_size, mc.intermediate_size);
+	cr_assert_eq(memcmp(back.attn_layer, mc.attn_layer, sizeof mc.attn_layer), 0);
+	cr_assert_eq(model_config_num_params(&back), model_config_num_params(&mc));
+	json_buf_free(&b);
+}
+
+/* layer_types must name a kind for every layer. */
+Test(model_io, lfm2_bad_layer_types_are_refused)
+{
+	const char *text = "{\"model_type\": \"lfm2\", \"hidden_size\": 64, "
+	                   "\"num_hidden_layers\": 3, \"num_attention_heads\": 4, "
+	                   "\"num_key_value_heads\": 2, \"layer_types\": [\"conv\", "
+	                   "\"attention\", \"conv\"]}";
+	ModelConfig mc;
+	TrlErr err = {0};
+	cr_assert_eq(model_config_parse_json(&mc, text, strlen(text), "cfg.json", &err),
+	             TRL_EFORMAT);
+	cr_assert_str_eq(err.msg, "cfg.json: layer_types[1] is 'attention', not "
+	                          "\"full_attention\" or \"conv\"");
 }
