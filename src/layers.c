@@ -1,5 +1,6 @@
 /* layers.c - forward and backward of every transformer layer (CBLAS + OpenMP). */
 #include "layers.h"
+#include "model_config.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -365,6 +366,123 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
 		if (dgate)
 			dgate[i] += dout[i] * up[i] * s * (1.0f + g * (1.0f - s));
 	}
+}
+
+/* ---- short convolution (lfm2) ----------------------------------------------- */
+
+/* One channel's convolution output at row t of batch row bt (before c and
+ * without bias): the taps of the same document. */
+static inline float conv_at(const float *bx, const float *wc, const int32_t *doc, int t,
+                            int T, int C, int K, int ch)
+{
+	float z = 0.0f;
+	int d = doc[t];
+	for (int k = 0; k < K; k++) {
+		int s = t - K + 1 + k;
+		if (s >= 0 && doc[s] == d)
+			z += wc[k] * bx[(size_t)s * C + ch];
+	}
+	(void)T;
+	return z;
+}
+
+void shortconv_forward(float *out, float *bx, const float *proj, const float *w,
+                       const float *bias, const int32_t *doc, int B, int T, int C, int K)
+{
+	size_t N = (size_t)B * T, C3 = 3 * (size_t)C;
+#pragma omp parallel for schedule(static)
+	for (size_t n = 0; n < N; n++)
+		for (int ch = 0; ch < C; ch++)
+			bx[n * C + ch] =
+			    proj[n * C3 + ch] * proj[n * C3 + 2 * (size_t)C + ch];
+#pragma omp parallel for collapse(2) schedule(static)
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++) {
+			size_t n = (size_t)b * T + t;
+			const float *bxb = bx + (size_t)b * T * C;
+			const int32_t *db = doc + (size_t)b * T;
+			for (int ch = 0; ch < C; ch++) {
+				float z =
+				    conv_at(bxb, w + (size_t)ch * K, db, t, T, C, K, ch);
+				if (bias)
+					z += bias[ch];
+				out[n * C + ch] = proj[n * C3 + C + ch] * z;
+			}
+		}
+}
+
+void shortconv_backward(float *dproj, float *dw, float *dbias, const float *dout,
+                        const float *proj, const float *bx, const float *w,
+                        const float *bias, const int32_t *doc, int B, int T, int C, int K)
+{
+	size_t C3 = 3 * (size_t)C;
+	/* Channels are independent: a thread owns a channel, so dw and dbias
+	 * need no reduction across threads. */
+#pragma omp parallel for schedule(static)
+	for (int ch = 0; ch < C; ch++) {
+		const float *wc = w + (size_t)ch * K;
+		double gw[TRL_MAX_CONV_KERNEL] = {0}, gb = 0.0;
+		for (int b = 0; b < B; b++) {
+			const float *bxb = bx + (size_t)b * T * C;
+			const int32_t *db = doc + (size_t)b * T;
+			for (int t = 0; t < T; t++) {
+				size_t n = (size_t)b * T + t;
+				float z = conv_at(bxb, wc, db, t, T, C, K, ch) +
+				          (bias ? bias[ch] : 0.0f);
+				float go = dout[n * C + ch];
+				float dz = go * proj[n * C3 + C + ch];
+				if (dproj)
+					dproj[n * C3 + C + ch] += go * z; /* d c */
+				gb += dz;
+				/* dz reaches tap k of row t: w's gradient, and bx's at
+				 * row s. */
+				for (int k = 0; k < K; k++) {
+					int s = t - K + 1 + k;
+					if (s < 0 || db[s] != db[t])
+						continue;
+					gw[k] += (double)dz * bxb[(size_t)s * C + ch];
+					if (dproj) {
+						size_t m = (size_t)b * T + s;
+						float dbx = dz * wc[k];
+						dproj[m * C3 + ch] +=
+						    dbx *
+						    proj[m * C3 + 2 * (size_t)C + ch];
+						dproj[m * C3 + 2 * (size_t)C + ch] +=
+						    dbx * proj[m * C3 + ch];
+					}
+				}
+			}
+		}
+		if (dw)
+			for (int k = 0; k < K; k++)
+				dw[(size_t)ch * K + k] += (float)gw[k];
+		if (dbias)
+			dbias[ch] += (float)gb;
+	}
+}
+
+void shortconv_forward_naive(float *out, const float *proj, const float *w,
+                             const float *bias, const int32_t *doc, int B, int T, int C,
+                             int K)
+{
+	size_t C3 = 3 * (size_t)C;
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++)
+			for (int ch = 0; ch < C; ch++) {
+				double z = bias ? bias[ch] : 0.0;
+				for (int k = 0; k < K; k++) {
+					int s = t - K + 1 + k;
+					if (s < 0 || doc[(size_t)b * T + s] !=
+					                 doc[(size_t)b * T + t])
+						continue;
+					size_t m = (size_t)b * T + s;
+					z += (double)w[(size_t)ch * K + k] *
+					     proj[m * C3 + ch] *
+					     proj[m * C3 + 2 * (size_t)C + ch];
+				}
+				size_t n = (size_t)b * T + t;
+				out[n * C + ch] = (float)(proj[n * C3 + C + ch] * z);
+			}
 }
 
 /* ---- attention ------------------------------------------------------------- */

@@ -117,12 +117,14 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 		return trl_errf(err, TRL_EINVAL, "model.architecture: unknown value %d",
 		                (int)mc->arch);
 	if (mc->arch == TRL_ARCH_LFM2 &&
-	    (mc->num_hidden_layers > TRL_MAX_LAYERS || mc->conv_L_cache < 1))
+	    (mc->num_hidden_layers > TRL_MAX_LAYERS || mc->conv_L_cache < 1 ||
+	     mc->conv_L_cache > TRL_MAX_CONV_KERNEL))
 		return trl_errf(
 		    err, TRL_EINVAL,
 		    "model: lfm2 with %d layers (at most %d) and conv_L_cache %d "
-		    "(at least 1)",
-		    mc->num_hidden_layers, TRL_MAX_LAYERS, mc->conv_L_cache);
+		    "(1 to %d)",
+		    mc->num_hidden_layers, TRL_MAX_LAYERS, mc->conv_L_cache,
+		    TRL_MAX_CONV_KERNEL);
 	if (mc->vocab_size < 2 || mc->hidden_size < 1 || mc->num_hidden_layers < 1 ||
 	    mc->num_attention_heads < 1)
 		return trl_errf(

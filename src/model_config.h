@@ -14,8 +14,10 @@ typedef enum {
 	                    * config.json (planning with validate; no forward yet) */
 } TrlArch;
 
-/* Layers an LFM2 config may name in layer_types. */
+/* Layers an LFM2 config may name in layer_types, and the longest short
+ * convolution (conv_L_cache) the direct kernel takes. */
 #define TRL_MAX_LAYERS 512
+#define TRL_MAX_CONV_KERNEL 64
 
 /* The Hugging Face model_type (and architectures entry) a model reads from and
  * writes to config.json. TRL_HF_AUTO (zero) means the family's own: gpt2 for

@@ -1176,3 +1176,107 @@ Test(layers, token_logprobs_match_reference_and_fd)
 	free(work);
 	free(coef);
 }
+
+/* ---- short convolution (lfm2) ------------------------------------------------- */
+
+typedef struct ConvShape {
+	int B, T, C, K, bias,
+	    packed; /* packed: two documents in row 0, padding in row 1 */
+} ConvShape;
+
+typedef struct ConvCtx {
+	float *out, *bx, *proj, *w, *bias;
+	const int32_t *doc;
+	const float *G;
+	int B, T, C, K;
+} ConvCtx;
+
+static double conv_loss(void *p)
+{
+	ConvCtx *c = p;
+	shortconv_forward(c->out, c->bx, c->proj, c->w, c->bias, c->doc, c->B, c->T, c->C,
+	                  c->K);
+	return fd_dot(c->G, c->out, (size_t)c->B * c->T * c->C);
+}
+
+ParameterizedTestParameters(layers, shortconv_matches_naive_and_fd)
+{
+	static ConvShape s[] = {{1, 5, 3, 3, 0, 0},
+	                        {2, 7, 4, 3, 1, 1},
+	                        {2, 6, 5, 1, 0, 1},
+	                        {1, 4, 2, 6, 1, 0},
+	                        {3, 9, 8, 4, 0, 1}};
+	return cr_make_param_array(ConvShape, s, sizeof s / sizeof s[0]);
+}
+
+ParameterizedTest(ConvShape *s, layers, shortconv_matches_naive_and_fd)
+{
+	int B = s->B, T = s->T, C = s->C, K = s->K;
+	size_t N = (size_t)B * T;
+	char shape[64];
+	snprintf(shape, sizeof shape, "B=%d T=%d C=%d K=%d bias=%d packed=%d", B, T, C, K,
+	         s->bias, s->packed);
+	Rng r;
+	rng_seed(&r, 7100 + (uint64_t)(B * 1000 + T * 100 + C * 10 + K));
+	float *proj = falloc(N * 3 * C), *w = falloc((size_t)C * K), *bias = falloc(C);
+	float *out = falloc(N * C), *bx = falloc(N * C), *ref = falloc(N * C),
+	      *G = falloc(N * C);
+	int32_t *doc = calloc(N, sizeof *doc);
+	fd_fill_normal(proj, N * 3 * C, &r, 1.0);
+	fd_fill_normal(w, (size_t)C * K, &r, 0.7);
+	fd_fill_normal(bias, C, &r, 0.5);
+	fd_fill_normal(G, N * C, &r, 1.0);
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++)
+			doc[(size_t)b * T + t] = !s->packed   ? 0
+			                         : b == 0     ? (t >= T / 2)
+			                         : t >= T - 2 ? -1
+			                                      : 0;
+	float *bp = s->bias ? bias : NULL;
+	shortconv_forward(out, bx, proj, w, bp, doc, B, T, C, K);
+	shortconv_forward_naive(ref, proj, w, bp, doc, B, T, C, K);
+	cr_assert_leq(fd_max_diff(out, ref, N * C), 1e-5,
+	              "shortconv_forward [%s] vs naive", shape);
+	/* Gated by hand at one entry: the first row sees only itself. */
+	double want = proj[C + 0] * ((double)w[K - 1] * proj[0] * proj[2 * C] +
+	                             (s->bias ? bias[0] : 0.0));
+	cr_assert(fabs(out[0] - want) <= 1e-5 * (1.0 + fabs(want)),
+	          "[%s] row 0: %g vs %g", shape, out[0], want);
+	float *dproj = falloc(N * 3 * C), *dw = falloc((size_t)C * K), *db = falloc(C);
+	shortconv_backward(dproj, dw, s->bias ? db : NULL, G, proj, bx, w, bp, doc, B, T,
+	                   C, K);
+	ConvCtx c = {out, bx, proj, w, bp, doc, G, B, T, C, K};
+	expect_fd("shortconv d(proj)", shape, proj, N * 3 * C, dproj, conv_loss, &c);
+	expect_fd("shortconv d(w)", shape, w, (size_t)C * K, dw, conv_loss, &c);
+	if (s->bias)
+		expect_fd("shortconv d(bias)", shape, bias, C, db, conv_loss, &c);
+	/* The backward adds into what the buffers held. */
+	float *pre = falloc(N * 3 * C), *prew = falloc((size_t)C * K);
+	fd_fill_normal(pre, N * 3 * C, &r, 1.0);
+	fd_fill_normal(prew, (size_t)C * K, &r, 1.0);
+	float *acc = fdup(pre, N * 3 * C), *accw = fdup(prew, (size_t)C * K);
+	shortconv_forward(out, bx, proj, w, bp, doc, B, T, C, K);
+	shortconv_backward(acc, accw, NULL, G, proj, bx, w, bp, doc, B, T, C, K);
+	expect_accum("shortconv d(proj)", shape, acc, pre, dproj, N * 3 * C);
+	expect_accum("shortconv d(w)", shape, accw, prew, dw, (size_t)C * K);
+	free(proj), free(w), free(bias), free(out), free(bx), free(ref), free(G),
+	    free(doc);
+	free(dproj), free(dw), free(db), free(pre), free(prew), free(acc), free(accw);
+}
+
+/* A packed second document starts from zeros: its outputs equal the same
+ * tokens run alone as their own row. */
+Test(layers, shortconv_packed_documents_are_independent)
+{
+	const int T = 8, C = 3, K = 3, T2 = 5;
+	Rng r;
+	rng_seed(&r, 7200);
+	float proj[8 * 9], w[9], out[8 * 3], bx[8 * 3], alone[5 * 3], bx2[5 * 3];
+	int32_t doc[8] = {0, 0, 0, 1, 1, 1, 1, 1}, doc2[5] = {0};
+	fd_fill_normal(proj, sizeof proj / sizeof *proj, &r, 1.0);
+	fd_fill_normal(w, 9, &r, 1.0);
+	shortconv_forward(out, bx, proj, w, NULL, doc, 1, T, C, K);
+	shortconv_forward(alone, bx2, proj + 3 * 9, w, NULL, doc2, 1, T2, C, K);
+	cr_assert_leq(fd_max_diff(out + 3 * 3, alone, (size_t)T2 * C), 0.0,
+	              "the second document saw the first");
+}
