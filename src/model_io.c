@@ -243,6 +243,28 @@ static int check_str(const JsonValue *root, const char *path, const char *key,
 	    key, s ? "'" : "", s ? s : json_type_name(v->type), s ? "'" : "", allowed[0]);
 }
 
+/* The llama-style shape keys; with required, the first four must be there
+ * (lfm2's config class has defaults for all but hidden_size). */
+static int get_shape_keys(ModelConfig *mc, const JsonValue *root, const char *path,
+                          int required, TrlErr *err)
+{
+	int rc = get_int(root, path, "vocab_size", &mc->vocab_size, required, err);
+	if (!rc)
+		rc = get_int(root, path, "hidden_size", &mc->hidden_size, 1, err);
+	if (!rc)
+		rc = get_int(root, path, "num_hidden_layers", &mc->num_hidden_layers,
+		             required, err);
+	if (!rc)
+		rc = get_int(root, path, "num_attention_heads", &mc->num_attention_heads,
+		             required, err);
+	if (!rc)
+		rc = get_int(root, path, "num_key_value_heads", &mc->num_key_value_heads,
+		             0, err);
+	if (!rc)
+		rc = get_int(root, path, "head_dim", &mc->head_dim, 0, err);
+	return rc;
+}
+
 static int load_gpt2_keys(ModelConfig *mc, const JsonValue *root, const char *path,
                           TrlErr *err)
 {
@@ -277,20 +299,7 @@ static int load_llama_keys(ModelConfig *mc, const JsonValue *root, const char *p
 	mc->tie_word_embeddings = 0;
 	mc->norm_eps = 1e-6f;
 	mc->max_position_embeddings = t == TRL_HF_LLAMA ? 2048 : 32768;
-	int rc = get_int(root, path, "vocab_size", &mc->vocab_size, 1, err);
-	if (!rc)
-		rc = get_int(root, path, "hidden_size", &mc->hidden_size, 1, err);
-	if (!rc)
-		rc = get_int(root, path, "num_hidden_layers", &mc->num_hidden_layers, 1,
-		             err);
-	if (!rc)
-		rc = get_int(root, path, "num_attention_heads", &mc->num_attention_heads,
-		             1, err);
-	if (!rc)
-		rc = get_int(root, path, "num_key_value_heads", &mc->num_key_value_heads,
-		             0, err);
-	if (!rc)
-		rc = get_int(root, path, "head_dim", &mc->head_dim, 0, err);
+	int rc = get_shape_keys(mc, root, path, 1, err);
 	if (!rc)
 		rc = get_int(root, path, "intermediate_size", &mc->intermediate_size, 1,
 		             err);
@@ -349,20 +358,7 @@ static int load_lfm2_keys(ModelConfig *mc, const JsonValue *root, const char *pa
 	mc->num_attention_heads = 32;
 	mc->num_key_value_heads = 8;
 	int F = 12288, adjust = 1, multiple = 256;
-	int rc = get_int(root, path, "vocab_size", &mc->vocab_size, 0, err);
-	if (!rc)
-		rc = get_int(root, path, "hidden_size", &mc->hidden_size, 1, err);
-	if (!rc)
-		rc = get_int(root, path, "num_hidden_layers", &mc->num_hidden_layers, 0,
-		             err);
-	if (!rc)
-		rc = get_int(root, path, "num_attention_heads", &mc->num_attention_heads,
-		             0, err);
-	if (!rc)
-		rc = get_int(root, path, "num_key_value_heads", &mc->num_key_value_heads,
-		             0, err);
-	if (!rc)
-		rc = get_int(root, path, "head_dim", &mc->head_dim, 0, err);
+	int rc = get_shape_keys(mc, root, path, 0, err);
 	if (!rc)
 		rc = get_int(root, path, "intermediate_size", &F, 0, err);
 	if (!rc)

@@ -125,8 +125,6 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 			t->layer_end[l] = bl.off;
 		}
 		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "model.embedding_norm.weight");
-		if (!mc->tie_word_embeddings && mc->num_labels <= 0)
-			rc |= add(&bl, TRL_PARAM_MATRIX, -1, V, C, "lm_head.weight");
 	} else if (mc->arch == TRL_ARCH_GPT2) {
 		rc |= add(&bl, TRL_PARAM_EMBEDDING, -1, V, C, "transformer.wte.weight");
 		rc |=
@@ -206,9 +204,10 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 			t->layer_end[l] = bl.off;
 		}
 		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "model.norm.weight");
-		if (!mc->tie_word_embeddings && mc->num_labels <= 0)
-			rc |= add(&bl, TRL_PARAM_MATRIX, -1, V, C, "lm_head.weight");
 	}
+	/* An untied causal LM's output head (gpt2 always ties). */
+	if (mc->arch != TRL_ARCH_GPT2 && !mc->tie_word_embeddings && mc->num_labels <= 0)
+		rc |= add(&bl, TRL_PARAM_MATRIX, -1, V, C, "lm_head.weight");
 	/* A sequence classifier's head replaces lm_head (Hugging Face's
 	 * *ForSequenceClassification: a bias-free Linear named score). */
 	if (mc->num_labels > 0)
