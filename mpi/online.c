@@ -212,6 +212,8 @@ int online_max_len(const Trainer *tr)
 	return longest_prompt(tr) + tr->cfg->max_completion_length;
 }
 
+static int prepare_examples(Trainer *tr, Online *o, TrlErr *err);
+
 int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
@@ -286,6 +288,24 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	o->refb = malloc(BL * sizeof(float));
 	o->mask_round = malloc(RL * sizeof(float));
 	o->samp_round = malloc(RL * sizeof(float));
+	size_t GB = (size_t)o->GAR * o->B;
+	o->g_rew = malloc(GB * o->Ntr * MAX_REWARDS * sizeof(double));
+	o->g_len_mine = malloc(GB * 2 * sizeof(int));
+	o->g_len = malloc((size_t)o->N * 2 * sizeof(int));
+	o->g_len_c = malloc((size_t)o->N * 2 * sizeof(int));
+	o->g_kl_mine = malloc(GB * sizeof(double));
+	o->g_kl = malloc((size_t)o->N * sizeof(double));
+	o->push_ids = malloc((size_t)o->P * o->Lp * sizeof(int32_t));
+	o->push_plen = malloc((size_t)o->P * sizeof(int));
+	o->req = calloc((size_t)o->B, sizeof *o->req);
+	o->vals = malloc((size_t)o->B * sizeof(double));
+	int ent = cfg->top_entropy_quantile < 1.0;
+	if (ent) {
+		o->ent_mine = malloc(BL * sizeof(double));
+		o->ent_all = malloc(BL * o->Ntr * sizeof(double));
+		o->ent_cnt = malloc((size_t)o->Ntr * sizeof(int));
+		o->ent_dsp = malloc((size_t)o->Ntr * sizeof(int));
+	}
 	/* ppo.c allocates its own round buffers. */
 	int need_old =
 	    !o->ppo && (cfg->num_iterations > 1 || (!o->grpo && cfg->beta > 0));
@@ -296,7 +316,10 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	if (!o->chunk || !o->prompts || !o->plen || !o->prompt_ex || !o->r_local ||
 	    !o->r_all || !o->r_sum || !o->adv || !o->gstd || !o->kl_seq || !o->lp ||
 	    !o->samp || !o->mask || !o->w || !o->dlp || !o->refb || !o->mask_round ||
-	    !o->samp_round || (need_old && !o->old_round) ||
+	    !o->samp_round || (need_old && !o->old_round) || !o->g_rew ||
+	    !o->g_len_mine || !o->g_len || !o->g_len_c || !o->g_kl_mine || !o->g_kl ||
+	    !o->push_ids || !o->push_plen || !o->req || !o->vals ||
+	    (ent && (!o->ent_mine || !o->ent_all || !o->ent_cnt || !o->ent_dsp)) ||
 	    (!o->ppo && !o->grpo && cfg->beta > 0 && !o->ref_round))
 		rc = trl_errf(err, TRL_ENOMEM, "out of memory");
 	RolloutPlan *p = &o->plan;
@@ -321,6 +344,8 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 		rc = rollout_chunk_alloc(&o->chunk[j], p, err);
 	if (!rc)
 		rc = setup_rewards(tr, o, err);
+	if (!rc)
+		rc = prepare_examples(tr, o, err);
 	rc = comm_agree(tr->comm, rc, err);
 	if (!rc && o->rm_full.params) {
 		rc = zero_init_frozen(&o->rmz, &o->rm, tr->comm->world,
@@ -425,6 +450,26 @@ void online_free(Trainer *tr)
 	free(o->ref_round);
 	free(o->mask_round);
 	free(o->samp_round);
+	for (int e = 0; e < tr->train.n; e++) {
+		free(o->solution ? o->solution[e] : NULL);
+		free(o->req_extra ? o->req_extra[e] : NULL);
+	}
+	free(o->solution);
+	free(o->req_extra);
+	free(o->g_rew);
+	free(o->g_len_mine);
+	free(o->g_len);
+	free(o->g_len_c);
+	free(o->g_kl_mine);
+	free(o->g_kl);
+	free(o->push_ids);
+	free(o->push_plen);
+	free(o->req);
+	free(o->vals);
+	free(o->ent_mine);
+	free(o->ent_all);
+	free(o->ent_cnt);
+	free(o->ent_dsp);
 	free(o->text);
 	if (o->completions)
 		fclose(o->completions);
@@ -483,17 +528,9 @@ static void push_round(Trainer *tr, long g, int with_weights)
 	}
 	if (o->rank != 0)
 		return;
-	int32_t *ids = malloc((size_t)o->P * o->Lp * sizeof(int32_t));
-	int *plen = malloc((size_t)o->P * sizeof(int));
-	if (!ids || !plen) {
-		fprintf(stderr, "trl-hpc: error: out of memory for the prompts\n");
-		MPI_Abort(MPI_COMM_WORLD, 1);
-	}
-	round_prompts(tr, g, ids, plen, NULL);
-	rollout_send_round(l, g, ids, plen, o->P, wts,
+	round_prompts(tr, g, o->push_ids, o->push_plen, NULL);
+	rollout_send_round(l, g, o->push_ids, o->push_plen, o->P, wts,
 	                   with_weights ? o->plan.n_weights : 0, tr->weights_version);
-	free(ids);
-	free(plen);
 }
 
 void online_begin(Trainer *tr)
@@ -617,6 +654,30 @@ static char *request_extra(Trainer *tr, const Example *x)
 	return jb.p;
 }
 
+/* What the rewards read of each training example, worked out once. */
+static int prepare_examples(Trainer *tr, Online *o, TrlErr *err)
+{
+	int sol = 0, cmd = 0, n = tr->train.n;
+	for (int f = 0; f < o->F; f++) {
+		sol |= o->kind[f] == RW_ACCURACY;
+		cmd |= o->kind[f] == RW_COMMAND;
+	}
+	if (sol)
+		o->solution = calloc((size_t)n, sizeof *o->solution);
+	if (cmd)
+		o->req_extra = calloc((size_t)n, sizeof *o->req_extra);
+	if ((sol && !o->solution) || (cmd && !o->req_extra))
+		return trl_errf(err, TRL_ENOMEM, "out of memory");
+	for (int e = 0; e < n; e++) {
+		const Example *x = &tr->train.ex[e];
+		if (sol && !(o->solution[e] = solution_of(tr, x)))
+			return trl_errf(err, TRL_ENOMEM, "out of memory");
+		if (cmd && !(o->req_extra[e] = request_extra(tr, x)))
+			return trl_errf(err, TRL_ENOMEM, "out of memory");
+	}
+	return TRL_OK;
+}
+
 /* Scores the completions of micro-batch j with every reward; NaN = None. */
 /* With model_only (another chunk already failed here) only the reward
  * model's forward runs: under ZeRO-3 it gathers collectively, so every
@@ -627,20 +688,17 @@ static int score_chunk(Trainer *tr, int j, int model_only, TrlErr *err)
 	const RolloutChunk *c = &o->chunk[j];
 	int B = o->B, F = o->F, k = j * o->Ntr + o->rank;
 	double *r = o->r_local + (size_t)j * B * F;
-	char **req = NULL;
 	int rc = TRL_OK;
 	for (int i = 0; i < B && !model_only; i++) {
 		int q = (k * B + i) / o->G;
-		const Example *x = &tr->train.ex[o->prompt_ex[q]];
 		const int32_t *ids = c->ids + (size_t)i * o->Lc;
 		for (int f = 0; f < F; f++) {
 			double v = NAN;
 			switch (o->kind[f]) {
 			case RW_ACCURACY: {
-				char *sol = solution_of(tr, x);
 				decode(tr, ids, c->n[i]);
-				v = reward_accuracy(o->text ? o->text : "", sol);
-				free(sol);
+				v = reward_accuracy(o->text ? o->text : "",
+				                    o->solution[o->prompt_ex[q]]);
 				break;
 			}
 			case RW_FORMAT:
@@ -682,38 +740,30 @@ static int score_chunk(Trainer *tr, int j, int model_only, TrlErr *err)
 				r[(size_t)i * F + f] = o->rm.logits[(size_t)i * T + t];
 			}
 		} else if (o->kind[f] == RW_COMMAND && !rc && !model_only) {
-			req = calloc((size_t)B, sizeof *req);
-			double *vals = malloc((size_t)B * sizeof(double));
-			if (!req || !vals)
-				rc = trl_errf(err, TRL_ENOMEM, "out of memory");
+			char **req = o->req;
 			for (int i = 0; i < B && !rc; i++) {
 				int q = (k * B + i) / o->G;
-				const Example *x = &tr->train.ex[o->prompt_ex[q]];
-				/* Each decode reuses o->text: the extra columns (which
-				 * may decode the reference) and the prompt first, the
-				 * completion last, read at once. */
-				char *extra = request_extra(tr, x);
+				/* Both decodes reuse o->text: the prompt is copied
+				 * before the completion is decoded. */
 				decode(tr, o->prompts + (size_t)q * o->Lp, o->plen[q]);
 				char *prompt = strdup(o->text ? o->text : "");
 				const int32_t *ids = c->ids + (size_t)i * o->Lc;
 				size_t len = decode(tr, ids, c->n[i]);
 				req[i] = reward_request_json(
 				    prompt ? prompt : "", o->text ? o->text : "", len,
-				    ids, c->n[i], i, B, extra ? extra : "{}");
+				    ids, c->n[i], i, B, o->req_extra[o->prompt_ex[q]]);
 				free(prompt);
-				free(extra);
 				if (!req[i])
 					rc = trl_errf(err, TRL_ENOMEM, "out of memory");
 			}
 			if (!rc)
-				rc = reward_proc_score(&o->proc, B, req, vals, err);
+				rc = reward_proc_score(&o->proc, B, req, o->vals, err);
 			for (int i = 0; i < B && !rc; i++)
-				r[(size_t)i * F + f] = vals[i];
-			for (int i = 0; req && i < B; i++)
+				r[(size_t)i * F + f] = o->vals[i];
+			for (int i = 0; i < B; i++) {
 				free(req[i]);
-			free(req);
-			free(vals);
-			req = NULL;
+				req[i] = NULL;
+			}
 		}
 	}
 	return rc;
@@ -965,13 +1015,8 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 		 * j holds round rows ((j * Ntr + r) * B ...). */
 		int F = o->F;
 		size_t mine = (size_t)GA * B * F;
-		double *all = malloc(mine * o->Ntr * sizeof(double));
-		int *lens = malloc((size_t)o->N * 2 * sizeof(int));
-		int *loc = malloc((size_t)GA * B * 2 * sizeof(int));
-		if (!all || !lens || !loc) {
-			fprintf(stderr, "trl-hpc: error: out of memory\n");
-			MPI_Abort(MPI_COMM_WORLD, 1);
-		}
+		double *all = o->g_rew;
+		int *lens = o->g_len, *loc = o->g_len_mine, *len_c = o->g_len_c;
 		MPI_Allgather(o->r_local, (int)mine, MPI_DOUBLE, all, (int)mine,
 		              MPI_DOUBLE, tr->comm->world);
 		for (int j = 0; j < GA; j++)
@@ -982,11 +1027,6 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 			}
 		MPI_Allgather(loc, GA * B * 2, MPI_INT, lens, GA * B * 2, MPI_INT,
 		              tr->comm->world);
-		int *len_c = malloc((size_t)o->N * 2 * sizeof(int));
-		if (!len_c) {
-			fprintf(stderr, "trl-hpc: error: out of memory\n");
-			MPI_Abort(MPI_COMM_WORLD, 1);
-		}
 		for (int r = 0; r < o->Ntr; r++)
 			for (int j = 0; j < GA; j++)
 				for (int i = 0; i < B; i++) {
@@ -998,9 +1038,6 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 					len_c[c] = lens[src * 2];
 					len_c[o->N + c] = lens[src * 2 + 1];
 				}
-		free(all);
-		free(lens);
-		free(loc);
 		rl_combine_rewards(o->r_all, o->weight, o->N, F, o->r_sum);
 		/* rloo: the old and reference log-probs of the round for the KL in
 		 * the reward (and the old ones for num_iterations > 1). */
@@ -1021,12 +1058,8 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 			                (TrlScaleRewards)cfg->scale_rewards, o->adv,
 			                o->gstd);
 		} else {
-			double *klr = calloc((size_t)GA * B, sizeof(double));
-			double *kla = malloc((size_t)o->N * sizeof(double));
-			if (!klr || !kla) {
-				fprintf(stderr, "trl-hpc: error: out of memory\n");
-				MPI_Abort(MPI_COMM_WORLD, 1);
-			}
+			double *klr = o->g_kl_mine, *kla = o->g_kl;
+			memset(klr, 0, (size_t)GA * B * sizeof *klr);
 			for (int j = 0; j < GA && o->ref_round; j++)
 				for (int i = 0; i < B; i++) {
 					size_t off = ((size_t)j * B + i) * o->Lc;
@@ -1045,8 +1078,6 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 						o->kl_seq[((size_t)j * o->Ntr + r) * B +
 						          i] = kla[(size_t)r * GA * B +
 						                   (size_t)j * B + i];
-			free(klr);
-			free(kla);
 			double lo = tr->reward_clip[0], hi = tr->reward_clip[1];
 			/* A completion no reward applied to stays NaN (its advantage
 			 * becomes 0 and its group's baseline leaves it out). */
@@ -1092,7 +1123,6 @@ int online_step_begin(Trainer *tr, long step, long counts[2], TrlErr *err)
 			}
 			fflush(o->completions);
 		}
-		free(len_c);
 	} else {
 		/* num_iterations: the same micro-batches again; the metrics of the
 		 * round were logged at its first step. */
@@ -1128,19 +1158,17 @@ static void entropy_mask(Trainer *tr, const Batch *b, const float *mask, float *
 	gather_lp(tr, b, tr->ts.entropy, ent);
 	int n = 0;
 	size_t BL = (size_t)o->B * o->Lc;
-	double *mine = malloc((BL + 1) * sizeof(double));
+	double *mine = o->ent_mine, *all = o->ent_all;
+	int *cnt = o->ent_cnt, *dsp = o->ent_dsp;
 	for (size_t t = 0; t < BL; t++)
 		if (mask[t] > 0)
 			mine[n++] = ent[t];
-	int *cnt = malloc((size_t)o->Ntr * sizeof(int)),
-	    *dsp = malloc((size_t)o->Ntr * sizeof(int));
 	MPI_Allgather(&n, 1, MPI_INT, cnt, 1, MPI_INT, tr->comm->world);
 	int tot = 0;
 	for (int r = 0; r < o->Ntr; r++) {
 		dsp[r] = tot;
 		tot += cnt[r];
 	}
-	double *all = malloc(((size_t)tot + 1) * sizeof(double));
 	MPI_Allgatherv(mine, n, MPI_DOUBLE, all, cnt, dsp, MPI_DOUBLE, tr->comm->world);
 	if (tot > 0) {
 		double thr =
@@ -1149,10 +1177,6 @@ static void entropy_mask(Trainer *tr, const Batch *b, const float *mask, float *
 			if (mask[t] > 0 && ent[t] < thr)
 				w[t] = 0.0f;
 	}
-	free(mine);
-	free(cnt);
-	free(dsp);
-	free(all);
 }
 
 void online_micro(Trainer *tr, Batch *b, int split, const int *idx, int n, double scale,

@@ -123,6 +123,25 @@ typedef struct Online {
 	double *score;                                          /* (GAR * B) */
 	int *mb_order;      /* (num_mini_batches) this epoch's order */
 	double ppo_acc[16]; /* the step's sums (ppo.c) */
+	/* Per training example, made once: the accuracy reward's solution and
+	 * the extra columns a reward program gets (NULL when unused). */
+	char **solution, **req_extra;
+	/* Scratch of a round, allocated with the rest so the step allocates
+	 * nothing: the gathered rewards (trainers * GAR * B * F), lengths and
+	 * ends (GAR * B * 2 here, N * 2 gathered, N * 2 in round order), rloo's
+	 * per-sequence KL (GAR * B here, N gathered), trainer 0's prompts for a
+	 * push (P * Lp, P), the entropy quantile's values (B * Lc here, trainers
+	 * * B * Lc gathered; counts and offsets per trainer), the reward
+	 * program's requests and answers (B), ppo's per-token rewards (GAR * B * Lc). */
+	double *g_rew, *g_kl_mine, *g_kl;
+	int *g_len_mine, *g_len, *g_len_c;
+	int32_t *push_ids;
+	int *push_plen;
+	double *ent_mine, *ent_all;
+	int *ent_cnt, *ent_dsp;
+	char **req;
+	double *vals;
+	float *gae;
 	FILE *completions;
 	char *text;
 	size_t text_cap;

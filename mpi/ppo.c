@@ -67,13 +67,14 @@ int ppo_setup(Trainer *tr, Online *o, TrlErr *err)
 	o->adv_round = malloc(RL * sizeof(float));
 	o->ret_round = malloc(RL * sizeof(float));
 	o->vmask_round = malloc(RL * sizeof(float));
+	o->gae = malloc(RL * sizeof(float));
 	o->vbuf = malloc(BL * sizeof(float));
 	o->dvbuf = malloc(BL * sizeof(float));
 	o->score = malloc((size_t)o->GAR * o->B * sizeof(double));
 	o->mb_order = malloc((size_t)cfg->num_mini_batches * sizeof(int));
 	if (!rc && (!o->old_round || !o->ref_round || !o->val_round || !o->adv_round ||
-	            !o->ret_round || !o->vmask_round || !o->vbuf || !o->dvbuf ||
-	            !o->score || !o->mb_order))
+	            !o->ret_round || !o->vmask_round || !o->gae || !o->vbuf ||
+	            !o->dvbuf || !o->score || !o->mb_order))
 		rc = trl_errf(err, TRL_ENOMEM, "out of memory");
 	return rc;
 }
@@ -88,6 +89,7 @@ void ppo_free(Online *o)
 	free(o->adv_round);
 	free(o->ret_round);
 	free(o->vmask_round);
+	free(o->gae);
 	free(o->vbuf);
 	free(o->dvbuf);
 	free(o->score);
@@ -129,7 +131,7 @@ void ppo_round(Trainer *tr, Online *o)
 	 * completion token (the last one when the completion fills
 	 * max_completion_length), as TRL places it; the value mask reaches one
 	 * position past the completion (TRL's padding_mask_p1). */
-	float *rew = o->adv_round; /* the rewards, replaced by the advantages */
+	float *rew = o->gae; /* the per-token rewards, GAE's input */
 	double kl_sum = 0, nsr_sum = 0, score_sum = 0, ent_n = 0, eos = 0;
 	int k3 = cfg->kl_estimator == 1;
 	for (int j = 0; j < o->GAR; j++) {
@@ -168,15 +170,8 @@ void ppo_round(Trainer *tr, Online *o)
 		rl_masked_whiten(rew, o->vmask_round, RL, 0);
 	/* GAE over each row, then the advantages whitened over this rank's
 	 * round (TRL whitens per process). */
-	float *tmp = malloc(RL * sizeof(float));
-	if (!tmp) {
-		fprintf(stderr, "trl-hpc: error: out of memory\n");
-		MPI_Abort(MPI_COMM_WORLD, 1);
-	}
 	ppo_gae(o->GAR * B, Lc, rew, o->val_round, o->vmask_round, cfg->gamma, cfg->lam,
-	        tmp, o->ret_round);
-	memcpy(o->adv_round, tmp, RL * sizeof(float));
-	free(tmp);
+	        o->adv_round, o->ret_round);
 	rl_masked_whiten(o->adv_round, o->mask_round, RL, 1);
 	double s[5] = {kl_sum, nsr_sum, score_sum, ent_n, eos};
 	MPI_Allreduce(MPI_IN_PLACE, s, 5, MPI_DOUBLE, MPI_SUM, tr->comm->world);
