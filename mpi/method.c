@@ -508,17 +508,9 @@ static void reward_micro(Trainer *tr, Batch *b, int split, const int *idx, int n
 	double *r = tr->rowbuf, *dr = r + R, *mg = dr + R;
 	int *last = (int *)(mg + R);
 	model_forward(m, b);
-	/* The score of a row is read at its last token that is not the pad
-	 * token, as Hugging Face's sequence classifiers find it (with pad = EOS
-	 * the appended EOS is skipped). */
-	int pad = tr->tok.pad_id;
 	for (int i = 0; i < R; i++) {
-		int t = T - 1;
-		while (t > 0 && (b->doc[(size_t)i * T + t] < 0 ||
-		                 b->ids[(size_t)i * T + t] == pad))
-			t--;
-		last[i] = t;
-		r[i] = m->logits[(size_t)i * T + t];
+		last[i] = batch_score_position(b, i, tr->tok.pad_id);
+		r[i] = m->logits[(size_t)i * T + last[i]];
 	}
 	const double *margin = NULL;
 	if (tr->margin[split]) {
@@ -650,6 +642,15 @@ static const Method methods[] = {
 const Method *method_of(TrlMethod m)
 {
 	return &methods[m];
+}
+
+int batch_score_position(const Batch *b, int i, int pad)
+{
+	int T = b->T, t = T - 1;
+	while (t > 0 &&
+	       (b->doc[(size_t)i * T + t] < 0 || b->ids[(size_t)i * T + t] == pad))
+		t--;
+	return t;
 }
 
 void metrics_put(FILE *f, const char *key, double v)

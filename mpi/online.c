@@ -726,19 +726,15 @@ static int score_chunk(Trainer *tr, int j, int model_only, TrlErr *err)
 	}
 	for (int f = 0; f < F; f++) {
 		if (o->kind[f] == RW_MODEL) {
-			/* prompt + completion through the reward model; its score at the
-			 * last token that is not the pad token, as the reward method
-			 * trains and reads it (with pad = EOS the EOS is skipped). */
+						/* prompt + completion through the reward model, its score read
+			 * where the reward method trains it. */
 			Batch *b = &tr->mb[j];
 			model_forward(&o->rm, b);
-			for (int i = 0; i < B; i++) {
-				int T = b->T, t = T - 1;
-				while (t > 0 &&
-				       (b->doc[(size_t)i * T + t] < 0 ||
-				        b->ids[(size_t)i * T + t] == tr->tok.pad_id))
-					t--;
-				r[(size_t)i * F + f] = o->rm.logits[(size_t)i * T + t];
-			}
+			for (int i = 0; i < B; i++)
+				r[(size_t)i * F + f] =
+				    o->rm.logits[(size_t)i * b->T +
+				                 batch_score_position(b, i,
+				                                      tr->tok.pad_id)];
 		} else if (o->kind[f] == RW_COMMAND && !rc && !model_only) {
 			char **req = o->req;
 			for (int i = 0; i < B && !rc; i++) {

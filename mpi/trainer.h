@@ -117,6 +117,12 @@ typedef struct Method {
  * how many there were (at most cap are stored). */
 int method_split_list(const char *s, char items[][32], int cap);
 
+/* Where a sequence classifier's score of row i of b is read: its last token
+ * that is not the pad token, as Hugging Face finds it (with pad = EOS the
+ * appended EOS is skipped). The reward method and the online rewards share
+ * it, so a reward model is read where it was trained. */
+int batch_score_position(const Batch *b, int i, int pad);
+
 /* Writes `, "key": v` to a metrics line, null when v is not finite (JSON
  * has no NaN: a step whose loss diverged still leaves a readable line). */
 void metrics_put(FILE *f, const char *key, double v);
