@@ -52,6 +52,55 @@ static int add(Builder *bl, TrlParamKind kind, int layer, size_t d0, size_t d1,
 	return TRL_OK;
 }
 
+/* The attention tensors of llama-family layer l (lfm2's too): q, k, v and
+ * the output projection `out` (o_proj, lfm2's out_proj), each followed by its
+ * bias when it has one, then the per-head q and k norms named q_<norm>,
+ * k_<norm> (qwen3's norm, lfm2's layernorm) when norm is not NULL. */
+static int add_attention(Builder *bl, int l, size_t C, size_t QD, size_t KVD, size_t D,
+                         int qkv_bias, int o_bias, const char *out, const char *norm)
+{
+	int rc = add(bl, TRL_PARAM_MATRIX, l, QD, C,
+	             "model.layers.%d.self_attn.q_proj.weight", l);
+	if (qkv_bias)
+		rc |= add(bl, TRL_PARAM_BIAS, l, QD, 0,
+		          "model.layers.%d.self_attn.q_proj.bias", l);
+	rc |= add(bl, TRL_PARAM_MATRIX, l, KVD, C,
+	          "model.layers.%d.self_attn.k_proj.weight", l);
+	if (qkv_bias)
+		rc |= add(bl, TRL_PARAM_BIAS, l, KVD, 0,
+		          "model.layers.%d.self_attn.k_proj.bias", l);
+	rc |= add(bl, TRL_PARAM_MATRIX, l, KVD, C,
+	          "model.layers.%d.self_attn.v_proj.weight", l);
+	if (qkv_bias)
+		rc |= add(bl, TRL_PARAM_BIAS, l, KVD, 0,
+		          "model.layers.%d.self_attn.v_proj.bias", l);
+	rc |= add(bl, TRL_PARAM_MATRIX, l, C, QD, "model.layers.%d.self_attn.%s.weight",
+	          l, out);
+	if (o_bias)
+		rc |= add(bl, TRL_PARAM_BIAS, l, C, 0,
+		          "model.layers.%d.self_attn.%s.bias", l, out);
+	if (norm) {
+		rc |= add(bl, TRL_PARAM_NORM, l, D, 0,
+		          "model.layers.%d.self_attn.q_%s.weight", l, norm);
+		rc |= add(bl, TRL_PARAM_NORM, l, D, 0,
+		          "model.layers.%d.self_attn.k_%s.weight", l, norm);
+	}
+	return rc;
+}
+
+/* A SwiGLU feed-forward of layer l: model.layers.<l>.<blk>.<gate|up|down>. */
+static int add_swiglu(Builder *bl, int l, size_t C, size_t I, const char *blk,
+                      const char *gate, const char *up, const char *down)
+{
+	int rc = add(bl, TRL_PARAM_MATRIX, l, I, C, "model.layers.%d.%s.%s.weight", l,
+	             blk, gate);
+	rc |= add(bl, TRL_PARAM_MATRIX, l, I, C, "model.layers.%d.%s.%s.weight", l, blk,
+	          up);
+	rc |= add(bl, TRL_PARAM_MATRIX, l, C, I, "model.layers.%d.%s.%s.weight", l, blk,
+	          down);
+	return rc;
+}
+
 int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 {
 	memset(t, 0, sizeof *t);
@@ -82,19 +131,8 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
 			          "%s.%d.operator_norm.weight", p, l);
 			if (mc->attn_layer[l]) {
-				const char *a = "self_attn";
-				rc |= add(&bl, TRL_PARAM_MATRIX, l, QD, C,
-				          "%s.%d.%s.q_proj.weight", p, l, a);
-				rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
-				          "%s.%d.%s.k_proj.weight", p, l, a);
-				rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
-				          "%s.%d.%s.v_proj.weight", p, l, a);
-				rc |= add(&bl, TRL_PARAM_MATRIX, l, C, QD,
-				          "%s.%d.%s.out_proj.weight", p, l, a);
-				rc |= add(&bl, TRL_PARAM_NORM, l, D, 0,
-				          "%s.%d.%s.q_layernorm.weight", p, l, a);
-				rc |= add(&bl, TRL_PARAM_NORM, l, D, 0,
-				          "%s.%d.%s.k_layernorm.weight", p, l, a);
+				rc |= add_attention(&bl, l, C, QD, KVD, D, 0, 0,
+				                    "out_proj", "layernorm");
 			} else {
 				/* conv.conv.weight is (C, 1, K) in the file; stored as
 				 * the (C, K) matrix it is. */
@@ -116,12 +154,7 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 			}
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0, "%s.%d.ffn_norm.weight",
 			          p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
-			          "%s.%d.feed_forward.w1.weight", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
-			          "%s.%d.feed_forward.w3.weight", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I,
-			          "%s.%d.feed_forward.w2.weight", p, l);
+			rc |= add_swiglu(&bl, l, C, I, "feed_forward", "w1", "w3", "w2");
 			t->layer_end[l] = bl.off;
 		}
 		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "model.embedding_norm.weight");
@@ -167,40 +200,13 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 			const char *p = "model.layers";
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
 			          "%s.%d.input_layernorm.weight", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, QD, C,
-			          "%s.%d.self_attn.q_proj.weight", p, l);
-			if (mc->attention_bias)
-				rc |= add(&bl, TRL_PARAM_BIAS, l, QD, 0,
-				          "%s.%d.self_attn.q_proj.bias", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
-			          "%s.%d.self_attn.k_proj.weight", p, l);
-			if (mc->attention_bias)
-				rc |= add(&bl, TRL_PARAM_BIAS, l, KVD, 0,
-				          "%s.%d.self_attn.k_proj.bias", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, KVD, C,
-			          "%s.%d.self_attn.v_proj.weight", p, l);
-			if (mc->attention_bias)
-				rc |= add(&bl, TRL_PARAM_BIAS, l, KVD, 0,
-				          "%s.%d.self_attn.v_proj.bias", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, QD,
-			          "%s.%d.self_attn.o_proj.weight", p, l);
-			if (o_bias)
-				rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0,
-				          "%s.%d.self_attn.o_proj.bias", p, l);
-			if (mc->qk_norm) {
-				rc |= add(&bl, TRL_PARAM_NORM, l, D, 0,
-				          "%s.%d.self_attn.q_norm.weight", p, l);
-				rc |= add(&bl, TRL_PARAM_NORM, l, D, 0,
-				          "%s.%d.self_attn.k_norm.weight", p, l);
-			}
+			rc |=
+			    add_attention(&bl, l, C, QD, KVD, D, mc->attention_bias,
+			                  o_bias, "o_proj", mc->qk_norm ? "norm" : NULL);
 			rc |= add(&bl, TRL_PARAM_NORM, l, C, 0,
 			          "%s.%d.post_attention_layernorm.weight", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
-			          "%s.%d.mlp.gate_proj.weight", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, I, C,
-			          "%s.%d.mlp.up_proj.weight", p, l);
-			rc |= add(&bl, TRL_PARAM_MATRIX, l, C, I,
-			          "%s.%d.mlp.down_proj.weight", p, l);
+			rc |= add_swiglu(&bl, l, C, I, "mlp", "gate_proj", "up_proj",
+			                 "down_proj");
 			t->layer_end[l] = bl.off;
 		}
 		rc |= add(&bl, TRL_PARAM_NORM, -1, C, 0, "model.norm.weight");
