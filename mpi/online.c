@@ -214,6 +214,76 @@ int online_max_len(const Trainer *tr)
 
 static int prepare_examples(Trainer *tr, Online *o, TrlErr *err);
 
+int online_bufs_alloc(const OnlineBuf *list, int n, TrlErr *err)
+{
+	for (int i = 0; i < n; i++)
+		if (list[i].bytes && !(*list[i].at = calloc(1, list[i].bytes)))
+			return trl_errf(err, TRL_ENOMEM, "out of memory");
+	return TRL_OK;
+}
+
+void online_bufs_free(const OnlineBuf *list, int n)
+{
+	for (int i = 0; i < n; i++) {
+		free(*list[i].at);
+		*list[i].at = NULL;
+	}
+}
+
+enum { ONLINE_NBUF = 40 };
+
+/* Every buffer online_setup allocates, with its size for this run. */
+static int online_buffers(Online *o, const Config *cfg, OnlineBuf *b)
+{
+	size_t BL = (size_t)o->B * o->Lc, RL = BL * o->GAR, GB = (size_t)o->GAR * o->B;
+	size_t N = (size_t)o->N, P = (size_t)o->P, T = (size_t)o->Ntr;
+	/* ppo.c holds its own round buffers; rloo with a KL and num_iterations
+	 * > 1 need the old (and rloo the reference) log-probs of the round. */
+	int old = !o->ppo && (cfg->num_iterations > 1 || (!o->grpo && cfg->beta > 0));
+	int ref = !o->ppo && !o->grpo && cfg->beta > 0;
+	int ent = cfg->top_entropy_quantile < 1.0;
+	OnlineBuf list[] = {
+	    ONLINE_BUF(o->chunk, o->GAR),
+	    ONLINE_BUF(o->prompts, P * o->Lp),
+	    ONLINE_BUF(o->plen, P),
+	    ONLINE_BUF(o->prompt_ex, P),
+	    ONLINE_BUF(o->r_local, GB * MAX_REWARDS),
+	    ONLINE_BUF(o->r_all, N * MAX_REWARDS),
+	    ONLINE_BUF(o->r_sum, N),
+	    ONLINE_BUF(o->adv, N),
+	    ONLINE_BUF(o->gstd, N),
+	    ONLINE_BUF(o->kl_seq, N),
+	    ONLINE_BUF(o->lp, BL),
+	    ONLINE_BUF(o->samp, BL),
+	    ONLINE_BUF(o->mask, BL),
+	    ONLINE_BUF(o->w, BL),
+	    ONLINE_BUF(o->dlp, BL),
+	    ONLINE_BUF(o->refb, BL),
+	    ONLINE_BUF(o->mask_round, RL),
+	    ONLINE_BUF(o->samp_round, RL),
+	    ONLINE_BUF(o->old_round, old ? RL : 0),
+	    ONLINE_BUF(o->ref_round, ref ? RL : 0),
+	    ONLINE_BUF(o->g_rew, GB * T * MAX_REWARDS),
+	    ONLINE_BUF(o->g_len_mine, GB * 2),
+	    ONLINE_BUF(o->g_len, N * 2),
+	    ONLINE_BUF(o->g_len_c, N * 2),
+	    ONLINE_BUF(o->g_kl_mine, GB),
+	    ONLINE_BUF(o->g_kl, N),
+	    ONLINE_BUF(o->push_ids, P * o->Lp),
+	    ONLINE_BUF(o->push_plen, P),
+	    ONLINE_BUF(o->req, o->B),
+	    ONLINE_BUF(o->vals, o->B),
+	    ONLINE_BUF(o->ent_mine, ent ? BL : 0),
+	    ONLINE_BUF(o->ent_all, ent ? BL * T : 0),
+	    ONLINE_BUF(o->ent_cnt, ent ? T : 0),
+	    ONLINE_BUF(o->ent_dsp, ent ? T : 0),
+	};
+	int n = (int)(sizeof list / sizeof list[0]);
+	COMM_ASSERT(n <= ONLINE_NBUF);
+	memcpy(b, list, sizeof list);
+	return n;
+}
+
 int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
@@ -269,59 +339,10 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	                      .sequence_level = cfg->importance_sampling_level == 1,
 	                      .beta = o->grpo ? cfg->beta : 0.0,
 	                      .max_completion_length = cfg->max_completion_length};
-	size_t BL = (size_t)o->B * o->Lc, RL = BL * o->GAR;
-	o->chunk = calloc((size_t)o->GAR, sizeof *o->chunk);
-	o->prompts = malloc((size_t)o->P * o->Lp * sizeof(int32_t));
-	o->plen = malloc((size_t)o->P * sizeof(int));
-	o->prompt_ex = malloc((size_t)o->P * sizeof(int));
-	o->r_local = calloc((size_t)o->GAR * o->B * MAX_REWARDS, sizeof(double));
-	o->r_all = calloc((size_t)o->N * MAX_REWARDS, sizeof(double));
-	o->r_sum = calloc((size_t)o->N, sizeof(double));
-	o->adv = calloc((size_t)o->N, sizeof(double));
-	o->gstd = calloc((size_t)o->N, sizeof(double));
-	o->kl_seq = calloc((size_t)o->N, sizeof(double));
-	o->lp = malloc(BL * sizeof(float));
-	o->samp = malloc(BL * sizeof(float));
-	o->mask = malloc(BL * sizeof(float));
-	o->w = malloc(BL * sizeof(float));
-	o->dlp = malloc(BL * sizeof(float));
-	o->refb = malloc(BL * sizeof(float));
-	o->mask_round = malloc(RL * sizeof(float));
-	o->samp_round = malloc(RL * sizeof(float));
-	size_t GB = (size_t)o->GAR * o->B;
-	o->g_rew = malloc(GB * o->Ntr * MAX_REWARDS * sizeof(double));
-	o->g_len_mine = malloc(GB * 2 * sizeof(int));
-	o->g_len = malloc((size_t)o->N * 2 * sizeof(int));
-	o->g_len_c = malloc((size_t)o->N * 2 * sizeof(int));
-	o->g_kl_mine = malloc(GB * sizeof(double));
-	o->g_kl = malloc((size_t)o->N * sizeof(double));
-	o->push_ids = malloc((size_t)o->P * o->Lp * sizeof(int32_t));
-	o->push_plen = malloc((size_t)o->P * sizeof(int));
-	o->req = calloc((size_t)o->B, sizeof *o->req);
-	o->vals = malloc((size_t)o->B * sizeof(double));
-	int ent = cfg->top_entropy_quantile < 1.0;
-	if (ent) {
-		o->ent_mine = malloc(BL * sizeof(double));
-		o->ent_all = malloc(BL * o->Ntr * sizeof(double));
-		o->ent_cnt = malloc((size_t)o->Ntr * sizeof(int));
-		o->ent_dsp = malloc((size_t)o->Ntr * sizeof(int));
-	}
-	/* ppo.c allocates its own round buffers. */
-	int need_old =
-	    !o->ppo && (cfg->num_iterations > 1 || (!o->grpo && cfg->beta > 0));
-	if (need_old)
-		o->old_round = malloc(RL * sizeof(float));
-	if (!o->ppo && !o->grpo && cfg->beta > 0)
-		o->ref_round = malloc(RL * sizeof(float));
-	if (!o->chunk || !o->prompts || !o->plen || !o->prompt_ex || !o->r_local ||
-	    !o->r_all || !o->r_sum || !o->adv || !o->gstd || !o->kl_seq || !o->lp ||
-	    !o->samp || !o->mask || !o->w || !o->dlp || !o->refb || !o->mask_round ||
-	    !o->samp_round || (need_old && !o->old_round) || !o->g_rew ||
-	    !o->g_len_mine || !o->g_len || !o->g_len_c || !o->g_kl_mine || !o->g_kl ||
-	    !o->push_ids || !o->push_plen || !o->req || !o->vals ||
-	    (ent && (!o->ent_mine || !o->ent_all || !o->ent_cnt || !o->ent_dsp)) ||
-	    (!o->ppo && !o->grpo && cfg->beta > 0 && !o->ref_round))
-		rc = trl_errf(err, TRL_ENOMEM, "out of memory");
+	OnlineBuf bufs[ONLINE_NBUF];
+	int nbuf = online_buffers(o, cfg, bufs);
+	if (!rc)
+		rc = online_bufs_alloc(bufs, nbuf, err);
 	RolloutPlan *p = &o->plan;
 	memset(p, 0, sizeof *p);
 	p->iterations = o->iters;
@@ -340,7 +361,7 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	p->eos_id = tr->tok.eos_id;
 	p->mc = tr->model.cfg;
 	p->n_weights = tr->model.table.total;
-	for (int j = 0; o->chunk && j < o->GAR && !rc; j++)
+	for (int j = 0; !rc && j < o->GAR; j++)
 		rc = rollout_chunk_alloc(&o->chunk[j], p, err);
 	if (!rc)
 		rc = setup_rewards(tr, o, err);
@@ -419,7 +440,6 @@ void online_free(Trainer *tr)
 	for (int j = 0; o->chunk && j < o->GAR; j++)
 		rollout_chunk_free(&o->chunk[j]);
 	ppo_free(o);
-	free(o->chunk);
 	generator_free(&o->gen);
 	model_free(&o->full);
 	if (o->fmt_ok)
@@ -431,45 +451,14 @@ void online_free(Trainer *tr)
 		zero_free(&o->rmz);
 	if (o->has_rm)
 		model_free(&o->rm);
-	free(o->prompts);
-	free(o->plen);
-	free(o->prompt_ex);
-	free(o->r_local);
-	free(o->r_all);
-	free(o->r_sum);
-	free(o->adv);
-	free(o->gstd);
-	free(o->kl_seq);
-	free(o->lp);
-	free(o->samp);
-	free(o->mask);
-	free(o->w);
-	free(o->dlp);
-	free(o->refb);
-	free(o->old_round);
-	free(o->ref_round);
-	free(o->mask_round);
-	free(o->samp_round);
+	OnlineBuf bufs[ONLINE_NBUF];
+	online_bufs_free(bufs, online_buffers(o, tr->cfg, bufs));
 	for (int e = 0; e < tr->train.n; e++) {
 		free(o->solution ? o->solution[e] : NULL);
 		free(o->req_extra ? o->req_extra[e] : NULL);
 	}
 	free(o->solution);
 	free(o->req_extra);
-	free(o->g_rew);
-	free(o->g_len_mine);
-	free(o->g_len);
-	free(o->g_len_c);
-	free(o->g_kl_mine);
-	free(o->g_kl);
-	free(o->push_ids);
-	free(o->push_plen);
-	free(o->req);
-	free(o->vals);
-	free(o->ent_mine);
-	free(o->ent_all);
-	free(o->ent_cnt);
-	free(o->ent_dsp);
 	free(o->text);
 	if (o->completions)
 		fclose(o->completions);
@@ -726,7 +715,7 @@ static int score_chunk(Trainer *tr, int j, int model_only, TrlErr *err)
 	}
 	for (int f = 0; f < F; f++) {
 		if (o->kind[f] == RW_MODEL) {
-						/* prompt + completion through the reward model, its score read
+			/* prompt + completion through the reward model, its score read
 			 * where the reward method trains it. */
 			Batch *b = &tr->mb[j];
 			model_forward(&o->rm, b);

@@ -147,6 +147,22 @@ typedef struct Online {
 	size_t text_cap;
 } Online;
 
+/* A buffer of the online state: the field that holds it and its size in
+ * bytes (0: this run does not need it). ONLINE_BUF(field, count) names one. */
+typedef struct OnlineBuf {
+	void **at;
+	size_t bytes;
+} OnlineBuf;
+#define ONLINE_BUF(field, count)                                                         \
+	{                                                                                \
+		(void **)&(field), (size_t)(count) * sizeof *(field)                     \
+	}
+/* Allocates every buffer of list[0..n) that has a size, zeroed; returns 0 or
+ * TRL_ENOMEM (what was made is freed by online_bufs_free). */
+int online_bufs_alloc(const OnlineBuf *list, int n, TrlErr *err);
+/* Frees every buffer of the list and clears its field. */
+void online_bufs_free(const OnlineBuf *list, int n);
+
 /* The longest micro-batch row: the longest prompt (capped at
  * max_prompt_length) plus max_completion_length. */
 int online_max_len(const Trainer *tr);

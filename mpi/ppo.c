@@ -26,6 +26,33 @@ enum {
 	PA_N
 };
 
+enum { PPO_NBUF = 12 };
+
+/* ppo's round buffers (the rollout's, the reference's and the value
+ * model's per-token figures, rewards, advantages, returns, masks) and its
+ * per-micro-batch ones. */
+static int ppo_buffers(Online *o, int mini_batches, OnlineBuf *b)
+{
+	size_t RL = (size_t)o->GAR * o->B * o->Lc, BL = (size_t)o->B * o->Lc;
+	OnlineBuf list[] = {
+	    ONLINE_BUF(o->old_round, RL),
+	    ONLINE_BUF(o->ref_round, RL),
+	    ONLINE_BUF(o->val_round, RL),
+	    ONLINE_BUF(o->adv_round, RL),
+	    ONLINE_BUF(o->ret_round, RL),
+	    ONLINE_BUF(o->vmask_round, RL),
+	    ONLINE_BUF(o->gae, RL),
+	    ONLINE_BUF(o->vbuf, BL),
+	    ONLINE_BUF(o->dvbuf, BL),
+	    ONLINE_BUF(o->score, (size_t)o->GAR * o->B),
+	    ONLINE_BUF(o->mb_order, mini_batches),
+	};
+	int n = (int)(sizeof list / sizeof list[0]);
+	COMM_ASSERT(n <= PPO_NBUF);
+	memcpy(b, list, sizeof list);
+	return n;
+}
+
 /* The value model: value_model_path, else the reward model, read as a
  * sequence classifier with one label and trained (ZeRO like the policy). */
 int ppo_setup(Trainer *tr, Online *o, TrlErr *err)
@@ -60,40 +87,23 @@ int ppo_setup(Trainer *tr, Online *o, TrlErr *err)
 	o->has_vm = 1; /* model_free and zero_free are safe on what did not start */
 	if (!rc)
 		rc = model_alloc_activations(&o->vm, tr->rows_cap, tr->maxT, err);
-	size_t RL = (size_t)o->GAR * o->B * o->Lc, BL = (size_t)o->B * o->Lc;
-	o->old_round = malloc(RL * sizeof(float));
-	o->ref_round = malloc(RL * sizeof(float));
-	o->val_round = malloc(RL * sizeof(float));
-	o->adv_round = malloc(RL * sizeof(float));
-	o->ret_round = malloc(RL * sizeof(float));
-	o->vmask_round = malloc(RL * sizeof(float));
-	o->gae = malloc(RL * sizeof(float));
-	o->vbuf = malloc(BL * sizeof(float));
-	o->dvbuf = malloc(BL * sizeof(float));
-	o->score = malloc((size_t)o->GAR * o->B * sizeof(double));
-	o->mb_order = malloc((size_t)cfg->num_mini_batches * sizeof(int));
-	if (!rc && (!o->old_round || !o->ref_round || !o->val_round || !o->adv_round ||
-	            !o->ret_round || !o->vmask_round || !o->gae || !o->vbuf ||
-	            !o->dvbuf || !o->score || !o->mb_order))
-		rc = trl_errf(err, TRL_ENOMEM, "out of memory");
+	OnlineBuf bufs[PPO_NBUF];
+	int nbuf = ppo_buffers(o, cfg->num_mini_batches, bufs);
+	if (!rc)
+		rc = online_bufs_alloc(bufs, nbuf, err);
 	return rc;
 }
 
 void ppo_free(Online *o)
 {
+	if (!o->ppo)
+		return;
 	if (o->has_vm) {
 		zero_free(&o->vz);
 		model_free(&o->vm);
 	}
-	free(o->val_round);
-	free(o->adv_round);
-	free(o->ret_round);
-	free(o->vmask_round);
-	free(o->gae);
-	free(o->vbuf);
-	free(o->dvbuf);
-	free(o->score);
-	free(o->mb_order);
+	OnlineBuf bufs[PPO_NBUF];
+	online_bufs_free(bufs, ppo_buffers(o, 0, bufs));
 }
 
 /* The value model's prediction at each completion position (the hidden state
