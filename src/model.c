@@ -1,4 +1,4 @@
-/* model.c - llama-family and gpt2 forward/backward over the parameter slab. */
+/* model.c - llama-family, gpt2 and lfm2 forward/backward over the parameter slab. */
 #include "model.h"
 
 #include <math.h>
@@ -83,30 +83,48 @@ static int wire(const ModelConfig *mc, const ParamTable *t, float *base, ModelPt
 			p->proj_b = ptr(t, base, "%s.%d.mlp.c_proj.bias", h, l);
 		}
 	} else {
+		/* llama family, and lfm2 under its own names: operator_norm,
+		 * self_attn.out_proj, q/k_layernorm, ffn_norm, feed_forward.w1/w3/w2
+		 * and the final embedding_norm. */
+		int lfm2 = mc->arch == TRL_ARCH_LFM2;
+		const char *ln1 = lfm2 ? "operator_norm" : "input_layernorm";
+		const char *ln2 = lfm2 ? "ffn_norm" : "post_attention_layernorm";
+		const char *o = lfm2 ? "out_proj" : "o_proj";
+		const char *qn = lfm2 ? "q_layernorm" : "q_norm";
+		const char *kn = lfm2 ? "k_layernorm" : "k_norm";
+		const char *gate = lfm2 ? "feed_forward.w1" : "mlp.gate_proj";
+		const char *up = lfm2 ? "feed_forward.w3" : "mlp.up_proj";
+		const char *down = lfm2 ? "feed_forward.w2" : "mlp.down_proj";
 		w->wte = ptr(t, base, "model.embed_tokens.weight");
-		w->lnf_w = ptr(t, base, "model.norm.weight");
+		w->lnf_w = ptr(
+		    t, base, lfm2 ? "model.embedding_norm.weight" : "model.norm.weight");
 		w->lm_head = mc->num_labels > 0        ? ptr(t, base, "score.weight")
 		             : mc->tie_word_embeddings ? w->wte
 		                                       : ptr(t, base, "lm_head.weight");
 		for (int l = 0; l < L; l++) {
 			LayerPtrs *p = &w->layer[l];
 			const char *m = "model.layers";
-			p->ln1_w = ptr(t, base, "%s.%d.input_layernorm.weight", m, l);
+			p->ln1_w = ptr(t, base, "%s.%d.%s.weight", m, l, ln1);
 			p->q_w = ptr(t, base, "%s.%d.self_attn.q_proj.weight", m, l);
 			p->k_w = ptr(t, base, "%s.%d.self_attn.k_proj.weight", m, l);
 			p->v_w = ptr(t, base, "%s.%d.self_attn.v_proj.weight", m, l);
-			p->o_w = ptr(t, base, "%s.%d.self_attn.o_proj.weight", m, l);
-			p->o_b = ptr(t, base, "%s.%d.self_attn.o_proj.bias", m, l);
-			p->q_norm = ptr(t, base, "%s.%d.self_attn.q_norm.weight", m, l);
-			p->k_norm = ptr(t, base, "%s.%d.self_attn.k_norm.weight", m, l);
+			p->o_w = ptr(t, base, "%s.%d.self_attn.%s.weight", m, l, o);
+			p->o_b = ptr(t, base, "%s.%d.self_attn.%s.bias", m, l, o);
+			p->q_norm = ptr(t, base, "%s.%d.self_attn.%s.weight", m, l, qn);
+			p->k_norm = ptr(t, base, "%s.%d.self_attn.%s.weight", m, l, kn);
 			p->q_b = ptr(t, base, "%s.%d.self_attn.q_proj.bias", m, l);
 			p->k_b = ptr(t, base, "%s.%d.self_attn.k_proj.bias", m, l);
 			p->v_b = ptr(t, base, "%s.%d.self_attn.v_proj.bias", m, l);
-			p->ln2_w =
-			    ptr(t, base, "%s.%d.post_attention_layernorm.weight", m, l);
-			p->gate_w = ptr(t, base, "%s.%d.mlp.gate_proj.weight", m, l);
-			p->up_w = ptr(t, base, "%s.%d.mlp.up_proj.weight", m, l);
-			p->down_w = ptr(t, base, "%s.%d.mlp.down_proj.weight", m, l);
+			p->ln2_w = ptr(t, base, "%s.%d.%s.weight", m, l, ln2);
+			p->gate_w = ptr(t, base, "%s.%d.%s.weight", m, l, gate);
+			p->up_w = ptr(t, base, "%s.%d.%s.weight", m, l, up);
+			p->down_w = ptr(t, base, "%s.%d.%s.weight", m, l, down);
+			p->in_w = ptr(t, base, "%s.%d.conv.in_proj.weight", m, l);
+			p->in_b = ptr(t, base, "%s.%d.conv.in_proj.bias", m, l);
+			p->conv_w = ptr(t, base, "%s.%d.conv.conv.weight", m, l);
+			p->conv_b = ptr(t, base, "%s.%d.conv.conv.bias", m, l);
+			p->cout_w = ptr(t, base, "%s.%d.conv.out_proj.weight", m, l);
+			p->cout_b = ptr(t, base, "%s.%d.conv.out_proj.bias", m, l);
 		}
 	}
 	return TRL_OK;
@@ -134,14 +152,7 @@ int model_init_flags(Model *m, const ModelConfig *mc, unsigned flags, TrlErr *er
 	int rc = model_config_check(&m->cfg, err);
 	if (rc)
 		return rc;
-	/* LFM2's shape is known (validate plans it from config.json) but its
-	 * layers have no forward pass here yet. */
-	if (m->cfg.arch == TRL_ARCH_LFM2)
-		return trl_errf(
-		    err, TRL_EUNSUPPORTED,
-		    "model_type lfm2: trl-hpc reads its config.json and plans "
-		    "runs with `trl-hpc validate`, but cannot run its layers yet; "
-		    "use a llama, qwen2, qwen3, mistral or gpt2 model");
+
 	rc = params_build(&m->table, &m->cfg, err);
 	if (rc)
 		return rc;
@@ -246,7 +257,8 @@ void model_bind_unit(Model *m, int u, float *w, float *g)
 static int is_output_projection(const char *name)
 {
 	return strstr(name, "attn.c_proj.weight") || strstr(name, "mlp.c_proj.weight") ||
-	       strstr(name, "o_proj.weight") || strstr(name, "down_proj.weight");
+	       strstr(name, "o_proj.weight") || strstr(name, "down_proj.weight") ||
+	       strstr(name, "out_proj.weight") || strstr(name, "feed_forward.w2.weight");
 }
 
 void model_init_weights_range(const Model *m, uint64_t seed, float *dst, size_t begin,
@@ -323,11 +335,17 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 	size_t KV = (size_t)m->cfg.num_key_value_heads;
 	for (size_t l = 0; l < s->L; l++) {
 		LayerActs scratch, *a = m->acts ? &m->acts[l] : &scratch;
+		memset(a, 0, sizeof *a);
 		a->x_in = trl_carve(&cv, N * C);
 		a->ln1 = trl_carve(&cv, N * C);
 		a->ln1_mean = trl_carve(&cv, N);
 		a->ln1_rstd = trl_carve(&cv, N);
-		if (gpt2) {
+		if (model_config_conv_layer(&m->cfg, (int)l)) {
+			/* lfm2's short convolution instead of attention */
+			a->proj = trl_carve(&cv, 3 * N * C);
+			a->bx = trl_carve(&cv, N * C);
+			a->atty = trl_carve(&cv, N * C);
+		} else if (gpt2) {
 			/* c_attn's (N, 3C) output as it is: q, k, v are its column
 			 * blocks, read by attention with a row stride of 3C. */
 			a->q = trl_carve(&cv, 3 * N * C);
@@ -338,12 +356,14 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 			a->k = trl_carve(&cv, N * s->KVD);
 			a->v = trl_carve(&cv, N * s->KVD);
 		}
-		a->q_raw = qkn ? trl_carve(&cv, N * QD) : NULL;
-		a->k_raw = qkn ? trl_carve(&cv, N * s->KVD) : NULL;
-		a->q_rstd = qkn ? trl_carve(&cv, N * H) : NULL;
-		a->k_rstd = qkn ? trl_carve(&cv, N * KV) : NULL;
-		a->att = trl_carve(&cv, s->BHTT);
-		a->atty = trl_carve(&cv, N * QD);
+		if (!a->proj) {
+			a->q_raw = qkn ? trl_carve(&cv, N * QD) : NULL;
+			a->k_raw = qkn ? trl_carve(&cv, N * s->KVD) : NULL;
+			a->q_rstd = qkn ? trl_carve(&cv, N * H) : NULL;
+			a->k_rstd = qkn ? trl_carve(&cv, N * KV) : NULL;
+			a->att = trl_carve(&cv, s->BHTT);
+			a->atty = trl_carve(&cv, N * QD);
+		}
 		a->x_mid = trl_carve(&cv, N * C);
 		a->ln2 = trl_carve(&cv, N * C);
 		a->ln2_mean = trl_carve(&cv, N);
@@ -360,8 +380,8 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 	m->dres = trl_carve(&cv, N * C);
 	m->dtmp = trl_carve(&cv, N * CQ);
 	/* dbig holds dhact, dh1, dh2 (3 x (N, I)) in the MLP, the gpt2 c_attn
-	 * gradient (N, 3C) in backward, and the qwen3 gradients before q/k norm
-	 * ((N, H*D) + (N, KV*D)) in backward. */
+	 * gradient (N, 3C) in backward, the qwen3 gradients before q/k norm
+	 * ((N, H*D) + (N, KV*D)) and lfm2's in_proj gradient (N, 3C). */
 	m->dbig = trl_carve(&cv, 3 * N * wide);
 	m->dq = gpt2 ? NULL : trl_carve(&cv, N * QD);
 	m->dk = gpt2 ? NULL : trl_carve(&cv, N * s->KVD);
@@ -509,13 +529,83 @@ static void hk_poll(const Model *m)
 		m->hooks->poll(m->hooks->ctx);
 }
 
-void model_forward(Model *m, const Batch *b)
+/* The attention block: x_mid = x_in + o_proj(attn(q, k, v of a->ln1)). */
+static void attention_block_forward(Model *m, LayerActs *a, const LayerPtrs *p,
+                                    const Batch *b)
 {
 	const ModelConfig *mc = &m->cfg;
 	int B = b->B, T = b->T, N = B * T;
 	int C = mc->hidden_size, H = mc->num_attention_heads,
 	    KV = mc->num_key_value_heads;
-	int D = mc->head_dim, QD = H * D, KVD = KV * D, I = mc->intermediate_size;
+	int D = mc->head_dim, QD = H * D, KVD = KV * D, gpt2 = mc->arch == TRL_ARCH_GPT2;
+	if (gpt2) {
+		matmul_forward(a->q, a->ln1, p->qkv_w, p->qkv_b, N, C, 3 * C,
+		               TRL_W_IN_OUT);
+	} else {
+		float *q = mc->qk_norm ? a->q_raw : a->q;
+		float *k = mc->qk_norm ? a->k_raw : a->k;
+		matmul_forward(q, a->ln1, p->q_w, p->q_b, N, C, QD, TRL_W_OUT_IN);
+		matmul_forward(k, a->ln1, p->k_w, p->k_b, N, C, KVD, TRL_W_OUT_IN);
+		matmul_forward(a->v, a->ln1, p->v_w, p->v_b, N, C, KVD, TRL_W_OUT_IN);
+		if (mc->qk_norm) {
+			/* qwen3, lfm2: RMSNorm over each head's D values,
+			 * before RoPE. */
+			rmsnorm_forward(a->q, a->q_rstd, a->q_raw, p->q_norm, N * H, D,
+			                mc->norm_eps);
+			rmsnorm_forward(a->k, a->k_rstd, a->k_raw, p->k_norm, N * KV, D,
+			                mc->norm_eps);
+		}
+		rope_forward(a->q, b->pos, N, H, D, mc->rope_theta);
+		rope_forward(a->k, b->pos, N, KV, D, mc->rope_theta);
+	}
+	hk_poll(m);
+	attention_forward_strided(a->atty, a->att, a->q, a->k, a->v, gpt2 ? 3 * C : QD,
+	                          gpt2 ? 3 * C : KVD, b->doc, B, T, H, KV, D);
+	hk_poll(m);
+	copy_floats(a->x_mid, a->x_in, (size_t)N * C);
+	matmul_forward_add(a->x_mid, a->atty, p->o_w, p->o_b, N, QD, C,
+	                   gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
+}
+
+/* lfm2's conv block: x_mid = x_in + out_proj(shortconv(in_proj(norm1(x_in)))),
+ * from a->ln1. */
+static void conv_block_forward(Model *m, LayerActs *a, const LayerPtrs *p, const Batch *b)
+{
+	int N = b->B * b->T, C = m->cfg.hidden_size;
+	matmul_forward(a->proj, a->ln1, p->in_w, p->in_b, N, C, 3 * C, TRL_W_OUT_IN);
+	hk_poll(m);
+	shortconv_forward(a->atty, a->bx, a->proj, p->conv_w, p->conv_b, b->doc, b->B,
+	                  b->T, C, m->cfg.conv_L_cache);
+	hk_poll(m);
+	copy_floats(a->x_mid, a->x_in, (size_t)N * C);
+	matmul_forward_add(a->x_mid, a->atty, p->cout_w, p->cout_b, N, C, C,
+	                   TRL_W_OUT_IN);
+}
+
+/* Its backward: d ln1 into m->dtmp (overwritten), from dres = d x_mid. */
+static void conv_block_backward(Model *m, const LayerActs *a, const LayerPtrs *p,
+                                const LayerPtrs *gp, const Batch *b)
+{
+	int N = b->B * b->T, C = m->cfg.hidden_size;
+	size_t NC = (size_t)N * C;
+	float *dy = m->dtmp, *dproj = m->dbig;
+	zero_floats(dy, NC);
+	matmul_backward(dy, gp->cout_w, gp->cout_b, m->dres, a->atty, p->cout_w, N, C, C,
+	                TRL_W_OUT_IN);
+	hk_poll(m);
+	zero_floats(dproj, 3 * NC);
+	shortconv_backward(dproj, gp->conv_w, gp->conv_b, dy, a->proj, a->bx, p->conv_w,
+	                   p->conv_b, b->doc, b->B, b->T, C, m->cfg.conv_L_cache);
+	hk_poll(m);
+	zero_floats(m->dtmp, NC);
+	matmul_backward(m->dtmp, gp->in_w, gp->in_b, dproj, a->ln1, p->in_w, N, C, 3 * C,
+	                TRL_W_OUT_IN);
+}
+
+void model_forward(Model *m, const Batch *b)
+{
+	const ModelConfig *mc = &m->cfg;
+	int N = b->B * b->T, C = mc->hidden_size, I = mc->intermediate_size;
 	int V = model_config_out_dim(mc), L = mc->num_hidden_layers,
 	    gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w;
@@ -533,37 +623,10 @@ void model_forward(Model *m, const Batch *b)
 
 		norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->x_in, p->ln1_w,
 		             p->ln1_b, N);
-		if (gpt2) {
-			matmul_forward(a->q, a->ln1, p->qkv_w, p->qkv_b, N, C, 3 * C,
-			               TRL_W_IN_OUT);
-		} else {
-			float *q = mc->qk_norm ? a->q_raw : a->q;
-			float *k = mc->qk_norm ? a->k_raw : a->k;
-			matmul_forward(q, a->ln1, p->q_w, p->q_b, N, C, QD, TRL_W_OUT_IN);
-			matmul_forward(k, a->ln1, p->k_w, p->k_b, N, C, KVD,
-			               TRL_W_OUT_IN);
-			matmul_forward(a->v, a->ln1, p->v_w, p->v_b, N, C, KVD,
-			               TRL_W_OUT_IN);
-			if (mc->qk_norm) {
-				/* Qwen3: RMSNorm over each head's D values, before RoPE.
-				 */
-				rmsnorm_forward(a->q, a->q_rstd, a->q_raw, p->q_norm,
-				                N * H, D, mc->norm_eps);
-				rmsnorm_forward(a->k, a->k_rstd, a->k_raw, p->k_norm,
-				                N * KV, D, mc->norm_eps);
-			}
-			rope_forward(a->q, b->pos, N, H, D, mc->rope_theta);
-			rope_forward(a->k, b->pos, N, KV, D, mc->rope_theta);
-		}
-		hk_poll(m);
-		attention_forward_strided(a->atty, a->att, a->q, a->k, a->v,
-		                          gpt2 ? 3 * C : QD, gpt2 ? 3 * C : KVD, b->doc,
-		                          B, T, H, KV, D);
-		hk_poll(m);
-		copy_floats(a->x_mid, a->x_in, (size_t)N * C);
-		matmul_forward_add(a->x_mid, a->atty, p->o_w, p->o_b, N, QD, C,
-		                   gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
-
+		if (model_config_conv_layer(mc, l))
+			conv_block_forward(m, a, p, b);
+		else
+			attention_block_forward(m, a, p, b);
 		hk_poll(m);
 		norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, p->ln2_w,
 		             p->ln2_b, N);
@@ -600,13 +663,70 @@ void model_forward(Model *m, const Batch *b)
 
 /* ---- backward -------------------------------------------------------------- */
 
-void model_backward(Model *m, const Batch *b)
+/* The attention block's backward, x_mid = x_in + o_proj(attn(norm1(x_in))):
+ * d ln1 into m->dtmp (overwritten), from dres = d x_mid. */
+static void attention_block_backward(Model *m, const LayerActs *a, const LayerPtrs *p,
+                                     const LayerPtrs *gp, const Batch *b)
 {
 	const ModelConfig *mc = &m->cfg;
 	int B = b->B, T = b->T, N = B * T;
 	int C = mc->hidden_size, H = mc->num_attention_heads,
 	    KV = mc->num_key_value_heads;
-	int D = mc->head_dim, QD = H * D, KVD = KV * D, I = mc->intermediate_size;
+	int D = mc->head_dim, QD = H * D, KVD = KV * D, gpt2 = mc->arch == TRL_ARCH_GPT2;
+	size_t NC = (size_t)N * C;
+	float *dres = m->dres, *dtmp = m->dtmp;
+	float *datty = dtmp; /* (N, H*D) */
+	zero_floats(datty, (size_t)N * QD);
+	matmul_backward(datty, gp->o_w, gp->o_b, dres, a->atty, p->o_w, N, QD, C,
+	                gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
+	/* gpt2: the gradients of q, k, v land as column blocks of one (N, 3C)
+	 * buffer, which is c_attn's output gradient as it is. */
+	float *dqkv = m->dbig;
+	if (gpt2) {
+		zero_floats(dqkv, (size_t)N * 3 * C);
+		attention_backward_strided(dqkv, dqkv + C, dqkv + 2 * C, m->att_scratch,
+		                           m->threads, datty, a->q, a->k, a->v, 3 * C,
+		                           3 * C, a->att, B, T, H, KV, D);
+	} else {
+		zero_floats(m->dq, (size_t)N * QD);
+		zero_floats(m->dk, (size_t)N * KVD);
+		zero_floats(m->dv, (size_t)N * KVD);
+		attention_backward(m->dq, m->dk, m->dv, m->att_scratch, m->threads, datty,
+		                   a->q, a->k, a->v, a->att, B, T, H, KV, D);
+	}
+	hk_poll(m);
+	float *dln1 = dtmp; /* datty is no longer needed */
+	zero_floats(dln1, NC);
+	if (gpt2) {
+		matmul_backward(dln1, gp->qkv_w, gp->qkv_b, dqkv, a->ln1, p->qkv_w, N, C,
+		                3 * C, TRL_W_IN_OUT);
+	} else {
+		rope_backward(m->dq, b->pos, N, H, D, mc->rope_theta);
+		rope_backward(m->dk, b->pos, N, KV, D, mc->rope_theta);
+		float *dq = m->dq, *dk = m->dk;
+		if (mc->qk_norm) {
+			/* Through the per-head norms; dbig is free here. */
+			dq = m->dbig;
+			dk = m->dbig + (size_t)N * QD;
+			zero_floats(dq, (size_t)N * (QD + KVD));
+			rmsnorm_backward(dq, gp->q_norm, m->dq, a->q_raw, p->q_norm,
+			                 a->q_rstd, N * H, D);
+			rmsnorm_backward(dk, gp->k_norm, m->dk, a->k_raw, p->k_norm,
+			                 a->k_rstd, N * KV, D);
+		}
+		matmul_backward(dln1, gp->q_w, gp->q_b, dq, a->ln1, p->q_w, N, C, QD,
+		                TRL_W_OUT_IN);
+		matmul_backward(dln1, gp->k_w, gp->k_b, dk, a->ln1, p->k_w, N, C, KVD,
+		                TRL_W_OUT_IN);
+		matmul_backward(dln1, gp->v_w, gp->v_b, m->dv, a->ln1, p->v_w, N, C, KVD,
+		                TRL_W_OUT_IN);
+	}
+}
+
+void model_backward(Model *m, const Batch *b)
+{
+	const ModelConfig *mc = &m->cfg;
+	int N = b->B * b->T, C = mc->hidden_size, I = mc->intermediate_size;
 	int V = model_config_out_dim(mc), L = mc->num_hidden_layers,
 	    gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w, *g = &m->g;
@@ -664,56 +784,11 @@ void model_backward(Model *m, const Batch *b)
 		              a->ln2_mean, a->ln2_rstd, N);
 		hk_poll(m);
 
-		/* Attention: x_mid = x_in + o_proj(attn(norm1(x_in))). */
-		float *datty = dtmp; /* (N, H*D) */
-		zero_floats(datty, (size_t)N * QD);
-		matmul_backward(datty, gp->o_w, gp->o_b, dres, a->atty, p->o_w, N, QD, C,
-		                gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
-		/* gpt2: the gradients of q, k, v land as column blocks of one (N, 3C)
-		 * buffer, which is c_attn's output gradient as it is. */
-		float *dqkv = m->dbig;
-		if (gpt2) {
-			zero_floats(dqkv, (size_t)N * 3 * C);
-			attention_backward_strided(dqkv, dqkv + C, dqkv + 2 * C,
-			                           m->att_scratch, m->threads, datty,
-			                           a->q, a->k, a->v, 3 * C, 3 * C, a->att,
-			                           B, T, H, KV, D);
-		} else {
-			zero_floats(m->dq, (size_t)N * QD);
-			zero_floats(m->dk, (size_t)N * KVD);
-			zero_floats(m->dv, (size_t)N * KVD);
-			attention_backward(m->dq, m->dk, m->dv, m->att_scratch,
-			                   m->threads, datty, a->q, a->k, a->v, a->att, B,
-			                   T, H, KV, D);
-		}
-		hk_poll(m);
-		float *dln1 = dtmp; /* datty is no longer needed */
-		zero_floats(dln1, NC);
-		if (gpt2) {
-			matmul_backward(dln1, gp->qkv_w, gp->qkv_b, dqkv, a->ln1,
-			                p->qkv_w, N, C, 3 * C, TRL_W_IN_OUT);
-		} else {
-			rope_backward(m->dq, b->pos, N, H, D, mc->rope_theta);
-			rope_backward(m->dk, b->pos, N, KV, D, mc->rope_theta);
-			float *dq = m->dq, *dk = m->dk;
-			if (mc->qk_norm) {
-				/* Through the per-head norms; dbig is free here. */
-				dq = m->dbig;
-				dk = m->dbig + (size_t)N * QD;
-				zero_floats(dq, (size_t)N * (QD + KVD));
-				rmsnorm_backward(dq, gp->q_norm, m->dq, a->q_raw,
-				                 p->q_norm, a->q_rstd, N * H, D);
-				rmsnorm_backward(dk, gp->k_norm, m->dk, a->k_raw,
-				                 p->k_norm, a->k_rstd, N * KV, D);
-			}
-			matmul_backward(dln1, gp->q_w, gp->q_b, dq, a->ln1, p->q_w, N, C,
-			                QD, TRL_W_OUT_IN);
-			matmul_backward(dln1, gp->k_w, gp->k_b, dk, a->ln1, p->k_w, N, C,
-			                KVD, TRL_W_OUT_IN);
-			matmul_backward(dln1, gp->v_w, gp->v_b, m->dv, a->ln1, p->v_w, N,
-			                C, KVD, TRL_W_OUT_IN);
-		}
-		norm_backward(m, dres, gp->ln1_w, gp->ln1_b, dln1, a->x_in, p->ln1_w,
+		if (model_config_conv_layer(mc, l))
+			conv_block_backward(m, a, p, gp, b);
+		else
+			attention_block_backward(m, a, p, gp, b);
+		norm_backward(m, dres, gp->ln1_w, gp->ln1_b, dtmp, a->x_in, p->ln1_w,
 		              a->ln1_mean, a->ln1_rstd, N);
 		hk_done_weights(m, l + 1, 1);
 		hk_grads_done(m, l + 1);

@@ -1,4 +1,4 @@
-/* model.h - a decoder-only transformer (llama family, gpt2) over one parameter
+/* model.h - a decoder-only transformer (llama family, gpt2, lfm2) over one parameter
  * slab: forward to logits, hand-written backward into the gradient slab.
  *
  * Usage:
@@ -52,7 +52,10 @@ typedef struct LayerPtrs {
 	float *ln2_w, *ln2_b;   /* (C) */
 	float *gate_w, *up_w, *down_w; /* llama: (I, C), (I, C), (C, I) */
 	float *fc_w, *fc_b;            /* gpt2: (C, I), (I) */
-	float *proj_w, *proj_b;        /* gpt2: (I, C), (C) */
+		float *proj_w, *proj_b;        /* gpt2: (I, C), (C) */
+	float *in_w, *in_b;     /* lfm2 conv.in_proj: (3C, C), (3C) */
+	float *conv_w, *conv_b; /* lfm2 conv.conv: (C, K) depthwise kernel, (C) */
+	float *cout_w, *cout_b; /* lfm2 conv.out_proj: (C, C), (C) */
 } LayerPtrs;
 
 typedef struct ModelPtrs {
@@ -72,7 +75,9 @@ typedef struct LayerActs {
 	float *q_raw, *k_raw; /* qwen3: (N, H*D), (N, KV*D) projections before q/k norm */
 	float *q_rstd, *k_rstd; /* qwen3: (N*H), (N*KV) per-head RMSNorm statistics */
 	float *att;             /* (B, H, T, T) */
-	float *atty;            /* (N, H*D) attention output before o_proj */
+		float *atty; /* (N, H*D) attention output before o_proj; lfm2 conv
+	              * layer: (N, C) convolution output before out_proj */
+	float *proj, *bx; /* lfm2 conv layer: (N, 3C) in_proj output, (N, C) b * x */
 	float *x_mid;           /* (N, C) residual after attention */
 	float *ln2, *ln2_mean, *ln2_rstd;
 	float *h1, *h2; /* llama: gate, up (N, I); gpt2: fc pre-activation (N, I) */

@@ -91,13 +91,13 @@ static int check_hf_type(ModelConfig *mc, TrlErr *err)
 		return trl_errf(err, TRL_EINVAL,
 		                "model: model_type %s does not belong to architecture %s",
 		                name, model_arch_name(mc->arch));
-	if (t == TRL_HF_QWEN3)
+	if (t == TRL_HF_QWEN3 || t == TRL_HF_LFM2) /* lfm2: q/k_layernorm */
 		mc->qk_norm = 1;
 	else if (mc->qk_norm)
 		return trl_errf(
 		    err, TRL_EINVAL,
 		    "model: qk_norm (q_norm/k_norm) exists only in model_type "
-		    "qwen3, not %s",
+		    "qwen3 and lfm2, not %s",
 		    name);
 	if (t == TRL_HF_QWEN2)
 		mc->attention_bias = 1;
@@ -189,6 +189,11 @@ int model_config_check(ModelConfig *mc, TrlErr *err)
 		return trl_errf(err, TRL_EINVAL, "model.rope_theta (%g) must be positive",
 		                (double)mc->rope_theta);
 	return TRL_OK;
+}
+
+int model_config_conv_layer(const ModelConfig *mc, int l)
+{
+	return mc->arch == TRL_ARCH_LFM2 && !mc->attn_layer[l];
 }
 
 /* Whether the llama-family o_proj has a bias: Hugging Face's llama and qwen3

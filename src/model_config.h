@@ -94,6 +94,9 @@ int model_hf_type_parse(const char *name, TrlHfType *out);
 /* Whether a llama-family o_proj has a bias (llama/qwen3 with attention_bias). */
 int model_config_o_bias(const ModelConfig *mc);
 
+/* Layer l is an lfm2 short-convolution layer (not attention). */
+int model_config_conv_layer(const ModelConfig *mc, int l);
+
 /* Parameters in the model, and those not in embeddings (for FLOP counts). */
 size_t model_config_num_params(const ModelConfig *mc);
 size_t model_config_num_nonembedding_params(const ModelConfig *mc);

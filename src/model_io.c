@@ -125,9 +125,7 @@ int model_export_dir(const Model *m, const char *dir, const ModelExportOpts *opt
 		const ParamInfo *p = &t->p[i];
 		const float *x = m->params + p->offset;
 		snprintf(st[i].name, sizeof st[i].name, "%s", p->name);
-		st[i].ndim = p->ndim;
-		st[i].shape[0] = (int64_t)p->shape[0];
-		st[i].shape[1] = (int64_t)p->shape[1];
+		st[i].ndim = params_file_shape(p, st[i].shape);
 		if (half) {
 			uint16_t *h = half + p->offset;
 			for (size_t j = 0; j < p->numel; j++)
@@ -579,13 +577,15 @@ static int load_file(Model *m, const char *path, char *loaded, TrlErr *err)
 		const StTensor *t = find_param(&f, p->name);
 		if (!t)
 			continue;
-		int64_t want[2] = {(int64_t)p->shape[0], (int64_t)p->shape[1]};
-		int shape_ok = t->ndim == p->ndim && t->shape[0] == want[0] &&
-		               (p->ndim < 2 || t->shape[1] == want[1]);
+		int64_t want[3];
+		int nd = params_file_shape(p, want);
+		int shape_ok = t->ndim == nd;
+		for (int d = 0; d < nd && shape_ok; d++)
+			shape_ok = t->shape[d] == want[d];
 		if (!shape_ok) {
 			char got[96], exp[64];
 			shape_str(got, sizeof got, t->shape, t->ndim);
-			shape_str(exp, sizeof exp, want, p->ndim);
+			shape_str(exp, sizeof exp, want, nd);
 			rc = trl_errf(err, TRL_EFORMAT,
 			              "%s: tensor '%s' has shape %s, but config.json "
 			              "implies %s",

@@ -143,6 +143,7 @@ int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err)
 					          "%s.%d.conv.in_proj.bias", p, l);
 				rc |= add(&bl, TRL_PARAM_MATRIX, l, C, K,
 				          "%s.%d.conv.conv.weight", p, l);
+				t->p[t->n - 1].conv_kernel = 1;
 				if (mc->conv_bias)
 					rc |= add(&bl, TRL_PARAM_BIAS, l, C, 0,
 					          "%s.%d.conv.conv.bias", p, l);
@@ -259,6 +260,14 @@ int params_units(const ParamTable *t, size_t *begin, size_t *end)
 	begin[U - 1] = L > 0 ? t->layer_end[L - 1] : t->total;
 	end[U - 1] = t->total;
 	return U;
+}
+
+int params_file_shape(const ParamInfo *p, int64_t shape[3])
+{
+	shape[0] = (int64_t)p->shape[0];
+	shape[1] = p->conv_kernel ? 1 : (int64_t)p->shape[1];
+	shape[2] = p->conv_kernel ? (int64_t)p->shape[1] : 0;
+	return p->conv_kernel ? 3 : p->ndim;
 }
 
 const ParamInfo *params_find(const ParamTable *t, const char *name)

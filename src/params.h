@@ -12,6 +12,7 @@
 #define TRL_PARAMS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "model_config.h"
 #include "trl.h"
@@ -32,7 +33,8 @@ typedef struct ParamInfo {
 	size_t offset; /* in floats from the start of the slab */
 	size_t numel;
 	TrlParamKind kind;
-	int layer; /* transformer layer index, -1 outside the layers */
+	int layer;       /* transformer layer index, -1 outside the layers */
+	int conv_kernel; /* a depthwise conv kernel (C, K), (C, 1, K) in files */
 } ParamInfo;
 
 typedef struct ParamTable {
@@ -53,6 +55,9 @@ void params_free(ParamTable *t);
  * lm_head). Writes the L + 2 ranges [begin[u], end[u]) when begin and end are
  * not NULL and returns L + 2. */
 int params_units(const ParamTable *t, size_t *begin, size_t *end);
+
+/* The shape of p in Hugging Face files (3-D for a conv kernel); returns ndim. */
+int params_file_shape(const ParamInfo *p, int64_t shape[3]);
 
 /* The entry with this name, or NULL. */
 const ParamInfo *params_find(const ParamTable *t, const char *name);

@@ -13,6 +13,7 @@
 #include "model_io.h"
 #include "random_model.h"
 #include "rng.h"
+#include "safetensors.h"
 
 static ModelConfig tiny(TrlArch arch, int kv, int bias, int tied)
 {
@@ -30,6 +31,18 @@ static ModelConfig tiny(TrlArch arch, int kv, int bias, int tied)
 	mc.rope_theta = 10000.0f;
 	mc.norm_eps = 1e-5f;
 	mc.initializer_range = 0.3f;
+	return mc;
+}
+
+/* LFM2: conv, attention, conv layers; kernel 3 (released models) or a
+ * 5-tap kernel with conv biases and an untied head. */
+static ModelConfig tiny_lfm2(int bias)
+{
+	ModelConfig mc = tiny(TRL_ARCH_LFM2, 2, 0, !bias);
+	mc.num_hidden_layers = 3;
+	mc.attn_layer[1] = 1;
+	mc.conv_L_cache = bias ? 5 : 3;
+	mc.conv_bias = bias;
 	return mc;
 }
 
@@ -179,6 +192,17 @@ static void check_packing_isolation(ModelConfig mc)
 	model_free(&m);
 }
 
+Test(model, lfm2_gradients_match_finite_differences)
+{
+	check_gradients(tiny_lfm2(0));
+	check_gradients(tiny_lfm2(1));
+}
+
+Test(model, lfm2_packed_documents_are_isolated)
+{
+	check_packing_isolation(tiny_lfm2(0));
+}
+
 Test(model, llama_packed_documents_are_isolated)
 {
 	check_packing_isolation(tiny(TRL_ARCH_LLAMA, 2, 0, 1));
@@ -242,6 +266,40 @@ Test(model, saved_folder_loads_back_identically)
 	cr_assert_eq(model_save_dir(&a, dir, &err), 0, "%s", err.msg);
 	cr_assert_eq(model_load_dir(&b, dir, &err), 0, "%s", err.msg);
 	cr_assert_eq(b.table.total, a.table.total);
+	cr_assert_eq(memcmp(&a.cfg, &b.cfg, sizeof a.cfg), 0, "config.json round trip");
+	cr_assert_eq(memcmp(a.params, b.params, a.table.total * sizeof(float)), 0);
+	model_free(&a);
+	model_free(&b);
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+/* An lfm2 folder: Hugging Face's names and its (C, 1, K) conv kernel shape in
+ * model.safetensors, read back bitwise. */
+Test(model, lfm2_folder_has_hugging_face_shapes_and_loads_back)
+{
+	ModelConfig mc = tiny_lfm2(1);
+	Model a, b;
+	TrlErr err;
+	char dir[] = "/tmp/trl-model-XXXXXX", path[96];
+	cr_assert_not_null(mkdtemp(dir));
+	cr_assert_eq(model_init(&a, &mc, &err), 0, "%s", err.msg);
+	random_model_weights(&a, 21);
+	cr_assert_eq(model_save_dir(&a, dir, &err), 0, "%s", err.msg);
+	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	StFile f = {0};
+	cr_assert_eq(st_open(&f, path, &err), 0, "%s", err.msg);
+	const StTensor *t = NULL;
+	for (int i = 0; i < f.n; i++)
+		if (strcmp(f.t[i].name, "model.layers.0.conv.conv.weight") == 0)
+			t = &f.t[i];
+	cr_assert_not_null(t, "conv kernel saved under its Hugging Face name");
+	cr_assert_eq(t->ndim, 3);
+	cr_assert(t->shape[0] == 16 && t->shape[1] == 1 && t->shape[2] == 5,
+	          "conv kernel (C, 1, K)");
+	st_close(&f);
+	cr_assert_eq(model_load_dir(&b, dir, &err), 0, "%s", err.msg);
 	cr_assert_eq(memcmp(&a.cfg, &b.cfg, sizeof a.cfg), 0, "config.json round trip");
 	cr_assert_eq(memcmp(a.params, b.params, a.table.total * sizeof(float)), 0);
 	model_free(&a);
