@@ -8,6 +8,8 @@
  *     qwen3           q/k RMSNorm per head before RoPE, head_dim 16 != hidden / heads,
  *                     grouped-query attention, untied lm_head
  *     gpt2            LayerNorm, learned positions, GELU-tanh, Conv1D layout
+ *     lfm2            conv, attention (q/k layernorm, GQA), conv layers; tied
+ *     lfm2-bias       the same with conv biases, kernel 4, untied lm_head
  *
  * The batch (B = 3, T = 11) covers the three row shapes training produces: a
  * fully real row, a right-padded row (doc = -1, targets -1) and a packed row
@@ -71,6 +73,20 @@ static int config_for(const char *arch, ModelConfig *mc)
 		mc->intermediate_size = 48;
 		mc->num_key_value_heads = 2;
 		mc->tie_word_embeddings = 0;
+	} else if (strcmp(arch, "lfm2") == 0 || strcmp(arch, "lfm2-bias") == 0) {
+		/* conv, attention, conv; the second variant with conv biases, a
+		 * longer kernel and an untied lm_head */
+		int bias = strcmp(arch, "lfm2-bias") == 0;
+		mc->arch = TRL_ARCH_LFM2;
+		mc->model_type = TRL_HF_LFM2;
+		mc->num_hidden_layers = 3;
+		mc->attn_layer[1] = 1;
+		mc->num_key_value_heads = 2;
+		mc->head_dim = 8;
+		mc->intermediate_size = 48;
+		mc->conv_L_cache = bias ? 4 : 3;
+		mc->conv_bias = bias;
+		mc->tie_word_embeddings = !bias;
 	} else if (strcmp(arch, "gpt2") == 0) {
 		mc->arch = TRL_ARCH_GPT2;
 		mc->intermediate_size = 4 * mc->hidden_size;
@@ -153,17 +169,18 @@ static void set_tensor(StTensor *st, const char *name, StDtype dt, const void *d
 int main(int argc, char **argv)
 {
 	if (argc != 3) {
-		fprintf(stderr,
-		        "usage: %s llama|llama-gqa-bias|llama-bias|qwen3|gpt2 "
-		        "OUT.safetensors\n",
-		        argv[0]);
+		fprintf(
+		    stderr,
+		    "usage: %s llama|llama-gqa-bias|llama-bias|qwen3|gpt2|lfm2|lfm2-bias "
+		    "OUT.safetensors\n",
+		    argv[0]);
 		return 1;
 	}
 	ModelConfig mc;
 	if (config_for(argv[1], &mc)) {
 		fprintf(stderr,
 		        "ref_dump: unknown architecture '%s' (llama, "
-		        "llama-gqa-bias, llama-bias, qwen3 or gpt2)\n",
+		        "llama-gqa-bias, llama-bias, qwen3, gpt2, lfm2 or lfm2-bias)\n",
 		        argv[1]);
 		return 1;
 	}
@@ -215,9 +232,10 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < m.table.n; i++) {
 		const ParamInfo *p = &m.table.p[i];
-		int64_t shape[2] = {(int64_t)p->shape[0], (int64_t)p->shape[1]};
+		int64_t shape[3];
+		int nd = params_file_shape(p, shape);
 		set_tensor(&st[k++], p->name, ST_F32, m.params + p->offset,
-		           p->numel * sizeof(float), p->ndim, shape);
+		           p->numel * sizeof(float), nd, shape);
 	}
 	int64_t bt[2] = {DUMP_B, DUMP_T}, btv[3] = {DUMP_B, DUMP_T, V};
 	size_t ibytes = (size_t)N * sizeof(int32_t);
@@ -230,11 +248,12 @@ int main(int argc, char **argv)
 	set_tensor(&st[k++], "out.loss", ST_F32, &loss, sizeof loss, 0, NULL);
 	for (int i = 0; i < m.table.n; i++) {
 		const ParamInfo *p = &m.table.p[i];
-		int64_t shape[2] = {(int64_t)p->shape[0], (int64_t)p->shape[1]};
+		int64_t shape[3];
+		int nd = params_file_shape(p, shape);
 		char name[sizeof st->name];
 		snprintf(name, sizeof name, "grad.%s", p->name);
 		set_tensor(&st[k++], name, ST_F32, m.grads + p->offset,
-		           p->numel * sizeof(float), p->ndim, shape);
+		           p->numel * sizeof(float), nd, shape);
 	}
 
 	JsonBuf json = {0};

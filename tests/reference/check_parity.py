@@ -125,11 +125,16 @@ def main():
 
     failed = [r for r in results if not r[1] <= args.tol]
     worst = max(results, key=lambda r: r[1])
+    layers = ""
+    if cfg["architecture"] == "lfm2":
+        conv = [i for i, t in enumerate(cfg["layer_types"]) if t == "conv"]
+        layers = ", conv layers %s, conv_L_cache %d, conv_bias %s" % (
+            conv, cfg["conv_L_cache"], cfg["conv_bias"])
     print("%s: %s (heads %d, kv heads %d, head_dim %d, attention_bias %s, qk_norm %s, "
-          "tied %s), %d tensors, loss trl-hpc %.8f oracle %.8f" %
+          "tied %s%s), %d tensors, loss trl-hpc %.8f oracle %.8f" %
           (os.path.basename(args.case), cfg["model_type"], cfg["num_attention_heads"],
            cfg["num_key_value_heads"], cfg.get("head_dim", 0), cfg["attention_bias"],
-           cfg.get("qk_norm", False), cfg["tie_word_embeddings"],
+           cfg.get("qk_norm", False), cfg["tie_word_embeddings"], layers,
            len(results),
            float(np.reshape(tensors["out.loss"], ())), float(loss)))
     for name, metric, detail in results:

@@ -15,7 +15,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/trl-parity.XXXXXX") || exit 1
 trap 'rm -rf "$tmp"' EXIT
 
 status=0
-for arch in llama llama-gqa-bias llama-bias qwen3 gpt2; do
+for arch in llama llama-gqa-bias llama-bias qwen3 gpt2 lfm2 lfm2-bias; do
 	echo "== $arch"
 	if ! "$ref_dump" "$arch" "$tmp/$arch.safetensors"; then
 		echo "FAIL: ref_dump $arch"

@@ -1,24 +1,30 @@
 """torch_model.py - an independent PyTorch oracle for trl-hpc's forward pass and loss.
 
-Functional implementations of the two architectures trl-hpc trains, written
+Functional implementations of the three architectures trl-hpc trains, written
 from the published semantics of Hugging Face LlamaForCausalLM, Qwen2ForCausalLM,
-Qwen3ForCausalLM, MistralForCausalLM and GPT2LMHeadModel. Weights are a dict
-{Hugging Face name: tensor}; the config is a dict with the keys
+Qwen3ForCausalLM, MistralForCausalLM, GPT2LMHeadModel and Lfm2ForCausalLM.
+Weights are a dict {Hugging Face name: tensor}; the config is a dict with the keys
 
-    architecture ("llama" | "gpt2"), model_type ("llama", "qwen2", "qwen3",
-    "mistral", "gpt2"), vocab_size, hidden_size, num_hidden_layers,
-    num_attention_heads, num_key_value_heads, head_dim, intermediate_size,
-    max_position_embeddings, rope_theta, norm_eps, tie_word_embeddings,
-    attention_bias (q/k/v biases), o_bias (o_proj bias: llama and qwen3 with
-    attention_bias), qk_norm (qwen3 q_norm/k_norm)
+    architecture ("llama" | "gpt2" | "lfm2"), model_type ("llama", "qwen2",
+    "qwen3", "mistral", "gpt2", "lfm2"), vocab_size, hidden_size,
+    num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim,
+    intermediate_size (lfm2: the effective FFN width), max_position_embeddings,
+    rope_theta, norm_eps, tie_word_embeddings, attention_bias (q/k/v biases),
+    o_bias (o_proj bias: llama and qwen3 with attention_bias), qk_norm (qwen3
+    q_norm/k_norm, lfm2 q_layernorm/k_layernorm), and for lfm2 layer_types (one
+    "full_attention" or "conv" per layer), conv_L_cache (kernel length),
+    conv_bias
 
 (normalize_config also accepts the Hugging Face config.json spellings and
-fills the keys each model_type implies).
+fills the keys each model_type implies; its result normalizes to itself).
 
 The batch carries position ids and document ids (B, T). Attention follows
 trl-hpc's rule: query t attends key s iff (s <= t and doc[s] == doc[t] >= 0)
 or s == t, so packed documents never see each other and padding (doc = -1) sees
-only itself. Everything runs in the dtype of the weights (float64 for parity).
+only itself. LFM2's short convolution follows the matching rule: the tap at
+position s feeds position t only when doc[s] == doc[t], so each packed document
+starts its convolution from zeros (padding, doc = -1, reads padding). Everything
+runs in the dtype of the weights (float64 for parity).
 """
 
 import math
@@ -42,6 +48,8 @@ def normalize_config(cfg):
         arch = "gpt2"
     elif mtype in ("llama", "qwen2", "qwen3", "mistral"):
         arch = "llama"
+    elif mtype == "lfm2":
+        return lfm2_config(cfg, pick)
     else:
         raise ValueError("unknown model_type %r" % mtype)
     out = {
@@ -75,6 +83,93 @@ def normalize_config(cfg):
     return out
 
 
+def lfm2_ffn_width(cfg, pick):
+    """Lfm2Config's effective FFN width F (the rows of feed_forward.w1.weight).
+
+    block_ff_dim, when present, replaces intermediate_size. With
+    block_auto_adjust_ff_dim (default true) F shrinks to int(2F/3) and, unless
+    block_ffn_dim_multiplier is explicitly null (absent means 1.0), is scaled
+    by it and rounded up to a multiple of block_multiple_of (default 256).
+    """
+    F = int(pick("block_ff_dim", "intermediate_size", default=12288))
+    if bool(pick("block_auto_adjust_ff_dim", default=True)):
+        F = int(2 * F / 3)
+        mult = cfg["block_ffn_dim_multiplier"] if "block_ffn_dim_multiplier" in cfg \
+            else 1.0
+        if mult is not None:
+            F = int(float(mult) * F)
+            m = int(pick("block_multiple_of", default=256))
+            F = m * ((F + m - 1) // m)
+    return F
+
+
+def lfm2_layer_types(cfg, L):
+    """One "full_attention" or "conv" per layer, from layer_types or full_attn_idxs.
+
+    layer_types wins; full_attn_idxs lists the attention layers; with neither
+    every layer is attention (Lfm2Config's rule).
+    """
+    if cfg.get("layer_types") is not None:
+        types = [str(t) for t in cfg["layer_types"]]
+    elif cfg.get("full_attn_idxs") is not None:
+        idxs = set(int(i) for i in cfg["full_attn_idxs"])
+        types = ["full_attention" if i in idxs else "conv" for i in range(L)]
+    else:
+        types = ["full_attention"] * L
+    if len(types) != L:
+        raise ValueError("layer_types has %d entries for %d layers" % (len(types), L))
+    bad = [t for t in types if t not in ("full_attention", "conv")]
+    if bad:
+        raise ValueError("layer_types holds %r; each must be 'full_attention' or "
+                         "'conv'" % bad[0])
+    return types
+
+
+def lfm2_config(cfg, pick):
+    """The oracle's config for model_type "lfm2" (Lfm2Config keys and defaults).
+
+    intermediate_size comes back as the effective width F with
+    block_auto_adjust_ff_dim false, so the result normalizes to itself.
+    """
+    H = int(pick("hidden_size"))
+    nh = int(pick("num_attention_heads"))
+    L = int(pick("num_hidden_layers"))
+    rope = cfg.get("rope_parameters") or {}
+    theta = rope.get("rope_theta")
+    if theta is None:
+        theta = pick("rope_theta", "theta", default=1e6)
+    if cfg.get("tie_embedding") is not None:      # the alias wins, as in Lfm2Config
+        tied = bool(cfg["tie_embedding"])
+    else:
+        tied = bool(pick("tie_word_embeddings", default=True))
+    out = {
+        "architecture": "lfm2",
+        "model_type": "lfm2",
+        "vocab_size": int(pick("vocab_size")),
+        "hidden_size": H,
+        "num_hidden_layers": L,
+        "num_attention_heads": nh,
+        "num_key_value_heads": int(pick("num_key_value_heads", default=8)),
+        "head_dim": int(pick("head_dim", default=0)) or H // nh,
+        "intermediate_size": lfm2_ffn_width(cfg, pick),
+        "block_auto_adjust_ff_dim": False,
+        "layer_types": lfm2_layer_types(cfg, L),
+        "conv_L_cache": int(pick("conv_L_cache", default=3)),
+        "conv_bias": bool(pick("conv_bias", default=False)),
+        "norm_eps": float(pick("norm_eps", default=1e-5)),
+        "rope_theta": float(theta),
+        "tie_word_embeddings": tied,
+        "max_position_embeddings": int(pick("max_position_embeddings", default=128000)),
+        "attention_bias": False,
+        "o_bias": False,
+        "qk_norm": True,
+    }
+    if nh % out["num_key_value_heads"]:
+        raise ValueError("num_attention_heads %d is not a multiple of "
+                         "num_key_value_heads %d" % (nh, out["num_key_value_heads"]))
+    return out
+
+
 def param_names(cfg):
     """Every parameter name the architecture has, in a fixed order."""
     L = cfg["num_hidden_layers"]
@@ -97,6 +192,26 @@ def param_names(cfg):
             for proj in ("gate", "up", "down"):
                 names.append(p + "mlp.%s_proj.weight" % proj)
         names.append("model.norm.weight")
+        if not cfg["tie_word_embeddings"]:
+            names.append("lm_head.weight")
+    elif cfg["architecture"] == "lfm2":
+        names.append("model.embed_tokens.weight")
+        for i, kind in enumerate(cfg["layer_types"]):
+            p = "model.layers.%d." % i
+            names.append(p + "operator_norm.weight")
+            if kind == "full_attention":
+                for proj in ("q_proj", "k_proj", "v_proj", "out_proj", "q_layernorm",
+                             "k_layernorm"):
+                    names.append(p + "self_attn.%s.weight" % proj)
+            else:
+                for sub in ("in_proj", "conv", "out_proj"):
+                    names.append(p + "conv.%s.weight" % sub)
+                    if cfg["conv_bias"]:
+                        names.append(p + "conv.%s.bias" % sub)
+            names.append(p + "ffn_norm.weight")
+            for proj in ("w1", "w3", "w2"):
+                names.append(p + "feed_forward.%s.weight" % proj)
+        names.append("model.embedding_norm.weight")
         if not cfg["tie_word_embeddings"]:
             names.append("lm_head.weight")
     else:
@@ -164,6 +279,21 @@ def gelu_new(x):
                                        (x + 0.044715 * torch.pow(x, 3.0))))
 
 
+def rope_gqa_attend(q, k, v, cos, sin, mask):
+    """q (B, T, H, D), k, v (B, T, KV, D) -> (B, T, H*D): RoPE on q and k, then
+    grouped-query attention (query head j reads kv head j // (H / KV))."""
+    B, T, H, D = q.shape
+    KV = k.shape[2]
+    q = q.transpose(1, 2)
+    k = k.transpose(1, 2)
+    v = v.transpose(1, 2)
+    q = q * cos + rotate_half(q) * sin
+    k = k * cos + rotate_half(k) * sin
+    k = k.repeat_interleave(H // KV, dim=1)
+    v = v.repeat_interleave(H // KV, dim=1)
+    return attend(q, k, v, mask).transpose(1, 2).reshape(B, T, H * D)
+
+
 def llama_forward(w, cfg, ids, pos, doc):
     B, T = ids.shape
     C = cfg["hidden_size"]
@@ -189,15 +319,7 @@ def llama_forward(w, cfg, ids, pos, doc):
             # Qwen3: RMSNorm over each head's head_dim values, before RoPE.
             q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
-        q = q.transpose(1, 2)
-        k = k.transpose(1, 2)
-        v = v.view(B, T, KV, D).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
-        # Grouped-query attention: query head j reads kv head j // (H / KV).
-        k = k.repeat_interleave(H // KV, dim=1)
-        v = v.repeat_interleave(H // KV, dim=1)
-        y = attend(q, k, v, mask).transpose(1, 2).reshape(B, T, H * D)
+        y = rope_gqa_attend(q, k, v.view(B, T, KV, D), cos, sin, mask)
         x = x + linear(y, w[p + "self_attn.o_proj.weight"],
                        w[p + "self_attn.o_proj.bias"] if cfg["o_bias"] else None)
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
@@ -233,11 +355,101 @@ def gpt2_forward(w, cfg, ids, pos, doc):
     return linear(x, w["transformer.wte.weight"])
 
 
+def doc_causal_conv(u, weight, bias, doc):
+    """LFM2's depthwise causal convolution within packed documents.
+
+    u (B, T, C), weight (C, 1, K) as Hugging Face stores conv.conv.weight (or
+    (C, K)), bias (C) or None, doc (B, T). Returns z (B, T, C) with
+
+        z[b, t, c] = sum_{k<K} weight[c, 0, k] * u[b, t-K+1+k, c]  (+ bias[c])
+
+    where a tap at s = t-K+1+k counts only when s >= 0 and doc[b, s] == doc[b, t].
+    Within one document this is Conv1d(groups=C, padding=K-1) cut to the first T
+    outputs (no kernel flip); it is built here from shifted copies of u, one per
+    tap, each masked by the same-document test, so it does not rely on conv1d.
+    """
+    B, T, C = u.shape
+    K = weight.shape[-1]
+    if weight.shape[0] != C or weight.numel() != C * K:
+        raise ValueError("conv weight has shape %s; expected (%d, 1, K) or (%d, K)" %
+                         (tuple(weight.shape), C, C))
+    taps = weight.reshape(C, K)
+    z = torch.zeros_like(u)
+    for k in range(K):
+        lag = K - 1 - k                      # the tap reads s = t - lag
+        if lag >= T:
+            continue
+        same = (doc[:, lag:] == doc[:, :T - lag]).to(u.dtype)[..., None]  # (B, T-lag, 1)
+        term = u[:, :T - lag] * taps[:, k] * same
+        z = z + torch.cat((u.new_zeros(B, lag, C), term), dim=1)
+    return z + bias if bias is not None else z
+
+
+def lfm2_short_conv(h, w, cfg, p, doc):
+    """Lfm2ShortConv on the normed input h (B, T, C); p is "model.layers.i.conv.".
+
+    in_proj gives 3C features split B | C | X; the gated input B*X goes
+    through the convolution, and C gates its output before out_proj.
+    """
+    C = cfg["hidden_size"]
+    bias = (lambda n: w[p + n + ".bias"]) if cfg["conv_bias"] else (lambda n: None)
+    proj = linear(h, w[p + "in_proj.weight"], bias("in_proj"))
+    b_gate, c_gate, x = proj[..., :C], proj[..., C:2 * C], proj[..., 2 * C:]
+    weight = w[p + "conv.weight"]
+    if weight.shape[-1] != cfg["conv_L_cache"]:
+        raise ValueError("%sconv.weight has shape %s; conv_L_cache is %d" %
+                         (p, tuple(weight.shape), cfg["conv_L_cache"]))
+    z = doc_causal_conv(b_gate * x, weight, bias("conv"), doc)
+    return linear(c_gate * z, w[p + "out_proj.weight"], bias("out_proj"))
+
+
+def lfm2_forward(w, cfg, ids, pos, doc):
+    """Lfm2ForCausalLM: pre-norm blocks of (attention or short conv) and SwiGLU.
+
+    Attention layers norm q and k per head (q_layernorm, k_layernorm: one
+    (head_dim) weight shared by the heads) before RoPE; out_proj has no bias.
+    model.embedding_norm is the final norm, applied after the last layer.
+    """
+    B, T = ids.shape
+    H = cfg["num_attention_heads"]
+    KV = cfg["num_key_value_heads"]
+    D = cfg["head_dim"]
+    eps = cfg["norm_eps"]
+    emb = w["model.embed_tokens.weight"]
+    x = emb[ids]
+    cos, sin = rope_cos_sin(pos, D, cfg["rope_theta"], x.dtype)
+    mask = attention_mask(doc)
+    for i, kind in enumerate(cfg["layer_types"]):
+        p = "model.layers.%d." % i
+        h = rms_norm(x, w[p + "operator_norm.weight"], eps)
+        if kind == "full_attention":
+            a = p + "self_attn."
+            q = linear(h, w[a + "q_proj.weight"]).view(B, T, H, D)
+            k = linear(h, w[a + "k_proj.weight"]).view(B, T, KV, D)
+            v = linear(h, w[a + "v_proj.weight"]).view(B, T, KV, D)
+            q = rms_norm(q, w[a + "q_layernorm.weight"], eps)
+            k = rms_norm(k, w[a + "k_layernorm.weight"], eps)
+            y = rope_gqa_attend(q, k, v, cos, sin, mask)
+            x = x + linear(y, w[a + "out_proj.weight"])
+        else:
+            x = x + lfm2_short_conv(h, w, cfg, p + "conv.", doc)
+        h = rms_norm(x, w[p + "ffn_norm.weight"], eps)
+        f = p + "feed_forward."
+        gate = linear(h, w[f + "w1.weight"])
+        up = linear(h, w[f + "w3.weight"])
+        x = x + linear(torch.nn.functional.silu(gate) * up, w[f + "w2.weight"])
+    x = rms_norm(x, w["model.embedding_norm.weight"], eps)
+    head = emb if cfg["tie_word_embeddings"] else w["lm_head.weight"]
+    return linear(x, head)
+
+
 def forward(weights, cfg, ids, pos, doc):
     """Logits (B, T, V) for int64 tensors ids, pos, doc (B, T)."""
     cfg = normalize_config(cfg)
     if cfg["architecture"] == "llama":
         return llama_forward(weights, cfg, ids, pos, doc)
+    if cfg["architecture"] == "lfm2":
+        return lfm2_forward(weights, cfg, ids, pos, doc)
     return gpt2_forward(weights, cfg, ids, pos, doc)
 
 
@@ -260,3 +472,37 @@ def forward_backward(weights, cfg, ids, pos, doc, targets, dtype=torch.float64):
     loss.backward()
     grads = {n: t.grad for n, t in w.items() if t.grad is not None}
     return logits.detach(), loss.detach(), grads
+
+
+def conv_self_check(seed=0, dtype=torch.float64):
+    """Compares doc_causal_conv with torch's Conv1d(groups=C, padding=K-1) on rows
+    that hold one document, and checks that a second packed document starts
+    from zeros. Returns the largest absolute difference; raises on a mismatch."""
+    g = torch.Generator().manual_seed(seed)
+    B, T, C, K = 2, 11, 6, 3
+    u = torch.randn(B, T, C, generator=g, dtype=dtype)
+    weight = torch.randn(C, 1, K, generator=g, dtype=dtype)
+    bias = torch.randn(C, generator=g, dtype=dtype)
+    one_doc = torch.zeros(B, T, dtype=torch.long)
+    got = doc_causal_conv(u, weight, bias, one_doc)
+    ref = torch.nn.functional.conv1d(u.transpose(1, 2), weight, bias, padding=K - 1,
+                                     groups=C)[..., :T].transpose(1, 2)
+    err = float((got - ref).abs().max())
+    if not err <= 1e-12:
+        raise AssertionError("doc_causal_conv differs from conv1d by %.3e" % err)
+    cut = 5
+    doc = torch.cat((torch.zeros(B, cut, dtype=torch.long),
+                     torch.ones(B, T - cut, dtype=torch.long)), dim=1)
+    got = doc_causal_conv(u, weight, bias, doc)
+    ref2 = torch.nn.functional.conv1d(u[:, cut:].transpose(1, 2), weight, bias,
+                                      padding=K - 1, groups=C)[..., :T - cut]
+    err2 = float((got[:, cut:] - ref2.transpose(1, 2)).abs().max())
+    err3 = float((got[:, :cut] - ref[:, :cut]).abs().max())
+    if not max(err2, err3) <= 1e-12:
+        raise AssertionError("a packed document's convolution differs by %.3e" %
+                             max(err2, err3))
+    return max(err, err2, err3)
+
+
+if __name__ == "__main__":
+    print("conv_self_check: max abs diff %.3e" % conv_self_check())
