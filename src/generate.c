@@ -47,12 +47,16 @@ static size_t carve(Generator *g, float *base)
 	size_t D = (size_t)head_dim(mc), QD = H * D,
 	       KVD = D * (size_t)mc->num_key_value_heads;
 	size_t I = (size_t)mc->intermediate_size, V = (size_t)mc->vocab_size;
-	size_t L = (size_t)mc->num_hidden_layers, N = (size_t)g->chunk;
-	size_t cache = L * (size_t)g->maxB * (size_t)g->maxT * KVD;
+	size_t N = (size_t)g->chunk, La = 0, Lc = 0;
+	for (int l = 0; l < mc->num_hidden_layers; l++)
+		*(model_config_conv_layer(mc, l) ? &Lc : &La) += 1;
+	size_t cache = La * (size_t)g->maxB * (size_t)g->maxT * KVD;
+	size_t K1 = Lc ? (size_t)mc->conv_L_cache - 1 : 0;
 	size_t big = 3 * C > 2 * I ? 3 * C : 2 * I;
 	TrlCarver cv = {base, 0};
 	g->k_cache = trl_carve(&cv, cache);
 	g->v_cache = trl_carve(&cv, cache);
+	g->conv_state = trl_carve(&cv, Lc * (size_t)g->maxB * K1 * C);
 	g->x = trl_carve(&cv, N * C);
 	g->xn = trl_carve(&cv, N * C);
 	g->q = trl_carve(&cv, N * QD);
@@ -108,10 +112,11 @@ int generator_init(Generator *g, const Model *m, int maxB, int maxT, TrlErr *err
 	g->ids = trl_alloc((size_t)g->chunk * sizeof(int32_t));
 	g->pos = trl_alloc((size_t)g->chunk * sizeof(int32_t));
 	g->row = trl_alloc((size_t)g->chunk * sizeof(int32_t));
+	g->slot = trl_alloc((size_t)mc->num_hidden_layers * sizeof(int));
 	g->sort_idx = trl_alloc((size_t)maxB * V * sizeof(int32_t));
 	g->seen = trl_alloc((size_t)maxB * V);
-	if (!g->slab || !g->len || !g->ids || !g->pos || !g->row || !g->sort_idx ||
-	    !g->seen) {
+	if (!g->slab || !g->len || !g->ids || !g->pos || !g->row || !g->slot ||
+	    !g->sort_idx || !g->seen) {
 		generator_free(g);
 		return trl_errf(err, TRL_ENOMEM,
 		                "out of memory for the generation cache of %d rows x %d "
@@ -119,6 +124,9 @@ int generator_init(Generator *g, const Model *m, int maxB, int maxT, TrlErr *err
 		                maxB, maxT, floats * 4.0 / 1048576.0);
 	}
 	carve(g, g->slab);
+	int na = 0, nc = 0;
+	for (int l = 0; l < mc->num_hidden_layers; l++)
+		g->slot[l] = model_config_conv_layer(mc, l) ? nc++ : na++;
 	return TRL_OK;
 }
 
@@ -129,6 +137,7 @@ void generator_free(Generator *g)
 	trl_free(g->ids);
 	trl_free(g->pos);
 	trl_free(g->row);
+	trl_free(g->slot);
 	trl_free(g->sort_idx);
 	trl_free(g->seen);
 	memset(g, 0, sizeof *g);
@@ -301,6 +310,91 @@ static void norm(const Generator *g, float *out, const float *in, const float *w
 		rmsnorm_forward(out, g->stat, in, w, N, mc->hidden_size, mc->norm_eps);
 }
 
+/* lfm2's conv block for the N tokens of a chunk, from g->xn (the normed
+ * input) into g->x: in_proj, the gated convolution against each row's rolling
+ * state, out_proj. A row's tokens arrive in position order; at position 0 its
+ * state starts from zeros, as model_forward's does for a new document. */
+static void conv_step(Generator *g, const LayerPtrs *p, int slot, int N)
+{
+	const ModelConfig *mc = &g->m->cfg;
+	int C = mc->hidden_size, K = mc->conv_L_cache, K1 = K - 1;
+	size_t C3 = 3 * (size_t)C;
+	float *proj = g->big; /* (N, 3C): b, c, x */
+	gen_matmul(proj, g->xn, p->in_w, p->in_b, N, C, 3 * C, TRL_W_OUT_IN, 0);
+	float *state = g->conv_state + (size_t)slot * g->maxB * K1 * C;
+#pragma omp parallel for schedule(static)
+	for (int ch = 0; ch < C; ch++) {
+		const float *wc = p->conv_w + (size_t)ch * K;
+		for (int n = 0; n < N; n++) {
+			float *st =
+			    state + (size_t)g->row[n] * K1 * C + ch; /* stride C */
+			if (g->pos[n] == 0)
+				for (int k = 0; k < K1; k++)
+					st[(size_t)k * C] = 0.0f;
+			const float *pr = proj + (size_t)n * C3;
+			float bx = pr[ch] * pr[2 * (size_t)C + ch];
+			float z = wc[K1] * bx;
+			for (int k = 0; k < K1; k++)
+				z += wc[k] * st[(size_t)k * C];
+			if (p->conv_b)
+				z += p->conv_b[ch];
+			for (int k = 0; k + 1 < K1; k++)
+				st[(size_t)k * C] = st[(size_t)(k + 1) * C];
+			if (K1)
+				st[(size_t)(K1 - 1) * C] = bx;
+			g->xn[(size_t)n * C + ch] = pr[C + ch] * z;
+		}
+	}
+	gen_matmul(g->x, g->xn, p->cout_w, p->cout_b, N, C, C, TRL_W_OUT_IN, 1);
+}
+
+/* The attention block for the N tokens of a chunk, from g->xn into g->x: q,
+ * k, v (qwen3/lfm2 per-head norms, RoPE), the keys and values appended to
+ * cache slot `slot`, attention over the cached row, o_proj. */
+static void attention_step(Generator *g, const LayerPtrs *p, int slot, int N)
+{
+	const ModelConfig *mc = &g->m->cfg;
+	int C = mc->hidden_size, H = mc->num_attention_heads,
+	    KV = mc->num_key_value_heads;
+	int D = head_dim(mc), QD = H * D, KVD = KV * D, gpt2 = mc->arch == TRL_ARCH_GPT2;
+	size_t layer_cache = (size_t)g->maxB * g->maxT * KVD;
+	float *kc = g->k_cache + slot * layer_cache,
+	      *vc = g->v_cache + slot * layer_cache;
+	if (gpt2) {
+		gen_matmul(g->big, g->xn, p->qkv_w, p->qkv_b, N, C, 3 * C, TRL_W_IN_OUT,
+		           0);
+		for (int n = 0; n < N; n++) {
+			const float *r = g->big + (size_t)n * 3 * C;
+			memcpy(g->q + (size_t)n * C, r, (size_t)C * sizeof(float));
+			memcpy(g->k + (size_t)n * C, r + C, (size_t)C * sizeof(float));
+			memcpy(g->v + (size_t)n * C, r + 2 * C,
+			       (size_t)C * sizeof(float));
+		}
+	} else {
+		gen_matmul(g->q, g->xn, p->q_w, p->q_b, N, C, QD, TRL_W_OUT_IN, 0);
+		gen_matmul(g->k, g->xn, p->k_w, p->k_b, N, C, KVD, TRL_W_OUT_IN, 0);
+		gen_matmul(g->v, g->xn, p->v_w, p->v_b, N, C, KVD, TRL_W_OUT_IN, 0);
+		/* qwen3, lfm2: RMSNorm of every q and k head over D, before RoPE. */
+		if (p->q_norm)
+			rmsnorm_forward(g->q, g->stat, g->q, p->q_norm, N * H, D,
+			                mc->norm_eps);
+		if (p->k_norm)
+			rmsnorm_forward(g->k, g->stat, g->k, p->k_norm, N * KV, D,
+			                mc->norm_eps);
+		rope_forward(g->q, g->pos, N, H, D, mc->rope_theta);
+		rope_forward(g->k, g->pos, N, KV, D, mc->rope_theta);
+	}
+	for (int n = 0; n < N; n++) {
+		size_t at = ((size_t)g->row[n] * g->maxT + g->pos[n]) * KVD;
+		memcpy(kc + at, g->k + (size_t)n * KVD, (size_t)KVD * sizeof(float));
+		memcpy(vc + at, g->v + (size_t)n * KVD, (size_t)KVD * sizeof(float));
+	}
+	gen_attention(g->atty, g->att, g->threads, g->q, kc, vc, g->row, g->pos, N,
+	              g->maxT, H, KV, D);
+	gen_matmul(g->x, g->atty, p->o_w, p->o_b, N, QD, C,
+	           gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN, 1);
+}
+
 /* Runs N tokens (g->ids, g->pos, g->row) through every layer, leaving the
  * residual stream after the last layer in g->x, and writes their keys and
  * values into the cache. The math is model_forward's, layer by layer. */
@@ -308,59 +402,18 @@ static void forward_chunk(Generator *g, int N)
 {
 	const ModelConfig *mc = &g->m->cfg;
 	const ModelPtrs *w = &g->m->w;
-	int C = mc->hidden_size, H = mc->num_attention_heads,
-	    KV = mc->num_key_value_heads;
-	int D = head_dim(mc), QD = H * D, KVD = KV * D, I = mc->intermediate_size;
+	int C = mc->hidden_size, I = mc->intermediate_size;
 	int L = mc->num_hidden_layers, gpt2 = mc->arch == TRL_ARCH_GPT2;
-	size_t layer_cache = (size_t)g->maxB * g->maxT * KVD;
 
 	embedding_forward(g->x, g->ids, g->pos, w->wte, gpt2 ? w->wpe : NULL, N, C);
 	for (int l = 0; l < L; l++) {
 		const LayerPtrs *p = &w->layer[l];
-		float *kc = g->k_cache + l * layer_cache,
-		      *vc = g->v_cache + l * layer_cache;
 
 		norm(g, g->xn, g->x, p->ln1_w, p->ln1_b, N);
-		if (gpt2) {
-			gen_matmul(g->big, g->xn, p->qkv_w, p->qkv_b, N, C, 3 * C,
-			           TRL_W_IN_OUT, 0);
-			for (int n = 0; n < N; n++) {
-				const float *r = g->big + (size_t)n * 3 * C;
-				memcpy(g->q + (size_t)n * C, r,
-				       (size_t)C * sizeof(float));
-				memcpy(g->k + (size_t)n * C, r + C,
-				       (size_t)C * sizeof(float));
-				memcpy(g->v + (size_t)n * C, r + 2 * C,
-				       (size_t)C * sizeof(float));
-			}
-		} else {
-			gen_matmul(g->q, g->xn, p->q_w, p->q_b, N, C, QD, TRL_W_OUT_IN,
-			           0);
-			gen_matmul(g->k, g->xn, p->k_w, p->k_b, N, C, KVD, TRL_W_OUT_IN,
-			           0);
-			gen_matmul(g->v, g->xn, p->v_w, p->v_b, N, C, KVD, TRL_W_OUT_IN,
-			           0);
-			/* Qwen3: RMSNorm of every q and k head over D, before RoPE. */
-			if (p->q_norm)
-				rmsnorm_forward(g->q, g->stat, g->q, p->q_norm, N * H, D,
-				                mc->norm_eps);
-			if (p->k_norm)
-				rmsnorm_forward(g->k, g->stat, g->k, p->k_norm, N * KV, D,
-				                mc->norm_eps);
-			rope_forward(g->q, g->pos, N, H, D, mc->rope_theta);
-			rope_forward(g->k, g->pos, N, KV, D, mc->rope_theta);
-		}
-		for (int n = 0; n < N; n++) {
-			size_t at = ((size_t)g->row[n] * g->maxT + g->pos[n]) * KVD;
-			memcpy(kc + at, g->k + (size_t)n * KVD,
-			       (size_t)KVD * sizeof(float));
-			memcpy(vc + at, g->v + (size_t)n * KVD,
-			       (size_t)KVD * sizeof(float));
-		}
-		gen_attention(g->atty, g->att, g->threads, g->q, kc, vc, g->row, g->pos,
-		              N, g->maxT, H, KV, D);
-		gen_matmul(g->x, g->atty, p->o_w, p->o_b, N, QD, C,
-		           gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN, 1);
+		if (model_config_conv_layer(mc, l))
+			conv_step(g, p, g->slot[l], N);
+		else
+			attention_step(g, p, g->slot[l], N);
 
 		norm(g, g->xn, g->x, p->ln2_w, p->ln2_b, N);
 		if (gpt2) {

@@ -11,9 +11,11 @@
  *     gen_output_free(out, B);
  *     generator_free(&g);
  * The Generator borrows the Model (which must outlive it and must not change
- * while a generation runs) and owns the cache: per layer K and V of shape
- * (maxB, maxT, KV*D). Nothing is allocated per token: generate allocates the
- * outputs once per call, the rest was allocated by generator_init.
+ * while a generation runs) and owns the cache: per attention layer K and V
+ * of shape (maxB, maxT, KV*D), per lfm2 conv layer a rolling state of the last
+ * conv_L_cache - 1 convolution inputs of each row (maxB, K-1, C). Nothing is allocated
+ * per token: generate allocates the outputs once per call, the rest was allocated by
+ * generator_init.
  *
  * Rows of a batch are independent: each row's tokens sit at positions 0, 1,
  * ... of its own cache row, prompts of different lengths are packed without
@@ -85,7 +87,10 @@ typedef struct Generator {
 	int maxB, maxT;           /* cache rows and positions per row */
 	int chunk;                /* tokens per forward chunk (>= maxB) */
 	int threads;              /* OpenMP threads the attention scratch was sized for */
-	float *k_cache, *v_cache; /* (L, maxB, maxT, KV*D) */
+	float *k_cache, *v_cache; /* (La, maxB, maxT, KV*D), La attention layers */
+	float *conv_state;        /* lfm2: (Lc, maxB, K-1, C) for the Lc conv layers:
+	                           * the last K-1 values of b * x of each row */
+	int *slot;                /* (L) layer l's index among its kind's layers */
 	int *len;                 /* (maxB) tokens cached in each row */
 	/* per-chunk activations, (chunk, ...) */
 	int32_t *ids, *pos, *row; /* (chunk) */

@@ -44,6 +44,19 @@ static ModelConfig tiny_qwen3(int V)
 	return mc;
 }
 
+/* LFM2: conv, attention, conv layers (kernel K, conv biases when asked). */
+static ModelConfig tiny_lfm2(int V, int K, int bias)
+{
+	ModelConfig mc = tiny(TRL_ARCH_LLAMA, V);
+	mc.arch = TRL_ARCH_LFM2;
+	mc.attention_bias = 0;
+	mc.num_hidden_layers = 3;
+	mc.attn_layer[1] = 1;
+	mc.conv_L_cache = K;
+	mc.conv_bias = bias;
+	return mc;
+}
+
 /* Random weights everywhere, norms and biases included. */
 static void make_model_cfg(Model *m, ModelConfig mc, uint64_t seed)
 {
@@ -175,6 +188,16 @@ Test(generate, cached_qwen3_qk_norm_head_dim_matches_model_forward)
 {
 	ModelConfig mc = tiny_qwen3(40);
 	check_cache_matches_forward(mc);
+}
+
+/* The rolling conv state (the last K - 1 inputs) gives what the full
+ * convolution over the sequence gives: the released kernel 3, a kernel longer
+ * than every prompt (state older than the row), and kernel 1 (no state). */
+Test(generate, cached_lfm2_conv_state_matches_model_forward)
+{
+	check_cache_matches_forward(tiny_lfm2(40, 3, 0));
+	check_cache_matches_forward(tiny_lfm2(40, 9, 1));
+	check_cache_matches_forward(tiny_lfm2(40, 1, 0));
 }
 
 Test(generate, cached_gpt2_matches_model_forward)
