@@ -83,7 +83,7 @@ static const char *const sched_choices[] = {"constant", "constant_with_warmup", 
 static const char *const trunc_choices[] = {"keep_start", "keep_end", NULL};
 static const char *const save_dtype_choices[] = {"float32", "bfloat16", NULL};
 static const char *const save_strategy_choices[] = {"no", "steps", "epoch", NULL};
-static const char *const arch_choices[] = {"llama", "gpt2", NULL};
+static const char *const arch_choices[] = {"llama", "gpt2", "lfm2", NULL};
 static const char *const dataset_format_choices[] = {
     "auto",       "language_modeling",   "prompt_only", "prompt_completion",
     "preference", "unpaired_preference", NULL};
@@ -439,7 +439,8 @@ static const Key keys[] = {
     {"model.architecture", K_ENUM, F(model.arch), "llama", .choices = arch_choices,
      .group = "Model (the YAML `model:` block; Hugging Face config.json names)",
      .help = "Model family: llama (RMSNorm, RoPE, SwiGLU, grouped-query attention; "
-             "Qwen2 = llama + attention_bias) or gpt2."},
+             "Qwen2 = llama + attention_bias), gpt2, or lfm2 (Liquid AI: gated "
+             "short-convolution and attention layers, see layer_types)."},
     {"model.vocab_size", K_INT, F(model.vocab_size), "258", GE(2),
      .help = "Rows of the token-embedding matrix; must cover the tokenizer's "
              "vocabulary."},
@@ -471,6 +472,13 @@ static const Key keys[] = {
     {"model.initializer_range", K_FLOAT, F(model.initializer_range), "0.02", GE(0),
      .help = "Standard deviation of the normal initialization of a new model's "
              "weights."},
+    {"model.layer_types", K_STRING, F(model_layer_types), "",
+     .help = "lfm2: one of conv or full_attention per layer (a list); empty = "
+             "every layer attention, as Hugging Face's Lfm2Config."},
+    {"model.conv_L_cache", K_INT, F(model.conv_L_cache), "3", GE(1),
+     .help = "lfm2: kernel length of the short convolution."},
+    {"model.conv_bias", K_BOOL, F(model.conv_bias), "false",
+     .help = "lfm2: biases on conv.in_proj, conv.conv and conv.out_proj."},
 };
 
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -480,9 +488,13 @@ _Static_assert(NKEYS <= sizeof(((Config *)0)->given), "Config.given has a slot p
  * commas (the command line writes the commas itself). */
 static int is_list_key(const Key *k)
 {
-	static const char *const lists[] = {"loss_type",         "loss_weights",
-	                                    "reward_funcs",      "reward_weights",
-	                                    "reward_clip_range", NULL};
+	static const char *const lists[] = {"loss_type",
+	                                    "loss_weights",
+	                                    "reward_funcs",
+	                                    "reward_weights",
+	                                    "reward_clip_range",
+	                                    "model.layer_types",
+	                                    NULL};
 	for (int i = 0; lists[i]; i++)
 		if (strcmp(k->name, lists[i]) == 0)
 			return 1;
@@ -1269,9 +1281,61 @@ static void method_defaults(Config *c)
 	}
 }
 
+/* model.layer_types into model.attn_layer (lfm2 only). */
+static int parse_layer_types(Config *c, TrlErr *err)
+{
+	ModelConfig *mc = &c->model;
+	const char *s = c->model_layer_types;
+	if (mc->arch != TRL_ARCH_LFM2) {
+		if (*s)
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "model.layer_types is given, but architecture %s "
+			    "has no layer kinds: drop it or set architecture: "
+			    "lfm2",
+			    arch_choices[mc->arch]);
+		return TRL_OK;
+	}
+	if (mc->num_hidden_layers > TRL_MAX_LAYERS)
+		return trl_errf(err, TRL_EINVAL,
+		                "model.num_hidden_layers: %d lfm2 layers (at most %d)",
+		                mc->num_hidden_layers, TRL_MAX_LAYERS);
+	int n = 0;
+	while (*s) {
+		size_t len = strcspn(s, ",");
+		while (len && s[len - 1] == ' ')
+			len--;
+		int attn = len == 14 && strncmp(s, "full_attention", 14) == 0;
+		if (!attn && !(len == 4 && strncmp(s, "conv", 4) == 0))
+			return trl_errf(
+			    err, TRL_EINVAL,
+			    "model.layer_types: entry %d is '%.*s'; each must "
+			    "be conv or full_attention",
+			    n, (int)len, s);
+		if (n < TRL_MAX_LAYERS)
+			mc->attn_layer[n] = (unsigned char)attn;
+		n++;
+		s += strcspn(s, ",");
+		if (*s == ',')
+			s += 1 + strspn(s + 1, " ");
+	}
+	if (n == 0)
+		for (int l = 0; l < mc->num_hidden_layers; l++)
+			mc->attn_layer[l] = 1;
+	else if (n != mc->num_hidden_layers)
+		return trl_errf(err, TRL_EINVAL,
+		                "model.layer_types has %d entries for %d layers "
+		                "(num_hidden_layers): give one per layer",
+		                n, mc->num_hidden_layers);
+	return TRL_OK;
+}
+
 int config_finish(Config *c, TrlErr *err)
 {
 	method_defaults(c);
+	int lrc = parse_layer_types(c, err);
+	if (lrc)
+		return lrc;
 	if (!(c->beta > 0) && c->method != TRL_METHOD_SFT &&
 	    !TRL_METHOD_IS_ONLINE(c->method))
 		return trl_errf(err, TRL_EINVAL,

@@ -169,8 +169,9 @@ typedef struct Config {
 	char value_model_path[TRL_PATH_MAX]; /* "" = reward_model, else the policy */
 	int log_completions;
 	ModelConfig model;
-	char source[TRL_PATH_MAX]; /* the YAML file the config came from, or "" */
-	unsigned char given[200];  /* per schema key: set by the YAML or a flag */
+	char model_layer_types[8192]; /* lfm2: comma-separated conv / full_attention */
+	char source[TRL_PATH_MAX];    /* the YAML file the config came from, or "" */
+	unsigned char given[200];     /* per schema key: set by the YAML or a flag */
 } Config;
 
 /* Every field at its schema default. */
