@@ -1,5 +1,5 @@
 /* chat_template.c - built-in chat-template renderers (ChatML, Qwen2.5, Qwen3,
- * Llama-3, Llama-2, Mistral, Gemma, DeepSeek-V3) and template recognition. */
+ * Llama-3, Llama-2, Mistral, Gemma, DeepSeek-V3, LFM2) and template recognition. */
 #include "chat_template.h"
 
 #include <ctype.h>
@@ -498,6 +498,26 @@ oom:
 	return TRL_ENOMEM;
 }
 
+/* LFM2 opens with bos and turns a leading system message into its system
+ * prompt, rendered only when non-empty (an empty one vanishes). The rest is
+ * ChatML. The template's tool list and "tool" role wrapping are not reproduced:
+ * chat_render rejects the tool role before any renderer runs. */
+static int render_lfm2(Ctx *c)
+{
+	if (c->n == 0)
+		return empty_error(c);
+	ChatRender *out = c->out;
+	TRY(puts_(out, c->bos));
+	if (is_role(&c->m[0], "system") && c->m[0].content[0]) {
+		TRY(puts_(out, "<|im_start|>system\n"));
+		TRY(puts_(out, c->m[0].content));
+		TRY(puts_(out, "<|im_end|>\n"));
+	}
+	return chatml_turns(c, 1);
+oom:
+	return TRL_ENOMEM;
+}
+
 /* ---- Template table ---- */
 
 /* The Jinja sources the renderers reproduce, from tests/data/chat_templates/
@@ -838,6 +858,47 @@ static const char src_deepseek_v3[] =
     "uts▁end｜>'}}{% endif %}{% if add_generation_prompt and not ns.is_tool "
     "%}{{'<｜Assistant｜>'}}{% endif %}";
 
+static const char src_lfm2[] =
+    "{{- bos_token -}}\n"
+    "{%- set ns = namespace(system=\"\", start=0) -%}\n"
+    "{%- if messages[0][\"role\"] == \"system\" -%}\n"
+    "    {%- set ns.system = messages[0][\"content\"] -%}\n"
+    "    {%- set ns.start = 1 -%}\n"
+    "{%- endif -%}\n"
+    "{%- if tools -%}\n"
+    "    {%- if ns.system -%}\n"
+    "        {%- set ns.system = ns.system + \"\\n\" -%}\n"
+    "    {%- endif -%}\n"
+    "    {%- set ns.system = ns.system + \"List of tools: <|tool_list_start|>"
+    "[\" -%}\n"
+    "    {%- for tool in tools -%}\n"
+    "        {%- set ns.system = ns.system + (tool if tool is string else too"
+    "l | tojson) -%}\n"
+    "        {%- if not loop.last -%}\n"
+    "            {%- set ns.system = ns.system + \", \" -%}\n"
+    "        {%- endif -%}\n"
+    "    {%- endfor -%}\n"
+    "    {%- set ns.system = ns.system + \"]<|tool_list_end|>\" -%}\n"
+    "{%- endif -%}\n"
+    "{%- if ns.system -%}\n"
+    "    {{- \"<|im_start|>system\\n\" + ns.system + \"<|im_end|>\\n\" -}}\n"
+    "{%- endif -%}\n"
+    "{%- for message in messages[ns.start:] -%}\n"
+    "    {%- set content = message[\"content\"] -%}\n"
+    "    {%- if content is not string -%}\n"
+    "        {%- set content = content | tojson -%}\n"
+    "    {%- endif -%}\n"
+    "    {%- if message[\"role\"] == \"tool\" -%}\n"
+    "        {%- set content = \"<|tool_response_start|>\" + content + \"<|to"
+    "ol_response_end|>\" -%}\n"
+    "    {%- endif -%}\n"
+    "    {{- \"<|im_start|>\" + message[\"role\"] + \"\\n\" + content + \"<|i"
+    "m_end|>\\n\" -}}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "    {{- \"<|im_start|>assistant\\n\" -}}\n"
+    "{%- endif -%}\n";
+
 typedef struct {
 	ChatTemplateKind kind;
 	const char *name;
@@ -859,12 +920,13 @@ static const TemplateDef TEMPLATES[CHAT_TEMPLATE_COUNT] = {
      {"deepseek_v3", "deepseek", NULL},
      src_deepseek_v3,
      render_deepseek_v3},
+    {CHAT_TEMPLATE_LFM2, "lfm2", {NULL}, src_lfm2, render_lfm2},
 };
 
 const char *chat_template_names(void)
 {
 	return "chatml, qwen2.5 (qwen2), qwen3, llama3 (llama-3), llama2 (llama-2), "
-	       "mistral, gemma (gemma3), deepseek-v3 (deepseek_v3, deepseek)";
+	       "mistral, gemma (gemma3), deepseek-v3 (deepseek_v3, deepseek), lfm2";
 }
 
 /* ---- Normalisation of Jinja sources ---- */

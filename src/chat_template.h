@@ -14,18 +14,20 @@
  *     chat_render_free(&r);
  *
  * Recognition: chat_template_find accepts either a name ("chatml", "qwen2.5",
- * "qwen3", "llama3", "llama2", "mistral", "gemma", "deepseek-v3", plus the aliases
- * listed by chat_template_names) or the Jinja source of a template, as found under
- * "chat_template" in tokenizer_config.json. Jinja sources are compared after
- * normalisation: whitespace that Jinja itself removes (inside tags outside string
- * literals, and text eaten by "-" markers, trim_blocks and lstrip_blocks) is
- * dropped and string literals are compared by value ('\n' equals a raw newline).
- * Only a template whose normalised form equals a built-in one is recognised, so a
- * modified template is never mistaken for a family; it is an error instead.
+ * "qwen3", "llama3", "llama2", "mistral", "gemma", "deepseek-v3", "lfm2", plus
+ * the aliases listed by chat_template_names) or the Jinja source of a template,
+ * as found under "chat_template" in tokenizer_config.json. Jinja sources are
+ * compared after normalisation: whitespace that Jinja itself removes (inside
+ * tags outside string literals, and text eaten by "-" markers, trim_blocks and
+ * lstrip_blocks) is dropped and string literals are compared by value ('\n'
+ * equals a raw newline). Only a template whose normalised form equals a built-in
+ * one is recognised, so a modified template is never mistaken for a family; it is
+ * an error instead.
  *
  * Messages: roles "system", "user" and "assistant" with string content. Tool
  * calls, the "tool" role, multimodal (list) content and null content are not
- * supported and are errors. reasoning_content is read by Qwen3 only.
+ * supported and are errors; no tool list is ever rendered (templates see tools as
+ * absent). reasoning_content is read by Qwen3 only.
  *
  * Assistant spans: for assistant_only_loss, every rendered assistant turn yields
  * one span [begin, end) of byte offsets into text covering what the model must
@@ -39,6 +41,7 @@
  *   mistral           content + eos_token
  *   gemma             trimmed content + "<end_of_turn>" (not the "\n")
  *   deepseek-v3       content + "<｜end▁of▁sentence｜>"
+ *   lfm2              content + "<|im_end|>" (not the "\n" that follows)
  * Assistant messages a template drops render no span. The generation prompt is
  * never part of a span.
  *
@@ -64,6 +67,7 @@ typedef enum {
 	CHAT_TEMPLATE_MISTRAL,
 	CHAT_TEMPLATE_GEMMA,
 	CHAT_TEMPLATE_DEEPSEEK_V3,
+	CHAT_TEMPLATE_LFM2,
 	CHAT_TEMPLATE_COUNT
 } ChatTemplateKind;
 

@@ -98,7 +98,7 @@ static int conv_from_json(const JsonValue *v, Conv *c, TrlErr *err)
 /* The text each template puts at the end of an assistant span. */
 static const char *span_end_marker(const char *tmpl, const char *eos)
 {
-	if (!strcmp(tmpl, "chatml") || !strncmp(tmpl, "qwen", 4))
+	if (!strcmp(tmpl, "chatml") || !strncmp(tmpl, "qwen", 4) || !strcmp(tmpl, "lfm2"))
 		return "<|im_end|>";
 	if (!strcmp(tmpl, "llama3"))
 		return "<|eot_id|>";

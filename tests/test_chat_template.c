@@ -129,6 +129,8 @@ Test(chat_find, names_and_aliases_are_case_insensitive)
 	cr_assert_eq(find_ok("gemma").kind, CHAT_TEMPLATE_GEMMA);
 	cr_assert_eq(find_ok("gemma3").kind, CHAT_TEMPLATE_GEMMA);
 	cr_assert_eq(find_ok("deepseek-v3").kind, CHAT_TEMPLATE_DEEPSEEK_V3);
+	cr_assert_eq(find_ok("LFM2").kind, CHAT_TEMPLATE_LFM2);
+	cr_assert_str_eq(find_ok("lfm2").name, "lfm2");
 	cr_assert_str_eq(find_ok("llama-3").name, "llama3");
 }
 
@@ -139,8 +141,10 @@ Test(chat_find, unknown_name_is_an_error_listing_the_known_ones)
 	cr_assert_eq(chat_template_find(&ct, "vicuna", &err), TRL_EUNSUPPORTED);
 	cr_assert(strstr(err.msg, "vicuna"), "%s", err.msg);
 	cr_assert(strstr(err.msg, "qwen3") && strstr(err.msg, "llama2") &&
-	              strstr(err.msg, "gemma") && strstr(err.msg, "chatml"),
+	              strstr(err.msg, "gemma") && strstr(err.msg, "chatml") &&
+	              strstr(err.msg, "lfm2"),
 	          "%s", err.msg);
+	cr_assert(strstr(chat_template_names(), "lfm2"), "%s", chat_template_names());
 	cr_assert_eq(chat_template_find(&ct, "", &err), TRL_EINVAL);
 }
 
@@ -158,6 +162,7 @@ Test(chat_find, every_reference_template_is_recognised_as_its_family)
 	    {"mistral-instruct.jinja", CHAT_TEMPLATE_MISTRAL},
 	    {"gemma3.jinja", CHAT_TEMPLATE_GEMMA},
 	    {"deepseek_v3.jinja", CHAT_TEMPLATE_DEEPSEEK_V3},
+	    {"lfm2.jinja", CHAT_TEMPLATE_LFM2},
 	};
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
 		char *src = read_template(files[i].file);
@@ -349,6 +354,33 @@ Test(chat_render, mistral_and_gemma_spans_end_with_the_turn_end)
 	chat_render_free(&r);
 }
 
+Test(chat_render, lfm2_opens_with_bos_and_renders_chatml_turns)
+{
+	ChatMessage m[] = {S("You are terse."), U("What is 2+2?"), A("4")};
+	ChatRenderOptions o = {.add_generation_prompt = 1,
+	                       .bos_token = "<|startoftext|>",
+	                       .eos_token = "<|im_end|>"};
+	ChatRender r = render_ok("lfm2", m, 3, &o);
+	cr_assert_str_eq(r.text, "<|startoftext|><|im_start|>system\nYou are terse."
+	                         "<|im_end|>\n<|im_start|>user\nWhat is 2+2?"
+	                         "<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+	                         "<|im_start|>assistant\n");
+	cr_assert_eq(r.n_spans, 1);
+	assert_span(&r, 0, "4<|im_end|>");
+	cr_assert_eq(r.spans[0].message, 2);
+	chat_render_free(&r);
+
+	/* An empty first system message is consumed and renders nothing; a later
+	 * one is an ordinary turn. */
+	ChatMessage e[] = {S(""), U("hi"), S("late")};
+	o.add_generation_prompt = 0;
+	r = render_ok("lfm2", e, 3, &o);
+	cr_assert_str_eq(r.text, "<|startoftext|><|im_start|>user\nhi<|im_end|>\n"
+	                         "<|im_start|>system\nlate<|im_end|>\n");
+	cr_assert_eq(r.n_spans, 0);
+	chat_render_free(&r);
+}
+
 Test(chat_render, template_like_content_is_copied_verbatim)
 {
 	ChatMessage m[] = {U("{{ messages }} {% if x %}"),
@@ -404,6 +436,8 @@ Test(chat_render, empty_and_unsupported_conversations_fail_like_jinja)
 
 	ChatMessage tool[] = {U("a"), {"tool", "42", NULL}};
 	assert_render_fails("qwen3", tool, 2, TRL_EUNSUPPORTED, "role 'tool'");
+	assert_render_fails("lfm2", tool, 2, TRL_EUNSUPPORTED, "role 'tool'");
+	assert_render_fails("lfm2", NULL, 0, TRL_EINVAL, "no messages");
 	ChatMessage null_content[] = {U("a"), {"assistant", NULL, NULL}};
 	assert_render_fails("chatml", null_content, 2, TRL_EUNSUPPORTED, "messages[1]");
 }

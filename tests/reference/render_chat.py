@@ -23,6 +23,7 @@ TEMPLATES = [
     ("mistral", "mistral-instruct.jinja"),
     ("gemma", "gemma3.jinja"),
     ("deepseek-v3", "deepseek_v3.jinja"),
+    ("lfm2", "lfm2.jinja"),
 ]
 # Special tokens each family's tokenizer passes as bos_token / eos_token.
 TOKENS = {
@@ -34,6 +35,7 @@ TOKENS = {
     "mistral": ("<s>", "</s>"),
     "gemma": ("<bos>", "<eos>"),
     "deepseek-v3": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
+    "lfm2": ("<|startoftext|>", "<|im_end|>"),
 }
 
 
