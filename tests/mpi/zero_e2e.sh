@@ -72,6 +72,20 @@ for np in 2 3; do
 done
 echo "ok: gpt2 with accumulation: stages 1-3 on 2-3 ranks match one rank"
 
+# lfm2: conv and attention layers (each a ZeRO unit), tied embeddings.
+sed -e 's/architecture: llama/architecture: lfm2/' -e 's/tie_word_embeddings: false/tie_word_embeddings: true/' \
+    -e 's/num_hidden_layers: 4/num_hidden_layers: 4\n  layer_types: [conv, full_attention, conv, conv]/' \
+    "$WORK/llama.yaml" >"$WORK/lfm2.yaml"
+run fref lfm2.yaml 1 --per_device_train_batch_size 12
+for np_st in 2:0 2:1 3:2 4:3; do
+    np=${np_st%:*} st=${np_st#*:} name=f${np_st/:/s}
+    run "$name" lfm2.yaml "$np" --zero_stage "$st" --per_device_train_batch_size $((12 / np))
+    same fref "$name" 1e-5 1e-5 tensor || fail "lfm2 stage $st on $np ranks is not one rank's run"
+done
+grep -q "conv" "$WORK/fref/config.json" || fail "lfm2 run did not write its layer_types"
+echo "ok: lfm2: stages 0-3 on 2-4 ranks match one rank"
+
+
 # Overlap off waits for each collective at once: the same numbers.
 run l3s3w llama.yaml 3 --zero_stage 3 --per_device_train_batch_size 4 --overlap_comm false
 same l3s3 l3s3w 0 0 tensor || fail "overlap_comm false changed the result"
