@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -326,6 +329,38 @@ static int parse_metadata(const char *path, StFile *f, const JsonValue *v, TrlEr
 	return 0;
 }
 
+/* Maps a regular, non-empty file read-only; leaves f->mapped 0 otherwise
+ * (the caller then reads it). */
+static int map_file(StFile *f, const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	struct stat st;
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+		void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (p != MAP_FAILED) {
+			f->image = p;
+			f->size = (size_t)st.st_size;
+			f->mapped = 1;
+		}
+	}
+	close(fd);
+	return 0;
+}
+
+void st_release(const StFile *f, const StTensor *t)
+{
+	if (!f->mapped || t->nbytes == 0)
+		return;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t b = (uintptr_t)t->data, e = b + t->nbytes;
+	b = (b + page - 1) / page * page; /* whole pages inside the tensor */
+	e = e / page * page;
+	if (e > b)
+		madvise((void *)b, e - b, MADV_DONTNEED);
+}
+
 int st_open(StFile *f, const char *path, TrlErr *err)
 {
 	memset(f, 0, sizeof *f);
@@ -333,8 +368,11 @@ int st_open(StFile *f, const char *path, TrlErr *err)
 	Span *spans = NULL;
 	const StTensor **byname = NULL;
 	char *image = NULL;
-	int rc = trl_read_file(path, &image, &f->size, err);
-	f->image = image;
+	int rc = map_file(f, path);
+	if (!f->mapped) {
+		rc = trl_read_file(path, &image, &f->size, err);
+		f->image = image;
+	}
 	if (rc < 0)
 		return rc;
 	const unsigned char *img = f->image;
@@ -439,7 +477,10 @@ fail:
 
 void st_close(StFile *f)
 {
-	trl_free(f->image);
+	if (f->mapped)
+		munmap(f->image, f->size);
+	else
+		trl_free(f->image);
 	free(f->t);
 	if (f->meta_kv)
 		for (int i = 0; i < 2 * f->n_meta; i++)

@@ -35,8 +35,9 @@ int st_write(const char *path, const StTensor *t, int n, const char *const *meta
              int n_meta, TrlErr *err);
 
 typedef struct StFile {
-	void *image; /* whole file in memory */
+	void *image; /* whole file: mapped read-only (mapped), else read in */
 	size_t size;
+	int mapped;
 	StTensor *t;
 	int n;
 	char **meta_kv; /* 2 * n_meta strings */
@@ -48,6 +49,10 @@ typedef struct StFile {
 int st_open(StFile *f, const char *path, TrlErr *err);
 void st_close(StFile *f);
 const StTensor *st_find(const StFile *f, const char *name);
+/* Drops the pages of t's data from memory once it was read (a mapped file
+ * keeps only what is still to be read resident, so a model loads with one
+ * copy of its weights); t stays readable (read again from the file). */
+void st_release(const StFile *f, const StTensor *t);
 const char *st_meta(const StFile *f, const char *key);
 
 /* Half-precision conversions (little-endian bit patterns as uint16_t).

@@ -66,17 +66,23 @@ int trl_read_file(const char *path, char **buf, size_t *len, TrlErr *err)
 	char *b = trl_alloc(cap);
 	int rc = b ? TRL_OK : TRL_ENOMEM;
 	while (!rc) {
-		n += fread(b + n, 1, cap - 1 - n, f);
+				n += fread(b + n, 1, cap - 1 - n, f);
 		if (n < cap - 1)
 			break; /* end of file or an error, told apart below */
+		/* Full: a regular file read whole ends here, without growing the
+		 * buffer (a copy of it twice the size). */
+		int ch = fgetc(f);
+		if (ch == EOF)
+			break;
 		char *nb = trl_alloc(2 * cap);
 		if (!nb) {
 			rc = TRL_ENOMEM;
 			break;
 		}
-		memcpy(nb, b, n);
+				memcpy(nb, b, n);
 		trl_free(b);
 		b = nb;
+		b[n++] = (char)ch;
 		cap *= 2;
 	}
 	int bad = ferror(f), e = errno;
