@@ -63,6 +63,18 @@ static void buffer_lens(size_t head, size_t tail, size_t layer, int L, long thr,
 	lens[BUF_SLOT + 1] = L >= 2 && (long)layer >= thr ? layer : 0;
 }
 
+/* The longest layer unit (of the sharded ones with sharded_only): the layer
+ * slots hold any layer, and layers differ (lfm2's conv and attention layers,
+ * LoRA adapters on some modules only). */
+static size_t longest_layer(const Zero *z, int sharded_only)
+{
+	size_t n = 0;
+	for (int u = 1; u <= z->U - 2; u++)
+		if (!(sharded_only && z->persist[u]) && unit_len(z, u) > n)
+			n = unit_len(z, u);
+	return n;
+}
+
 /* ---- timed MPI ---------------------------------------------------------------- */
 
 static void count(Zero *z, int u, double times)
@@ -361,9 +373,8 @@ static int init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_th
 			model_bind_unit(m, u, z->whole[u], NULL);
 		}
 		size_t lens[4];
-		buffer_lens(unit_len(z, 0), unit_len(z, U - 1),
-		            U > 2 ? unit_len(z, 1) : 0, U - 2, persistence_threshold,
-		            lens);
+		buffer_lens(unit_len(z, 0), unit_len(z, U - 1), longest_layer(z, 1),
+		            U - 2, persistence_threshold, lens);
 		for (int b = 0; b < 4; b++)
 			if (lens[b] &&
 			    !(z->wbuf[b] = alloc_floats(lens[b], &z->mem.work)))
@@ -376,8 +387,8 @@ static int init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_th
 	} else {
 		z->shard_g = alloc_floats(z->shard_g_n, &z->mem.grads);
 		size_t lens[4];
-		buffer_lens(unit_len(z, 0), unit_len(z, U - 1),
-		            U > 2 ? unit_len(z, 1) : 0, U - 2, 0, lens);
+		buffer_lens(unit_len(z, 0), unit_len(z, U - 1), longest_layer(z, 0),
+		            U - 2, 0, lens);
 		if (!z->shard_g)
 			goto nomem;
 		for (int b = 0; b < 4; b++)
@@ -414,19 +425,24 @@ static int init(Zero *z, Model *m, MPI_Comm comm, int stage, long persistence_th
 		else
 			model_init_weights_range(m, seed, dst, b, b + n);
 	}
-	if (stage == 3 && U > 2 && !z->persist[1]) {
-		/* Bind every layer to a slot so no pointer is left unbound. */
-		for (int u = 1; u <= U - 2; u++)
+	/* Bind every sharded layer to a slot so no pointer is left unbound. */
+	for (int u = 1; stage == 3 && u <= U - 2; u++)
+		if (!z->persist[u])
 			model_bind_unit(m, u, z->wbuf[buf_of(z, u)], NULL);
-	}
 	if (stage == 3) {
 		if (!z->persist[0])
 			model_bind_unit(m, 0, z->wbuf[BUF_HEAD], NULL);
 		if (!z->persist[U - 1])
 			model_bind_unit(m, U - 1, z->wbuf[BUF_TAIL], NULL);
 	}
-	z->hooks =
-	    (ModelHooks){z, hook_weights, NULL, hook_grads, hook_grads_done, hook_poll};
+	/* A frozen model's backward (a LoRA base) reads weights but makes no
+	 * gradients. */
+	z->hooks = (ModelHooks){z,
+	                        hook_weights,
+	                        NULL,
+	                        frozen ? NULL : hook_grads,
+	                        frozen ? NULL : hook_grads_done,
+	                        hook_poll};
 	m->hooks = &z->hooks;
 	z->reduce_now = 1;
 	return TRL_OK;
@@ -635,8 +651,23 @@ void zero_loaded(Zero *z, int with_optim, long adam_step)
 
 /* ---- the plan for validate ------------------------------------------------------ */
 
+static void estimate(const ParamTable *t, int stage, int N, long persistence_threshold,
+                     int ga, int frozen, ZeroMem *mem, double *bytes_per_step);
+
 void zero_estimate(const ParamTable *t, int stage, int N, long persistence_threshold,
                    int ga, ZeroMem *mem, double *bytes_per_step)
+{
+	estimate(t, stage, N, persistence_threshold, ga, 0, mem, bytes_per_step);
+}
+
+void zero_estimate_frozen(const ParamTable *t, int N, long persistence_threshold, int ga,
+                          ZeroMem *mem, double *bytes_per_step)
+{
+	estimate(t, 3, N, persistence_threshold, ga, 1, mem, bytes_per_step);
+}
+
+static void estimate(const ParamTable *t, int stage, int N, long persistence_threshold,
+                     int ga, int frozen, ZeroMem *mem, double *bytes_per_step)
 {
 	int U = params_units(t, NULL, NULL), L = U - 2;
 	size_t *b = calloc((size_t)U, sizeof *b), *e = calloc((size_t)U, sizeof *e);
@@ -678,7 +709,8 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 		}
 	}
 	for (int r = 0; r < N; r++) {
-		double sent = stage == 0   ? 2.0 * rs[r]
+		double sent = frozen       ? gathered[r]
+		              : stage == 0 ? 2.0 * rs[r]
 		              : stage == 1 ? rs[r] + gathered[r]
 		                           : (double)ga * rs[r] + gathered[r];
 		if (sent > *bytes_per_step)
@@ -686,15 +718,23 @@ void zero_estimate(const ParamTable *t, int stage, int N, long persistence_thres
 	}
 	free(rs);
 	free(gathered);
-	size_t glen[4], wlen[4], lay = L >= 1 ? e[1] - b[1] : 0;
+	size_t glen[4], wlen[4], lay = 0, lay_sharded = 0;
+	for (int u = 1; u <= L; u++) {
+		size_t n = e[u] - b[u];
+		lay = n > lay ? n : lay;
+		if ((long)n >= persistence_threshold && n > lay_sharded)
+			lay_sharded = n;
+	}
 	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, 0, glen);
-	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay, L, persistence_threshold,
-	            wlen);
+	buffer_lens(e[0] - b[0], e[U - 1] - b[U - 1], lay_sharded, L,
+	            persistence_threshold, wlen);
 	for (int k = 0; k < 4; k++) {
-		mem->work += 4.0 * ((stage >= 2 ? (double)glen[k] : 0.0) +
+		mem->work += 4.0 * ((stage >= 2 && !frozen ? (double)glen[k] : 0.0) +
 		                    (stage == 3 ? (double)wlen[k] : 0.0));
 		mem->work_params += stage == 3 ? 4.0 * (double)wlen[k] : 0.0;
 	}
+	if (frozen)
+		mem->grads = mem->optim = 0.0;
 out:
 	free(b);
 	free(e);

@@ -150,5 +150,9 @@ void zero_loaded(Zero *z, int with_optim, long adam_step);
  * micro-batches, from the table alone. */
 void zero_estimate(const ParamTable *t, int stage, int N, long persistence_threshold,
                    int ga, ZeroMem *mem, double *bytes_per_step);
+/* The same for a frozen model sharded at stage 3 (zero_init_frozen: a LoRA
+ * base, a reference): its shards and gather buffers, and the gathers alone. */
+void zero_estimate_frozen(const ParamTable *t, int N, long persistence_threshold, int ga,
+                          ZeroMem *mem, double *bytes_per_step);
 
 #endif
