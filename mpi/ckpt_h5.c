@@ -280,7 +280,8 @@ static int write_state(hid_t f, const Model *m, const CkptState *st, const AdamW
 	model_config_hf_json(&m->cfg, "float32", &jb);
 	hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
 	bad |= g < 0 || jb.oom || put_str(g, "config_json", jb.p ? jb.p : "") ||
-	       put_str(g, "model_name_or_path", st->model_name_or_path);
+	       put_str(g, "model_name_or_path", st->model_name_or_path) ||
+	       (st->lora[0] && put_str(g, "lora", st->lora));
 	json_buf_free(&jb);
 	if (g >= 0)
 		H5Gclose(g);
@@ -338,6 +339,9 @@ static int read_state(hid_t f, const char *path, CkptState *st, TrlErr *err)
 	char *src = g >= 0 ? read_string(g, "model_name_or_path", 0) : NULL;
 	snprintf(st->model_name_or_path, sizeof st->model_name_or_path, "%s",
 	         src ? src : "");
+	free(src);
+	src = g >= 0 && H5Aexists(g, "lora") > 0 ? read_string(g, "lora", 0) : NULL;
+	snprintf(st->lora, sizeof st->lora, "%s", src ? src : "");
 	free(src);
 	if (g >= 0)
 		H5Gclose(g);
@@ -976,29 +980,52 @@ static int read_whole(hid_t f, const char *path, const ParamInfo *t, int k, floa
 	return rc;
 }
 
-int ckpt_read_model(const char *path, Model *m, CkptState *st, char **yaml, TrlErr *err)
+int ckpt_read_model(const char *path, Model *m, Lora *lo, CkptState *st, char **yaml,
+                    TrlErr *err)
 {
 	*yaml = NULL;
+	memset(lo, 0, sizeof *lo);
 	hid_t f = open_serial(path, err);
 	if (f < 0)
 		return err->code;
 	ModelConfig mc;
+	LoraSpec spec;
 	int rc = read_state(f, path, st, err);
 	if (!rc)
 		rc = read_model_config(f, path, &mc, err);
-	if (!rc)
+	if (!rc && st->lora[0]) {
+		rc = lora_spec_parse(&spec, st->lora, err);
+		if (!rc)
+			rc =
+			    model_init_flags(m, &mc, MODEL_FROZEN | MODEL_NO_PARAMS, err);
+		if (!rc)
+			rc = lora_init(lo, m, &spec, 0, 0, NULL, 0, err);
+	} else if (!rc) {
 		rc = model_init(m, &mc, err);
-	for (int i = 0; !rc && i < m->table.n; i++)
-		rc = read_whole(f, path, &m->table.p[i], 0,
-		                m->params + m->table.p[i].offset, err);
+	}
+	Model *t = st->lora[0] ? &lo->ad : m; /* what the file holds */
+	for (int i = 0; !rc && i < t->table.n; i++)
+		rc = read_whole(f, path, &t->table.p[i], 0,
+		                t->params + t->table.p[i].offset, err);
 	if (!rc && !(*yaml = read_string(f, "config", 1)))
 		rc = trl_errf(err, TRL_EFORMAT, "%s: /config is missing", path);
 	H5Fclose(f);
 	if (rc) {
+		lora_free(lo);
 		model_free(m);
 		free(*yaml);
 		*yaml = NULL;
 	}
+	return rc;
+}
+
+int ckpt_read_state(const char *path, CkptState *st, TrlErr *err)
+{
+	hid_t f = open_serial(path, err);
+	if (f < 0)
+		return err->code;
+	int rc = read_state(f, path, st, err);
+	H5Fclose(f);
 	return rc;
 }
 
@@ -1011,12 +1038,22 @@ int ckpt_inspect(const char *path, FILE *out, TrlErr *err)
 	ModelConfig mc;
 	Model m;
 	memset(&m, 0, sizeof m);
+	Lora lo;
+	memset(&lo, 0, sizeof lo);
+	LoraSpec spec;
 	char *yaml = NULL;
 	int rc = read_state(f, path, &st, err);
 	if (!rc)
 		rc = read_model_config(f, path, &mc, err);
 	if (!rc)
 		rc = model_init_flags(&m, &mc, MODEL_NO_GRADS | MODEL_NO_PARAMS, err);
+	/* A LoRA checkpoint holds the adapters' tensors. */
+	if (!rc && st.lora[0])
+		rc = lora_spec_parse(&spec, st.lora, err);
+	if (!rc && st.lora[0])
+		rc = lora_init(&lo, &m, &spec, MODEL_NO_GRADS | MODEL_NO_PARAMS, 0, NULL,
+		               0, err);
+	const ParamTable *tt = st.lora[0] ? &lo.ad.table : &m.table;
 	if (!rc && !(yaml = read_string(f, "config", 1)))
 		rc = trl_errf(err, TRL_EFORMAT, "%s: /config is missing", path);
 	if (rc)
@@ -1045,6 +1082,9 @@ int ckpt_inspect(const char *path, FILE *out, TrlErr *err)
 	fprintf(out, "model: %s (%s), %zu parameters in %d tensors\n",
 	        model_hf_arch_name(mc.model_type), model_arch_name(mc.arch),
 	        model_config_num_params(&mc), m.table.n);
+	if (st.lora[0])
+		fprintf(out, "adapters: LoRA %s (%d tensors; base %s)\n", st.lora,
+		        lo.ad.table.n, st.model_name_or_path);
 	fprintf(out, "config:\n");
 	for (char *line = yaml; line && *line;) {
 		char *nl = strchr(line, '\n');
@@ -1054,8 +1094,8 @@ int ckpt_inspect(const char *path, FILE *out, TrlErr *err)
 	}
 	/* Every tensor is read back and its checksum checked. */
 	size_t maxn = 0;
-	for (int i = 0; i < m.table.n; i++)
-		maxn = m.table.p[i].numel > maxn ? m.table.p[i].numel : maxn;
+	for (int i = 0; i < tt->n; i++)
+		maxn = tt->p[i].numel > maxn ? tt->p[i].numel : maxn;
 	float *buf = malloc(maxn * sizeof *buf);
 	if (!buf) {
 		rc = trl_errf(err, TRL_ENOMEM, "out of memory");
@@ -1063,8 +1103,8 @@ int ckpt_inspect(const char *path, FILE *out, TrlErr *err)
 	}
 	int ng = st.save_only_model ? 1 : 3;
 	fprintf(out, "tensors (float32; checksums verified):\n");
-	for (int i = 0; i < m.table.n && !rc; i++) {
-		const ParamInfo *t = &m.table.p[i];
+	for (int i = 0; i < tt->n && !rc; i++) {
+		const ParamInfo *t = &tt->p[i];
 		for (int k = 0; k < ng && !rc; k++)
 			rc = read_whole(f, path, t, k, buf, err);
 		if (t->ndim == 1)
@@ -1080,6 +1120,7 @@ int ckpt_inspect(const char *path, FILE *out, TrlErr *err)
 	free(buf);
 out:
 	free(yaml);
+	lora_free(&lo);
 	model_free(&m);
 	H5Fclose(f);
 	return rc;

@@ -47,6 +47,8 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "lora.h"
+
 #include "zero.h"
 
 #define CKPT_FORMAT_VERSION 1
@@ -64,6 +66,8 @@ typedef struct CkptState {
 	double bco_mean, bco_var, bco_count; /* bco's running moments */
 	int bos_token_id, eos_token_id;
 	char model_name_or_path[TRL_PATH_MAX];
+	char lora[TRL_LORA_SPEC_MAX]; /* LoRA runs: the adapters' spec (lora_spec_format);
+	                               * the tensors are then the adapters only */
 	uint64_t rng[4];
 } CkptState;
 
@@ -84,6 +88,9 @@ int ckpt_save(const char *path, Zero *z, const Config *cfg, const CkptState *st,
  * shape or type, a checksum mismatch, or a model-only checkpoint. */
 int ckpt_load(const char *path, Zero *z, CkptState *st, CkptIo *io, TrlErr *err);
 
+/* One process: the scalar state of path only (no tensors read). */
+int ckpt_read_state(const char *path, CkptState *st, TrlErr *err);
+
 /* Rank 0 only: makes output_dir/latest name `name` (a file in output_dir),
  * then, when keep > 0, deletes checkpoint-<step>.h5 files of a later step
  * than name's (left by an earlier run this one replaced) and the oldest
@@ -100,8 +107,11 @@ int ckpt_resolve(const char *spec, const char *output_dir, char *path, size_t ca
                  TrlErr *err);
 
 /* One process: the model stored in path, fully loaded into m (uninitialised
- * on entry), with st and the config YAML text (*yaml, free()). */
-int ckpt_read_model(const char *path, Model *m, CkptState *st, char **yaml, TrlErr *err);
+ * on entry), with st and the config YAML text (*yaml, free()). A LoRA
+ * checkpoint (st->lora set) holds adapters only: m is then the base's shape
+ * without weights and lo the adapters, loaded; otherwise lo is zeroed. */
+int ckpt_read_model(const char *path, Model *m, Lora *lo, CkptState *st, char **yaml,
+                    TrlErr *err);
 
 /* One process: prints the state, the config and every tensor (name, shape)
  * of path to out, verifying each tensor's checksum. */

@@ -12,6 +12,7 @@
 #include "generate.h"
 #include "json.h"
 #include "model.h"
+#include "lora.h"
 #include "model_io.h"
 #include "tokenizer.h"
 #include "trl.h"
@@ -32,10 +33,16 @@ static int usage(FILE *f)
 	        "log-prob to stderr\n"
 	        "  --chat                   wrap the prompt in the model's chat "
 	        "template\n"
+	        "  --base DIR               the base model of an adapter folder "
+	        "(default: its\n"
+	        "                           adapter_config.json's "
+	        "base_model_name_or_path)\n"
 	        "MODEL_DIR holds config.json and model.safetensors, and "
 	        "tokenizer.json (with\ntokenizer_config.json) when the model has "
 	        "one; without it text is encoded\nwith the byte tokenizer (ids "
-	        "0..255 are bytes, 256 is <|endoftext|>, the EOS).\nGeneration "
+	        "0..255 are bytes, 256 is <|endoftext|>, the EOS). A PEFT adapter\n"
+	        "folder (adapter_config.json, adapter_model.safetensors) runs its "
+	        "base with the\nadapters merged in.\nGeneration "
 	        "stops at the tokenizer's EOS, a --stop string or max_new_tokens.\n",
 	        TRL_GEN_MAX_STOP);
 	return 2;
@@ -116,7 +123,7 @@ static int chat_prompt(const char *dir, const Tokenizer *tok, const char *prompt
 
 int cmd_generate(int argc, char **argv)
 {
-	const char *dir = NULL, *prompt = NULL;
+	const char *dir = NULL, *prompt = NULL, *base = NULL;
 	int chat = 0, show_logprobs = 0;
 	GenConfig gc;
 	gen_config_defaults(&gc);
@@ -156,6 +163,8 @@ int cmd_generate(int argc, char **argv)
 		int bad = 0;
 		if (strcmp(a, "--prompt") == 0) {
 			prompt = v;
+		} else if (strcmp(a, "--base") == 0) {
+			base = v;
 		} else if (strcmp(a, "--stop") == 0) {
 			if (gc.n_stop == TRL_GEN_MAX_STOP) {
 				fprintf(stderr,
@@ -208,7 +217,8 @@ int cmd_generate(int argc, char **argv)
 	memset(&g, 0, sizeof g);
 	memset(&out, 0, sizeof out);
 	memset(&tok, 0, sizeof tok);
-	rc = model_load_dir(&m, dir, &err);
+	rc = base ? lora_load_merged(&m, dir, base, -1, 0, 0, NULL, &err)
+	          : model_load_dir(&m, dir, &err);
 	if (rc)
 		goto fail;
 	loaded = 1;

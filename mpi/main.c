@@ -21,7 +21,7 @@ static int usage(FILE *f)
 	    "[--skip-special]\n"
 	    "       trl-hpc generate MODEL_DIR --prompt TEXT [--chat] [--temperature T "
 	    "...]\n"
-	    "       trl-hpc export CHECKPOINT.h5 OUT_DIR [--save_dtype bfloat16]\n"
+	    "       trl-hpc export CHECKPOINT.h5 OUT_DIR [--save_dtype bfloat16] [--merge_adapter [--base DIR]]\n"
 	    "       trl-hpc inspect CHECKPOINT.h5\n"
 	    "       trl-hpc --help | --version | config-reference\n"
 	    "exit status: 0 done, 1 error, 2 usage, %d stopped by SIGTERM/SIGUSR1 "

@@ -30,6 +30,19 @@ static int same_table(const Model *a, const Model *b)
 static int ref_build(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
+	/* LoRA without a named reference: the base with the adapters off (as
+	 * TRL's DPO with a peft_config), no second copy of the model. */
+	if (tr->peft && !cfg->ref_model_name_or_path[0]) {
+		if (cfg->sync_ref_model)
+			return trl_errf(
+			    err, TRL_EUNSUPPORTED,
+			    "sync_ref_model with use_peft: the reference is the "
+			    "base model with the adapters off, which TR-DPO "
+			    "cannot mix into (as in TRL); drop one of them");
+		tr->ref_is_base = 1;
+		tr->has_ref = 1;
+		return TRL_OK;
+	}
 	const char *dir = cfg->ref_model_name_or_path[0] ? cfg->ref_model_name_or_path
 	                                                 : cfg->model_name_or_path;
 	int stage3 = cfg->zero_stage == 3;
@@ -95,8 +108,11 @@ static int ref_build(Trainer *tr, TrlErr *err)
 
 void ref_logps(Trainer *tr, Batch *b, int pairs, double *out)
 {
-	Model *m = &tr->ref;
+	Model *m = tr->ref_is_base ? &tr->model : &tr->ref;
+	if (tr->ref_is_base)
+		tr->lora.off = 1;
 	model_forward(m, b);
+	tr->lora.off = 0;
 	tokens_logprob_forward(&tr->ts, m->logits, b->targets, b->B * b->T,
 	                       model_config_out_dim(&m->cfg));
 	rows_logps(tr, b, pairs, out, tr->rowbuf + 7 * (size_t)tr->rows_cap);
@@ -223,6 +239,11 @@ void ref_sync(Trainer *tr, long done)
 
 void ref_free(Trainer *tr)
 {
+	if (tr->ref_is_base) {
+		tr->ref_is_base = 0;
+		tr->has_ref = 0;
+		return;
+	}
 	if (!tr->has_ref)
 		return;
 	if (tr->cfg->zero_stage == 3)

@@ -67,6 +67,14 @@ int trl_setup_threads(const Config *cfg, const Comm *comm)
 static int load_model(Trainer *tr, TrlErr *err)
 {
 	const Config *cfg = tr->cfg;
+	if (cfg->use_peft || (cfg->model_name_or_path[0] &&
+	                      lora_is_adapter_dir(cfg->model_name_or_path))) {
+		int rc = train_lora_load(tr, err);
+		tr->sync_forwards = cfg->zero_stage == 3 && tr->comm->size > 1;
+		if (!rc && tr->method->classifier)
+			tr->model.cfg.pad_token_id = tr->tok.pad_id;
+		return rc;
+	}
 	unsigned flags = zero_model_flags(cfg->zero_stage);
 	Model full;
 	memset(&full, 0, sizeof full);
@@ -236,6 +244,7 @@ static void trainer_free(Trainer *tr)
 	online_free(tr);
 	ref_free(tr);
 	zero_free(&tr->zero);
+	train_lora_free(tr);
 	model_free(&tr->model);
 	rows_free(&tr->train_rows);
 	rows_free(&tr->test_rows);
@@ -386,9 +395,12 @@ static int train_loop(Trainer *tr, TrlErr *err)
 		for (int j = 0; j < GA && !skip; j++) {
 			zero_begin_micro(&tr->zero, j == GA - 1);
 			metrics_clear(&tr->micro_m[j]);
+			/* LoRA's dropout acts in the training forwards only. */
+			tr->lora.train = tr->peft && !cfg->disable_dropout;
 			me->micro(tr, &tr->mb[tr->mb_base + j], 0,
 			          tr->mb_idx + (size_t)(tr->mb_base + j) * B, B, scale, 1,
 			          1, &tr->micro_m[j]);
+			tr->lora.train = 0;
 			if (pooled && j > 0)
 				metrics_merge(&tr->micro_m[0], &tr->micro_m[j]);
 		}
@@ -624,6 +636,7 @@ enum {
 	REP_STEP,
 	REP_RSS,
 	REP_COLL,
+	REP_FROZEN,
 	REP_N
 };
 
@@ -632,10 +645,21 @@ static void report_ranks(Trainer *tr)
 	const Comm *c = tr->comm;
 	const Zero *z = &tr->zero;
 	double steps = tr->steps_run > 0 ? (double)tr->steps_run : 1.0;
-	double mine[REP_N] = {
-	    z->mem.params,      z->mem.grads,        z->mem.optim,
-	    z->mem.work,        z->st.bytes / steps, z->st.wait_s / steps,
-	    tr->step_s / steps, peak_rss_bytes(),    (double)z->st.collectives / steps};
+	/* Under LoRA z is the adapters'; the frozen base's weights are apart. */
+	double frozen = !tr->peft ? 0.0
+	                : z->stage == 3
+	                    ? tr->base_zero.mem.params + tr->base_zero.mem.work
+	                    : 4.0 * (double)tr->model.table.total;
+	double mine[REP_N] = {z->mem.params,
+	                      z->mem.grads,
+	                      z->mem.optim,
+	                      z->mem.work,
+	                      z->st.bytes / steps,
+	                      z->st.wait_s / steps,
+	                      tr->step_s / steps,
+	                      peak_rss_bytes(),
+	                      (double)z->st.collectives / steps,
+	                      frozen};
 	double *all = c->rank == 0 ? malloc(sizeof mine * (size_t)c->size) : NULL;
 	int have = c->rank != 0 || all; /* rank 0 could not allocate: no report */
 	MPI_Bcast(&have, 1, MPI_INT, 0, c->world);
@@ -653,20 +677,24 @@ static void report_ranks(Trainer *tr)
 		for (int k = 0; k < REP_N; k++)
 			hi[k] = x[k] > hi[k] ? x[k] : hi[k];
 		if (f)
-			fprintf(f,
-			        "{\"rank\": %d, \"ranks\": %d, \"zero_stage\": %d, "
-			        "\"threads\": %d, \"param_bytes\": %.0f, "
-			        "\"grad_bytes\": %.0f, \"optim_bytes\": %.0f, "
-			        "\"work_bytes\": %.0f, \"model_state_bytes\": %.0f, "
-			        "\"comm_bytes_per_step\": %.0f, "
-			        "\"collectives_per_step\": %.1f, "
-			        "\"mpi_wait_s_per_step\": %.6f, \"step_s\": %.6f, "
-			        "\"peak_rss_bytes\": %.0f, \"num_params\": %zu}\n",
-			        r, c->size, z->stage, omp_get_max_threads(),
-			        x[REP_PARAMS], x[REP_GRADS], x[REP_OPTIM], x[REP_WORK],
-			        x[REP_PARAMS] + x[REP_GRADS] + x[REP_OPTIM] + x[REP_WORK],
-			        x[REP_BYTES], x[REP_COLL], x[REP_WAIT], x[REP_STEP],
-			        x[REP_RSS], tr->model.table.total);
+			fprintf(
+			    f,
+			    "{\"rank\": %d, \"ranks\": %d, \"zero_stage\": %d, "
+			    "\"threads\": %d, \"param_bytes\": %.0f, "
+			    "\"grad_bytes\": %.0f, \"optim_bytes\": %.0f, "
+			    "\"work_bytes\": %.0f, \"model_state_bytes\": %.0f, "
+			    "\"comm_bytes_per_step\": %.0f, "
+			    "\"collectives_per_step\": %.1f, "
+			    "\"mpi_wait_s_per_step\": %.6f, \"step_s\": %.6f, "
+			    "\"peak_rss_bytes\": %.0f, \"num_params\": %zu, "
+			    "\"frozen_param_bytes\": %.0f, \"trainable_params\": %zu}\n",
+			    r, c->size, z->stage, omp_get_max_threads(), x[REP_PARAMS],
+			    x[REP_GRADS], x[REP_OPTIM], x[REP_WORK],
+			    x[REP_PARAMS] + x[REP_GRADS] + x[REP_OPTIM] + x[REP_WORK] +
+			        x[REP_FROZEN],
+			    x[REP_BYTES], x[REP_COLL], x[REP_WAIT], x[REP_STEP],
+			    x[REP_RSS], tr->model.table.total, x[REP_FROZEN],
+			    tr->peft ? tr->lora.n_trainable : tr->model.table.total);
 	}
 	if (f)
 		fclose(f);
@@ -703,10 +731,24 @@ static void print_banner(const Trainer *tr)
 	    tr->cache_hits[0] ? "; tokenized data from the cache" : "");
 	const ZeroMem *zm = &tr->zero.mem;
 	double mib = 1.0 / 1048576.0;
+	if (tr->peft) {
+		char text[1024];
+		lora_describe(&tr->lora, m, text, sizeof text);
+		printf("%s\n", text);
+	}
+	/* Under LoRA: the adapters' states, then the frozen base's weights. */
 	printf("zero stage %d: model states on rank 0: parameters %.1f MiB, gradients "
 	       "%.1f MiB, optimizer %.1f MiB, gather/reduce buffers %.1f MiB\n",
 	       tr->zero.stage, zm->params * mib, zm->grads * mib, zm->optim * mib,
 	       zm->work * mib);
+	if (tr->peft)
+		printf("frozen base: %.1f MiB of weights on rank 0 (%s), no gradients or "
+		       "optimizer state\n",
+		       (tr->zero.stage == 3
+		            ? tr->base_zero.mem.params + tr->base_zero.mem.work
+		            : 4.0 * (double)m->table.total) *
+		           mib,
+		       tr->zero.stage == 3 ? "sharded" : "whole");
 	if (tr->method->online) {
 		int K = tr->link ? tr->link->K : 0;
 		printf("steps: %ld (global batch %ld prompts x %d generations = %d "
@@ -798,7 +840,12 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 		       elapsed);
 	report_ranks(&tr);
 	rc = train_export_model(&tr, cfg->output_dir, err);
-	if (!rc && comm->rank == 0)
+	if (!rc && comm->rank == 0 && tr.peft)
+		printf("saved %s: adapter_model.safetensors (float32), "
+		       "adapter_config.json (base %s), trl_config.yaml, metrics.jsonl, "
+		       "ranks.jsonl\n",
+		       cfg->output_dir, tr.lora_base);
+	else if (!rc && comm->rank == 0)
 		printf("saved %s: model.safetensors (%s), config.json, "
 		       "trl_config.yaml, metrics.jsonl, ranks.jsonl\n",
 		       cfg->output_dir, cfg->save_dtype == 1 ? "bfloat16" : "float32");

@@ -23,7 +23,9 @@ int train_export_model(Trainer *tr, const char *dir, TrlErr *err)
 	const Model *src = &tr->model;
 	Model full;
 	memset(&full, 0, sizeof full);
-	int rc = TRL_OK;
+	int rc = tr->peft ? train_lora_export(tr, dir, err) : TRL_OK;
+	if (tr->peft)
+		goto yaml;
 	ZeroStats kept = tr->zero.st; /* the step figures leave saves out */
 	zero_flush(&tr->zero);
 	if (tr->zero.stage == 3) {
@@ -44,6 +46,7 @@ int train_export_model(Trainer *tr, const char *dir, TrlErr *err)
 		xo.eos_token_id = tr->tok.eos_id;
 		rc = model_export_dir(src, dir, &xo, err);
 	}
+yaml:
 	if (!rc && c->rank == 0) {
 		char path[TRL_PATH_MAX + 64];
 		snprintf(path, sizeof path, "%s/trl_config.yaml", dir);
@@ -122,6 +125,11 @@ int train_save_checkpoint(Trainer *tr, long step, int model_only, TrlErr *err)
 	snprintf(st.model_name_or_path, sizeof st.model_name_or_path, "%s",
 	         cfg->model_name_or_path);
 	memcpy(st.rng, tr->rng.s, sizeof st.rng);
+	if (tr->peft) {
+		lora_spec_format(&tr->lora.spec, st.lora, sizeof st.lora);
+		snprintf(st.model_name_or_path, sizeof st.model_name_or_path, "%s",
+		         tr->lora_base);
+	}
 	char name[64], path[TRL_PATH_MAX + 96];
 	snprintf(name, sizeof name, "checkpoint-%ld.h5", step);
 	snprintf(path, sizeof path, "%s/%s", cfg->output_dir, name);
@@ -185,7 +193,21 @@ int train_resume(Trainer *tr, TrlErr *err)
 	const Config *cfg = tr->cfg;
 	CkptState st;
 	CkptIo io;
-	int rc = ckpt_load(tr->resume_path, &tr->zero, &st, &io, err);
+	/* The adapters resumed must be the ones this run trains (checked
+	 * before any tensor is read). */
+	char mine[TRL_LORA_SPEC_MAX] = "";
+	if (tr->peft)
+		lora_spec_format(&tr->lora.spec, mine, sizeof mine);
+	int rc = ckpt_read_state(tr->resume_path, &st, err);
+	if (!rc && strcmp(mine, st.lora) != 0)
+		return trl_errf(err, TRL_EINVAL,
+		                "%s holds %s%s, this run trains %s%s: resume with the "
+		                "checkpoint's use_peft and lora_* settings",
+		                tr->resume_path,
+		                st.lora[0] ? "LoRA adapters " : "a full model", st.lora,
+		                mine[0] ? "LoRA adapters " : "the full model", mine);
+	if (!rc)
+		rc = ckpt_load(tr->resume_path, &tr->zero, &st, &io, err);
 	if (!rc)
 		rc = online_load_extra(tr, tr->resume_path, err);
 	if (rc)

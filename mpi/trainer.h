@@ -23,6 +23,7 @@
 #include "rng.h"
 
 #include "layers.h"
+#include "lora.h"
 #include "losses.h"
 
 /* The figures a method logs, TRL's names ("eval_" prefixed in evaluation).
@@ -144,8 +145,14 @@ typedef struct Trainer {
 	Dataset train, test;
 	RowSet train_rows, test_rows;
 	int has_test;
-	Model model;
-	Zero zero;
+	Model model; /* the model trained; under LoRA the frozen base */
+	Zero zero;   /* the trained state's shards: the model's, or the adapters' */
+	/* LoRA (use_peft): adapters on tr->model, whose own shards are zero */
+	int peft;
+	Lora lora;
+	Zero base_zero;               /* stage 3: the frozen base's shards */
+	char lora_base[TRL_PATH_MAX]; /* the base's folder ("" = a new model) */
+	int ref_is_base;              /* the reference is the base, adapters off */
 	int sync_forwards; /* stage 3 on several ranks: every rank runs each forward */
 	Batch *mb;         /* (gradient_accumulation_steps) micro-batches of this rank */
 	Batch eval;
@@ -234,6 +241,18 @@ void ref_free(Trainer *tr);
  * (the current tr->ts), weighted for pairs by ld_alpha past the shorter
  * completion; also the completion token counts. */
 void rows_logps(Trainer *tr, const Batch *b, int pairs, double *lp, double *ntok);
+
+/* train_lora.c */
+/* The adapters' spec (from the run's lora_* keys, or from the adapter folder
+ * model_name_or_path names) and the base's folder into base. */
+int train_lora_spec(const Config *cfg, LoraSpec *s, char *base, size_t cap,
+                    int *from_adapter, TrlErr *err);
+/* Loads the frozen base (stage 3: sharded in base_zero), builds the adapters
+ * and their ZeRO state in tr->zero, and attaches them. */
+int train_lora_load(Trainer *tr, TrlErr *err);
+/* Writes the adapters as a PEFT folder. Collective. */
+int train_lora_export(Trainer *tr, const char *dir, TrlErr *err);
+void train_lora_free(Trainer *tr);
 
 /* train_save.c */
 extern volatile sig_atomic_t train_stop_signal;

@@ -22,9 +22,18 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 {
 	ModelConfig mc = cfg->model;
 	int rc = TRL_OK;
-	if (cfg->model_name_or_path[0]) {
+	/* LoRA: the base's shape (an adapter folder names its base). */
+	LoraSpec spec;
+	char base[TRL_PATH_MAX];
+	int from_adapter = 0;
+	int peft = cfg->use_peft || (cfg->model_name_or_path[0] &&
+	                             lora_is_adapter_dir(cfg->model_name_or_path));
+	snprintf(base, sizeof base, "%s", cfg->model_name_or_path);
+	if (peft)
+		rc = train_lora_spec(cfg, &spec, base, sizeof base, &from_adapter, err);
+	if (!rc && base[0]) {
 		char path[TRL_PATH_MAX + 32];
-		snprintf(path, sizeof path, "%s/config.json", cfg->model_name_or_path);
+		snprintf(path, sizeof path, "%s/config.json", base);
 		rc = model_config_load_json(&mc, path, err);
 	}
 	/* A reward model is a one-label classifier; the others causal LMs. */
@@ -36,7 +45,21 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	memset(&t, 0, sizeof t);
 	if (!rc)
 		rc = params_build(&t, &mc, err);
+	/* The adapters' table, from a weightless model of the base's shape. */
+	Model shape;
+	Lora lo;
+	memset(&shape, 0, sizeof shape);
+	memset(&lo, 0, sizeof lo);
+	char unmatched[256] = "";
+	unsigned none = MODEL_NO_PARAMS | MODEL_NO_GRADS;
+	if (!rc && peft)
+		rc = model_init_flags(&shape, &mc, none | MODEL_FROZEN, err);
+	if (!rc && peft)
+		rc = lora_init(&lo, &shape, &spec, none, 0, unmatched, sizeof unmatched,
+		               err);
 	if ((rc = comm_agree(comm, rc, err)) || comm->rank != 0) {
+		lora_free(&lo);
+		model_free(&shape);
 		params_free(&t);
 		return rc;
 	}
@@ -60,10 +83,26 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	int ref = (me->uses_ref || cfg->method == TRL_METHOD_PPO ||
 	           (TRL_METHOD_IS_ONLINE(cfg->method) && cfg->beta > 0)) &&
 	          !cfg->precompute_ref_log_probs;
+	/* Under LoRA the reference is the base with the adapters off. */
+	if (peft && !cfg->ref_model_name_or_path[0])
+		ref = 0;
 	int GA = cfg->gradient_accumulation_steps;
 	fprintf(out, "# model: %s, %zu parameters (%zu without embeddings)\n",
 	        model_arch_name(mc.arch), model_config_num_params(&mc),
 	        model_config_num_nonembedding_params(&mc));
+	if (peft) {
+		char text[1024];
+		lora_describe(&lo, &shape, text, sizeof text);
+		for (char *line = text; line;) {
+			char *nl = strchr(line, '\n');
+			fprintf(out, "# %.*s\n",
+			        nl ? (int)(nl - line) : (int)strlen(line), line);
+			line = nl ? nl + 1 : NULL;
+		}
+		if (unmatched[0])
+			fprintf(out, "# lora_target_modules: %s match%s no module\n",
+			        unmatched, strchr(unmatched, ',') ? "" : "es");
+	}
 	if (K > 0) {
 		/* A generator: the full weights, the KV cache of one chunk of
 		 * rows and its sampling scratch, and the incoming message. */
@@ -91,27 +130,39 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 	        GA > 1 ? "s" : "");
 	fprintf(out,
 	        "# stage   parameters    gradients    optimizer      buffers  "
-	        "activations%s        total  sent per step\n",
-	        ref ? "    reference" : "");
+	        "activations%s%s        total  sent per step\n",
+	        peft ? "  frozen base" : "", ref ? "    reference" : "");
 	int fits = -1;
 	for (int st = 0; st <= 3; st++) {
-		ZeroMem zm;
-		double sent;
-		zero_estimate(&t, st, N, cfg->stage3_param_persistence_threshold, GA, &zm,
-		              &sent);
+		ZeroMem zm, bm;
+		double sent, bsent;
+		/* LoRA: the trained state is the adapters'; the frozen base is
+		 * whole under stages 0-2, sharded with gather buffers under 3. */
+		zero_estimate(peft ? &lo.ad.table : &t, st, N,
+		              cfg->stage3_param_persistence_threshold, GA, &zm, &sent);
+		zero_estimate_frozen(&t, N, cfg->stage3_param_persistence_threshold, GA,
+		                     &bm, &bsent);
+		double frozen = !peft    ? 0.0
+		                : st < 3 ? 4.0 * (double)t.total
+		                         : bm.params + bm.work;
+		if (peft && st == 3)
+			sent += bsent; /* the base's gathers too */
 		/* The reference: whole weights under stages 0-2; under stage 3
 		 * its shards and gather buffers (no gradients, no optimizer). It
 		 * runs in the policy's activation memory. */
 		double refb = !ref     ? 0.0
 		              : st < 3 ? 4.0 * (double)t.total
 		                       : zm.params + zm.work_params;
-		double total = zm.params + zm.grads + zm.optim + zm.work + act + refb;
+		double total =
+		    zm.params + zm.grads + zm.optim + zm.work + act + refb + frozen;
 		fprintf(out, "# %5d", st);
 		print_bytes(out, zm.params);
 		print_bytes(out, zm.grads);
 		print_bytes(out, zm.optim);
 		print_bytes(out, zm.work);
 		print_bytes(out, act);
+		if (peft)
+			print_bytes(out, frozen);
 		if (ref)
 			print_bytes(out, refb);
 		print_bytes(out, total);
@@ -164,6 +215,8 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		fprintf(out, "; a smaller per_device_train_batch_size or max_length "
 		             "shrinks the activations\n");
 	}
+	lora_free(&lo);
+	model_free(&shape);
 	params_free(&t);
 	return TRL_OK;
 }

@@ -436,6 +436,33 @@ static const Key keys[] = {
      .help = "Write each logged step's prompts, completions and rewards to "
              "output_dir/completions.jsonl."},
 
+    {"use_peft", K_BOOL, F(use_peft), "false",
+     .group = "LoRA (TRL's ModelConfig PEFT keys)",
+     .help = "Train LoRA adapters on a frozen base (PEFT's LoraConfig): no gradients "
+             "or optimizer state for the base; the output is adapter_config.json and "
+             "adapter_model.safetensors."},
+    {"lora_r", K_INT, F(lora_r), "16", GE(1), .help = "LoRA rank r."},
+    {"lora_alpha", K_DOUBLE, F(lora_alpha), "32", GT(0),
+     .help = "LoRA alpha: the adapter output is scaled by alpha / r."},
+    {"lora_dropout", K_DOUBLE, F(lora_dropout), "0.05", IN_HO(0, 1),
+     .help = "Dropout on the adapters' input, in training forwards only (dpo's "
+             "disable_dropout turns it off, as in TRL)."},
+    {"lora_target_modules", K_STRING, F(lora_target_modules), "",
+     .help = "Modules to adapt: a list of names, each matching a module whose name "
+             "is it or ends with '.' and it (PEFT's rule), or all-linear (every "
+             "linear layer but the output head); empty = PEFT's default for the "
+             "model type (q_proj, v_proj; gpt2 c_attn; lfm2 has none)."},
+    {"lora_modules_to_save", K_STRING, F(lora_modules_to_save), "",
+     .help = "Modules trained whole beside the adapters: lm_head (untied models); a "
+             "reward model's score always is."},
+    {"disable_dropout", K_BOOL, F(disable_dropout), "false",
+     .help = "Turn dropout (here: LoRA's) off in training as well; TRL's default is "
+             "true for dpo, kto, orpo, cpo, bco and reward."},
+    {"use_rslora", K_BOOL, F(use_rslora), "false",
+     .help = "Rank-stabilised LoRA: scale alpha / sqrt(r) instead of alpha / r."},
+    {"base_model_name_or_path", K_STRING, F(base_model_name_or_path), "",
+     .help = "With model_name_or_path an adapter folder: the base model to load "
+             "under it; empty = the adapter_config.json's base_model_name_or_path."},
     {"model.architecture", K_ENUM, F(model.arch), "llama", .choices = arch_choices,
      .group = "Model (the YAML `model:` block; Hugging Face config.json names)",
      .help = "Model family: llama (RMSNorm, RoPE, SwiGLU, grouped-query attention; "
@@ -488,13 +515,10 @@ _Static_assert(NKEYS <= sizeof(((Config *)0)->given), "Config.given has a slot p
  * commas (the command line writes the commas itself). */
 static int is_list_key(const Key *k)
 {
-	static const char *const lists[] = {"loss_type",
-	                                    "loss_weights",
-	                                    "reward_funcs",
-	                                    "reward_weights",
-	                                    "reward_clip_range",
-	                                    "model.layer_types",
-	                                    NULL};
+	static const char *const lists[] = {
+	    "loss_type",           "loss_weights",         "reward_funcs",
+	    "reward_weights",      "reward_clip_range",    "model.layer_types",
+	    "lora_target_modules", "lora_modules_to_save", NULL};
 	for (int i = 0; lists[i]; i++)
 		if (strcmp(k->name, lists[i]) == 0)
 			return 1;
@@ -1266,6 +1290,12 @@ static void method_defaults(Config *c)
 	    {TRL_METHOD_PPO, "temperature", "0.7"},
 	    {TRL_METHOD_PPO, "max_completion_length", "53"},
 	    {TRL_METHOD_PPO, "reward_funcs", ""},
+	    {TRL_METHOD_DPO, "disable_dropout", "true"},
+	    {TRL_METHOD_KTO, "disable_dropout", "true"},
+	    {TRL_METHOD_ORPO, "disable_dropout", "true"},
+	    {TRL_METHOD_CPO, "disable_dropout", "true"},
+	    {TRL_METHOD_BCO, "disable_dropout", "true"},
+	    {TRL_METHOD_REWARD, "disable_dropout", "true"},
 	};
 	for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++) {
 		const Key *k = key_find(defs[i].key);

@@ -168,6 +168,11 @@ typedef struct Config {
 	double missing_eos_penalty;          /* 0 = TRL's None */
 	char value_model_path[TRL_PATH_MAX]; /* "" = reward_model, else the policy */
 	int log_completions;
+	/* LoRA (TRL's ModelConfig) */
+	int use_peft, lora_r, use_rslora, disable_dropout;
+	double lora_alpha, lora_dropout;
+	char lora_target_modules[512], lora_modules_to_save[512];
+	char base_model_name_or_path[TRL_PATH_MAX];
 	ModelConfig model;
 	char model_layer_types[8192]; /* lfm2: comma-separated conv / full_attention */
 	char source[TRL_PATH_MAX];    /* the YAML file the config came from, or "" */

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "layers.h"
+#include "lora.h"
 #include "rng.h"
 
 int batch_alloc(Batch *b, int B, int T, TrlErr *err)
@@ -145,17 +146,40 @@ static int build_units(Model *m)
 	return TRL_OK;
 }
 
-int model_init_flags(Model *m, const ModelConfig *mc, unsigned flags, TrlErr *err)
+/* The adapters' pointers (model_init_adapters): lora_a / lora_b of every
+ * adapted module, and lm_head at a copied head. */
+static int wire_adapters(const ModelConfig *mc, const ParamTable *t, float *base,
+                         ModelPtrs *w)
 {
-	memset(m, 0, sizeof *m);
-	m->cfg = *mc;
-	int rc = model_config_check(&m->cfg, err);
-	if (rc)
-		return rc;
+	int L = mc->num_hidden_layers;
+	w->layer = calloc((size_t)L, sizeof *w->layer);
+	if (!w->layer)
+		return TRL_ENOMEM;
+	char path[TRL_PARAM_NAME_MAX];
+	for (int l = 0; l < L; l++)
+		for (int mod = 0; mod < LORA_NMOD; mod++) {
+			int in, out;
+			if (!lora_module_path(mc, l, (LoraModule)mod, path, sizeof path,
+			                      &in, &out))
+				continue;
+			w->layer[l].lora_a[mod] =
+			    ptr(t, base, "base_model.model.%s.lora_A.weight", path);
+			w->layer[l].lora_b[mod] =
+			    ptr(t, base, "base_model.model.%s.lora_B.weight", path);
+		}
+	w->lm_head = ptr(t, base, "base_model.model.score.weight");
+	if (!w->lm_head)
+		w->lm_head = ptr(t, base, "base_model.model.lm_head.weight");
+	return TRL_OK;
+}
 
-	rc = params_build(&m->table, &m->cfg, err);
-	if (rc)
-		return rc;
+/* The slabs (as flags allow), units and pointers of m, whose table is built.
+ * A frozen model wires no gradient pointers: they all stay NULL. */
+static int init_slabs(Model *m, unsigned flags, int adapters, TrlErr *err)
+{
+	if (flags & MODEL_FROZEN)
+		flags |= MODEL_NO_GRADS;
+	m->frozen = (flags & MODEL_FROZEN) != 0;
 	size_t bytes = m->table.total * sizeof(float);
 	if (!(flags & MODEL_NO_PARAMS))
 		m->params = trl_alloc(bytes);
@@ -177,21 +201,49 @@ int model_init_flags(Model *m, const ModelConfig *mc, unsigned flags, TrlErr *er
 	}
 	float *wbase = m->params ? m->params : m->reserve;
 	float *gbase = m->grads ? m->grads : m->reserve;
-	if (build_units(m) || wire(&m->cfg, &m->table, wbase, &m->w) ||
-	    wire(&m->cfg, &m->table, gbase, &m->g))
+	int (*wirer)(const ModelConfig *, const ParamTable *, float *, ModelPtrs *) =
+	    adapters ? wire_adapters : wire;
+	if (build_units(m) || wirer(&m->cfg, &m->table, wbase, &m->w))
+		goto nomem;
+	if (m->frozen)
+		m->g.layer = calloc((size_t)m->cfg.num_hidden_layers, sizeof *m->g.layer);
+	if (m->frozen ? !m->g.layer : wirer(&m->cfg, &m->table, gbase, &m->g) != 0)
 		goto nomem;
 	for (int u = 0; u < m->n_units; u++) {
 		m->unit_w[u] = wbase + m->unit_begin[u];
-		m->unit_g[u] = gbase + m->unit_begin[u];
+		m->unit_g[u] = m->frozen ? NULL : gbase + m->unit_begin[u];
 	}
 	return TRL_OK;
-nomem:
-	rc = trl_errf(
+nomem:;
+	int rc = trl_errf(
 	    err, TRL_ENOMEM,
 	    "out of memory for %zu parameters (%.1f MiB for weights and gradients)",
 	    m->table.total, 2.0 * m->table.total * sizeof(float) / 1048576.0);
 	model_free(m);
 	return rc;
+}
+
+int model_init_flags(Model *m, const ModelConfig *mc, unsigned flags, TrlErr *err)
+{
+	memset(m, 0, sizeof *m);
+	m->cfg = *mc;
+	int rc = model_config_check(&m->cfg, err);
+	if (rc)
+		return rc;
+	rc = params_build(&m->table, &m->cfg, err);
+	if (rc)
+		return rc;
+	return init_slabs(m, flags, 0, err);
+}
+
+int model_init_adapters(Model *m, const ModelConfig *mc, ParamTable *t, unsigned flags,
+                        TrlErr *err)
+{
+	memset(m, 0, sizeof *m);
+	m->cfg = *mc;
+	m->table = *t;
+	memset(t, 0, sizeof *t);
+	return init_slabs(m, flags, 1, err);
 }
 
 int model_init(Model *m, const ModelConfig *mc, TrlErr *err)
@@ -286,8 +338,16 @@ void model_init_weights_range(const Model *m, uint64_t seed, float *dst, size_t 
 			float v = strstr(p->name, ".bias") ? 0.0f : 1.0f;
 			for (size_t j = 0; j < n; j++)
 				x[j] = v;
-		} else if (p->kind == TRL_PARAM_BIAS) {
+		} else if (p->kind == TRL_PARAM_BIAS || p->kind == TRL_PARAM_LORA_B) {
 			memset(x, 0, n * sizeof *x);
+		} else if (p->kind == TRL_PARAM_LORA_A) {
+			/* PEFT: kaiming_uniform_(a = sqrt(5)) = U(-1/sqrt(in),
+			 * 1/sqrt(in)), one raw draw per value */
+			double bound = 1.0 / sqrt((double)p->shape[1]);
+			for (size_t j = 0; j < skip; j++)
+				(void)rng_next(&r);
+			for (size_t j = 0; j < n; j++)
+				x[j] = (float)(bound * (2.0 * rng_uniform(&r) - 1.0));
 		} else {
 			double s = is_output_projection(p->name) ? proj_std : std;
 			for (size_t j = 0; j < 2 * skip; j++)
@@ -371,6 +431,10 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 		a->h1 = trl_carve(&cv, N * I);
 		a->h2 = gpt2 ? NULL : trl_carve(&cv, N * I);
 		a->hact = trl_carve(&cv, N * I);
+		for (int mod = 0; m->lora && mod < TRL_LORA_NMOD; mod++)
+			if (m->lora->ad.w.layer[l].lora_a[mod])
+				a->lora_v[mod] =
+				    trl_carve(&cv, N * (size_t)m->lora->spec.r);
 	}
 	m->x_final = trl_carve(&cv, N * C);
 	m->lnf = trl_carve(&cv, N * C);
@@ -388,6 +452,9 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 	m->dv = gpt2 ? NULL : trl_carve(&cv, N * s->KVD);
 	m->att_scratch =
 	    trl_carve(&cv, (size_t)m->threads * attention_scratch_floats(m->maxT));
+	m->lora_dv = m->lora ? trl_carve(&cv, N * (size_t)m->lora->spec.r) : NULL;
+	m->lora_xd =
+	    m->lora && m->lora->spec.dropout > 0 ? trl_carve(&cv, N * wide) : NULL;
 	return cv.off;
 }
 
@@ -498,39 +565,123 @@ static void zero_floats(float *dst, size_t n)
 		dst[i] = 0.0f;
 }
 
-/* The hooks of a sharded model; all are no-ops for a plain one. */
+/* The hooks of a sharded model, then those of its adapters (whose units
+ * parallel the model's); all are no-ops for a plain model. */
+static const ModelHooks *hooks_of(const Model *m, int which)
+{
+	if (which == 0)
+		return m->hooks;
+	return m->lora ? m->lora->ad.hooks : NULL;
+}
+
 static void hk_weights(const Model *m, int u, int pass)
 {
-	if (m->hooks && m->hooks->weights)
-		m->hooks->weights(m->hooks->ctx, u, pass);
+	for (int i = 0; i < 2; i++) {
+		const ModelHooks *h = hooks_of(m, i);
+		if (h && h->weights)
+			h->weights(h->ctx, u, pass);
+	}
 }
 
 static void hk_done_weights(const Model *m, int u, int pass)
 {
-	if (m->hooks && m->hooks->done_weights)
-		m->hooks->done_weights(m->hooks->ctx, u, pass);
+	for (int i = 0; i < 2; i++) {
+		const ModelHooks *h = hooks_of(m, i);
+		if (h && h->done_weights)
+			h->done_weights(h->ctx, u, pass);
+	}
 }
 
 static void hk_grads(const Model *m, int u)
 {
-	if (m->hooks && m->hooks->grads)
-		m->hooks->grads(m->hooks->ctx, u);
+	for (int i = 0; i < 2; i++) {
+		const ModelHooks *h = hooks_of(m, i);
+		if (h && h->grads)
+			h->grads(h->ctx, u);
+	}
 }
 
 static void hk_grads_done(const Model *m, int u)
 {
-	if (m->hooks && m->hooks->grads_done)
-		m->hooks->grads_done(m->hooks->ctx, u);
+	for (int i = 0; i < 2; i++) {
+		const ModelHooks *h = hooks_of(m, i);
+		if (h && h->grads_done)
+			h->grads_done(h->ctx, u);
+	}
 }
 
 static void hk_poll(const Model *m)
 {
-	if (m->hooks && m->hooks->poll)
-		m->hooks->poll(m->hooks->ctx);
+	for (int i = 0; i < 2; i++) {
+		const ModelHooks *h = hooks_of(m, i);
+		if (h && h->poll)
+			h->poll(h->ctx);
+	}
+}
+
+/* The adapter of module mod in layer l, when adapters are attached and on. */
+static int lora_of(const Model *m, int l, int mod, const float **A, const float **B)
+{
+	const Lora *lo = m->lora;
+	if (!lo || lo->off || !lo->ad.w.layer[l].lora_a[mod])
+		return 0;
+	*A = lo->ad.w.layer[l].lora_a[mod];
+	*B = lo->ad.w.layer[l].lora_b[mod];
+	return 1;
+}
+
+/* out (=, or += with add) in . W (+ b), plus module mod's adapter. */
+static void lin_forward(Model *m, int l, int mod, float *out, const float *in,
+                        const float *w, const float *bias, int N, int IC, int OC,
+                        TrlWLayout layout, int add)
+{
+	if (add)
+		matmul_forward_add(out, in, w, bias, N, IC, OC, layout);
+	else
+		matmul_forward(out, in, w, bias, N, IC, OC, layout);
+	const float *A, *B;
+	if (lora_of(m, l, mod, &A, &B)) {
+		const Lora *lo = m->lora;
+		lora_forward(out, m->acts[l].lora_v[mod], m->lora_xd, in, A, B, lo->scale,
+		             lo->p_fwd, lora_mask_key(lo->seed, lo->draw, l, mod), N, IC,
+		             OC, lo->spec.r);
+	}
+}
+
+/* matmul_backward, plus module mod's adapter (its gradients into the adapter
+ * model's gradient tensors). */
+static void lin_backward(Model *m, int l, int mod, float *din, float *dw, float *db,
+                         const float *dout, const float *in, const float *w, int N,
+                         int IC, int OC, TrlWLayout layout)
+{
+	matmul_backward(din, dw, db, dout, in, w, N, IC, OC, layout);
+	const float *A, *B;
+	if (lora_of(m, l, mod, &A, &B)) {
+		const Lora *lo = m->lora;
+		const LayerPtrs *g = &lo->ad.g.layer[l];
+		lora_backward(din, g->lora_a[mod], g->lora_b[mod], m->lora_dv, m->lora_xd,
+		              dout, in, m->acts[l].lora_v[mod], A, B, lo->scale,
+		              lo->p_fwd, lora_mask_key(lo->seed, lo->draw, l, mod), N, IC,
+		              OC, lo->spec.r);
+	}
+}
+
+/* The output head the forward uses: a copied head of the adapters (LoRA's
+ * modules_to_save), else the model's; gradients likewise. */
+static const float *head_w(const Model *m)
+{
+	return m->lora && !m->lora->off && m->lora->ad.w.lm_head ? m->lora->ad.w.lm_head
+	                                                         : m->w.lm_head;
+}
+
+static float *head_g(const Model *m)
+{
+	return m->lora && !m->lora->off && m->lora->ad.w.lm_head ? m->lora->ad.g.lm_head
+	                                                         : m->g.lm_head;
 }
 
 /* The attention block: x_mid = x_in + o_proj(attn(q, k, v of a->ln1)). */
-static void attention_block_forward(Model *m, LayerActs *a, const LayerPtrs *p,
+static void attention_block_forward(Model *m, int l, LayerActs *a, const LayerPtrs *p,
                                     const Batch *b)
 {
 	const ModelConfig *mc = &m->cfg;
@@ -539,14 +690,17 @@ static void attention_block_forward(Model *m, LayerActs *a, const LayerPtrs *p,
 	    KV = mc->num_key_value_heads;
 	int D = mc->head_dim, QD = H * D, KVD = KV * D, gpt2 = mc->arch == TRL_ARCH_GPT2;
 	if (gpt2) {
-		matmul_forward(a->q, a->ln1, p->qkv_w, p->qkv_b, N, C, 3 * C,
-		               TRL_W_IN_OUT);
+		lin_forward(m, l, LORA_QKV, a->q, a->ln1, p->qkv_w, p->qkv_b, N, C, 3 * C,
+		            TRL_W_IN_OUT, 0);
 	} else {
 		float *q = mc->qk_norm ? a->q_raw : a->q;
 		float *k = mc->qk_norm ? a->k_raw : a->k;
-		matmul_forward(q, a->ln1, p->q_w, p->q_b, N, C, QD, TRL_W_OUT_IN);
-		matmul_forward(k, a->ln1, p->k_w, p->k_b, N, C, KVD, TRL_W_OUT_IN);
-		matmul_forward(a->v, a->ln1, p->v_w, p->v_b, N, C, KVD, TRL_W_OUT_IN);
+		lin_forward(m, l, LORA_Q, q, a->ln1, p->q_w, p->q_b, N, C, QD,
+		            TRL_W_OUT_IN, 0);
+		lin_forward(m, l, LORA_K, k, a->ln1, p->k_w, p->k_b, N, C, KVD,
+		            TRL_W_OUT_IN, 0);
+		lin_forward(m, l, LORA_V, a->v, a->ln1, p->v_w, p->v_b, N, C, KVD,
+		            TRL_W_OUT_IN, 0);
 		if (mc->qk_norm) {
 			/* qwen3, lfm2: RMSNorm over each head's D values,
 			 * before RoPE. */
@@ -563,43 +717,45 @@ static void attention_block_forward(Model *m, LayerActs *a, const LayerPtrs *p,
 	                          gpt2 ? 3 * C : KVD, b->doc, B, T, H, KV, D);
 	hk_poll(m);
 	copy_floats(a->x_mid, a->x_in, (size_t)N * C);
-	matmul_forward_add(a->x_mid, a->atty, p->o_w, p->o_b, N, QD, C,
-	                   gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
+	lin_forward(m, l, LORA_O, a->x_mid, a->atty, p->o_w, p->o_b, N, QD, C,
+	            gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN, 1);
 }
 
 /* lfm2's conv block: x_mid = x_in + out_proj(shortconv(in_proj(norm1(x_in)))),
  * from a->ln1. */
-static void conv_block_forward(Model *m, LayerActs *a, const LayerPtrs *p, const Batch *b)
+static void conv_block_forward(Model *m, int l, LayerActs *a, const LayerPtrs *p,
+                               const Batch *b)
 {
 	int N = b->B * b->T, C = m->cfg.hidden_size;
-	matmul_forward(a->proj, a->ln1, p->in_w, p->in_b, N, C, 3 * C, TRL_W_OUT_IN);
+	lin_forward(m, l, LORA_IN, a->proj, a->ln1, p->in_w, p->in_b, N, C, 3 * C,
+	            TRL_W_OUT_IN, 0);
 	hk_poll(m);
 	shortconv_forward(a->atty, a->bx, a->proj, p->conv_w, p->conv_b, b->doc, b->B,
 	                  b->T, C, m->cfg.conv_L_cache);
 	hk_poll(m);
 	copy_floats(a->x_mid, a->x_in, (size_t)N * C);
-	matmul_forward_add(a->x_mid, a->atty, p->cout_w, p->cout_b, N, C, C,
-	                   TRL_W_OUT_IN);
+	lin_forward(m, l, LORA_COUT, a->x_mid, a->atty, p->cout_w, p->cout_b, N, C, C,
+	            TRL_W_OUT_IN, 1);
 }
 
 /* Its backward: d ln1 into m->dtmp (overwritten), from dres = d x_mid. */
-static void conv_block_backward(Model *m, const LayerActs *a, const LayerPtrs *p,
+static void conv_block_backward(Model *m, int l, const LayerActs *a, const LayerPtrs *p,
                                 const LayerPtrs *gp, const Batch *b)
 {
 	int N = b->B * b->T, C = m->cfg.hidden_size;
 	size_t NC = (size_t)N * C;
 	float *dy = m->dtmp, *dproj = m->dbig;
 	zero_floats(dy, NC);
-	matmul_backward(dy, gp->cout_w, gp->cout_b, m->dres, a->atty, p->cout_w, N, C, C,
-	                TRL_W_OUT_IN);
+	lin_backward(m, l, LORA_COUT, dy, gp->cout_w, gp->cout_b, m->dres, a->atty,
+	             p->cout_w, N, C, C, TRL_W_OUT_IN);
 	hk_poll(m);
 	zero_floats(dproj, 3 * NC);
 	shortconv_backward(dproj, gp->conv_w, gp->conv_b, dy, a->proj, a->bx, p->conv_w,
 	                   p->conv_b, b->doc, b->B, b->T, C, m->cfg.conv_L_cache);
 	hk_poll(m);
 	zero_floats(m->dtmp, NC);
-	matmul_backward(m->dtmp, gp->in_w, gp->in_b, dproj, a->ln1, p->in_w, N, C, 3 * C,
-	                TRL_W_OUT_IN);
+	lin_backward(m, l, LORA_IN, m->dtmp, gp->in_w, gp->in_b, dproj, a->ln1, p->in_w,
+	             N, C, 3 * C, TRL_W_OUT_IN);
 }
 
 void model_forward(Model *m, const Batch *b)
@@ -609,8 +765,13 @@ void model_forward(Model *m, const Batch *b)
 	int V = model_config_out_dim(mc), L = mc->num_hidden_layers,
 	    gpt2 = mc->arch == TRL_ARCH_GPT2;
 	const ModelPtrs *w = &m->w;
-	int tied = w->lm_head == w->wte;
+	int tied = head_w(m) == w->wte;
 
+	if (m->lora) {
+		/* This forward's dropout masks; the backward reads the same. */
+		m->lora->draw++;
+		m->lora->p_fwd = m->lora->train ? m->lora->spec.dropout : 0.0f;
+	}
 	hk_weights(m, 0, 0);
 	embedding_forward(m->acts[0].x_in, b->ids, b->pos, w->wte, gpt2 ? w->wpe : NULL,
 	                  N, C);
@@ -624,29 +785,29 @@ void model_forward(Model *m, const Batch *b)
 		norm_forward(m, a->ln1, a->ln1_mean, a->ln1_rstd, a->x_in, p->ln1_w,
 		             p->ln1_b, N);
 		if (model_config_conv_layer(mc, l))
-			conv_block_forward(m, a, p, b);
+			conv_block_forward(m, l, a, p, b);
 		else
-			attention_block_forward(m, a, p, b);
+			attention_block_forward(m, l, a, p, b);
 		hk_poll(m);
 		norm_forward(m, a->ln2, a->ln2_mean, a->ln2_rstd, a->x_mid, p->ln2_w,
 		             p->ln2_b, N);
 		copy_floats(x_out, a->x_mid, (size_t)N * C);
 		if (gpt2) {
-			matmul_forward(a->h1, a->ln2, p->fc_w, p->fc_b, N, C, I,
-			               TRL_W_IN_OUT);
+			lin_forward(m, l, LORA_FC, a->h1, a->ln2, p->fc_w, p->fc_b, N, C,
+			            I, TRL_W_IN_OUT, 0);
 			hk_poll(m);
 			gelu_forward(a->hact, a->h1, (size_t)N * I);
-			matmul_forward_add(x_out, a->hact, p->proj_w, p->proj_b, N, I, C,
-			                   TRL_W_IN_OUT);
+			lin_forward(m, l, LORA_PROJ, x_out, a->hact, p->proj_w, p->proj_b,
+			            N, I, C, TRL_W_IN_OUT, 1);
 		} else {
-			matmul_forward(a->h1, a->ln2, p->gate_w, NULL, N, C, I,
-			               TRL_W_OUT_IN);
-			matmul_forward(a->h2, a->ln2, p->up_w, NULL, N, C, I,
-			               TRL_W_OUT_IN);
+			lin_forward(m, l, LORA_GATE, a->h1, a->ln2, p->gate_w, NULL, N, C,
+			            I, TRL_W_OUT_IN, 0);
+			lin_forward(m, l, LORA_UP, a->h2, a->ln2, p->up_w, NULL, N, C, I,
+			            TRL_W_OUT_IN, 0);
 			hk_poll(m);
 			swiglu_forward(a->hact, a->h1, a->h2, (size_t)N * I);
-			matmul_forward_add(x_out, a->hact, p->down_w, NULL, N, I, C,
-			                   TRL_W_OUT_IN);
+			lin_forward(m, l, LORA_DOWN, x_out, a->hact, p->down_w, NULL, N,
+			            I, C, TRL_W_OUT_IN, 1);
 		}
 		hk_done_weights(m, l + 1, 0);
 	}
@@ -655,7 +816,7 @@ void model_forward(Model *m, const Batch *b)
 	             N);
 	if (tied)
 		hk_weights(m, 0, 0);
-	matmul_forward(m->logits, m->lnf, w->lm_head, NULL, N, C, V, TRL_W_OUT_IN);
+	matmul_forward(m->logits, m->lnf, head_w(m), NULL, N, C, V, TRL_W_OUT_IN);
 	if (tied)
 		hk_done_weights(m, 0, 0);
 	hk_done_weights(m, L + 1, 0);
@@ -665,8 +826,9 @@ void model_forward(Model *m, const Batch *b)
 
 /* The attention block's backward, x_mid = x_in + o_proj(attn(norm1(x_in))):
  * d ln1 into m->dtmp (overwritten), from dres = d x_mid. */
-static void attention_block_backward(Model *m, const LayerActs *a, const LayerPtrs *p,
-                                     const LayerPtrs *gp, const Batch *b)
+static void attention_block_backward(Model *m, int l, const LayerActs *a,
+                                     const LayerPtrs *p, const LayerPtrs *gp,
+                                     const Batch *b)
 {
 	const ModelConfig *mc = &m->cfg;
 	int B = b->B, T = b->T, N = B * T;
@@ -677,8 +839,8 @@ static void attention_block_backward(Model *m, const LayerActs *a, const LayerPt
 	float *dres = m->dres, *dtmp = m->dtmp;
 	float *datty = dtmp; /* (N, H*D) */
 	zero_floats(datty, (size_t)N * QD);
-	matmul_backward(datty, gp->o_w, gp->o_b, dres, a->atty, p->o_w, N, QD, C,
-	                gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
+	lin_backward(m, l, LORA_O, datty, gp->o_w, gp->o_b, dres, a->atty, p->o_w, N, QD,
+	             C, gpt2 ? TRL_W_IN_OUT : TRL_W_OUT_IN);
 	/* gpt2: the gradients of q, k, v land as column blocks of one (N, 3C)
 	 * buffer, which is c_attn's output gradient as it is. */
 	float *dqkv = m->dbig;
@@ -698,8 +860,8 @@ static void attention_block_backward(Model *m, const LayerActs *a, const LayerPt
 	float *dln1 = dtmp; /* datty is no longer needed */
 	zero_floats(dln1, NC);
 	if (gpt2) {
-		matmul_backward(dln1, gp->qkv_w, gp->qkv_b, dqkv, a->ln1, p->qkv_w, N, C,
-		                3 * C, TRL_W_IN_OUT);
+		lin_backward(m, l, LORA_QKV, dln1, gp->qkv_w, gp->qkv_b, dqkv, a->ln1,
+		             p->qkv_w, N, C, 3 * C, TRL_W_IN_OUT);
 	} else {
 		rope_backward(m->dq, b->pos, N, H, D, mc->rope_theta);
 		rope_backward(m->dk, b->pos, N, KV, D, mc->rope_theta);
@@ -714,12 +876,12 @@ static void attention_block_backward(Model *m, const LayerActs *a, const LayerPt
 			rmsnorm_backward(dk, gp->k_norm, m->dk, a->k_raw, p->k_norm,
 			                 a->k_rstd, N * KV, D);
 		}
-		matmul_backward(dln1, gp->q_w, gp->q_b, dq, a->ln1, p->q_w, N, C, QD,
-		                TRL_W_OUT_IN);
-		matmul_backward(dln1, gp->k_w, gp->k_b, dk, a->ln1, p->k_w, N, C, KVD,
-		                TRL_W_OUT_IN);
-		matmul_backward(dln1, gp->v_w, gp->v_b, m->dv, a->ln1, p->v_w, N, C, KVD,
-		                TRL_W_OUT_IN);
+		lin_backward(m, l, LORA_Q, dln1, gp->q_w, gp->q_b, dq, a->ln1, p->q_w, N,
+		             C, QD, TRL_W_OUT_IN);
+		lin_backward(m, l, LORA_K, dln1, gp->k_w, gp->k_b, dk, a->ln1, p->k_w, N,
+		             C, KVD, TRL_W_OUT_IN);
+		lin_backward(m, l, LORA_V, dln1, gp->v_w, gp->v_b, m->dv, a->ln1, p->v_w,
+		             N, C, KVD, TRL_W_OUT_IN);
 	}
 }
 
@@ -732,7 +894,7 @@ void model_backward(Model *m, const Batch *b)
 	const ModelPtrs *w = &m->w, *g = &m->g;
 	size_t NC = (size_t)N * C, NI = (size_t)N * I;
 	float *dres = m->dres, *dtmp = m->dtmp;
-	int tied = w->lm_head == w->wte;
+	int tied = head_w(m) == w->wte;
 
 	/* lm_head and the final norm; dres carries d loss / d residual stream.
 	 * With tied embeddings lm_head is wte, so the embeddings' gradient is
@@ -744,7 +906,7 @@ void model_backward(Model *m, const Batch *b)
 		hk_grads(m, 0);
 	}
 	zero_floats(dtmp, NC);
-	matmul_backward(dtmp, g->lm_head, NULL, m->logits, m->lnf, w->lm_head, N, C, V,
+	matmul_backward(dtmp, head_g(m), NULL, m->logits, m->lnf, head_w(m), N, C, V,
 	                TRL_W_OUT_IN);
 	if (tied)
 		hk_done_weights(m, 0, 1);
@@ -766,28 +928,28 @@ void model_backward(Model *m, const Batch *b)
 		zero_floats(m->dbig, gpt2 ? 2 * NI : 3 * NI);
 		zero_floats(dtmp, NC);
 		if (gpt2) {
-			matmul_backward(dhact, gp->proj_w, gp->proj_b, dres, a->hact,
-			                p->proj_w, N, I, C, TRL_W_IN_OUT);
+			lin_backward(m, l, LORA_PROJ, dhact, gp->proj_w, gp->proj_b, dres,
+			             a->hact, p->proj_w, N, I, C, TRL_W_IN_OUT);
 			gelu_backward(dh1, dhact, a->h1, NI);
-			matmul_backward(dtmp, gp->fc_w, gp->fc_b, dh1, a->ln2, p->fc_w, N,
-			                C, I, TRL_W_IN_OUT);
+			lin_backward(m, l, LORA_FC, dtmp, gp->fc_w, gp->fc_b, dh1, a->ln2,
+			             p->fc_w, N, C, I, TRL_W_IN_OUT);
 		} else {
-			matmul_backward(dhact, gp->down_w, NULL, dres, a->hact, p->down_w,
-			                N, I, C, TRL_W_OUT_IN);
+			lin_backward(m, l, LORA_DOWN, dhact, gp->down_w, NULL, dres,
+			             a->hact, p->down_w, N, I, C, TRL_W_OUT_IN);
 			swiglu_backward(dh1, dh2, dhact, a->h1, a->h2, NI);
-			matmul_backward(dtmp, gp->gate_w, NULL, dh1, a->ln2, p->gate_w, N,
-			                C, I, TRL_W_OUT_IN);
-			matmul_backward(dtmp, gp->up_w, NULL, dh2, a->ln2, p->up_w, N, C,
-			                I, TRL_W_OUT_IN);
+			lin_backward(m, l, LORA_GATE, dtmp, gp->gate_w, NULL, dh1, a->ln2,
+			             p->gate_w, N, C, I, TRL_W_OUT_IN);
+			lin_backward(m, l, LORA_UP, dtmp, gp->up_w, NULL, dh2, a->ln2,
+			             p->up_w, N, C, I, TRL_W_OUT_IN);
 		}
 		norm_backward(m, dres, gp->ln2_w, gp->ln2_b, dtmp, a->x_mid, p->ln2_w,
 		              a->ln2_mean, a->ln2_rstd, N);
 		hk_poll(m);
 
 		if (model_config_conv_layer(mc, l))
-			conv_block_backward(m, a, p, gp, b);
+			conv_block_backward(m, l, a, p, gp, b);
 		else
-			attention_block_backward(m, a, p, gp, b);
+			attention_block_backward(m, l, a, p, gp, b);
 		norm_backward(m, dres, gp->ln1_w, gp->ln1_b, dtmp, a->x_in, p->ln1_w,
 		              a->ln1_mean, a->ln1_rstd, N);
 		hk_done_weights(m, l + 1, 1);
@@ -796,7 +958,9 @@ void model_backward(Model *m, const Batch *b)
 	/* The embedding backward adds rows of dres; it reads no weights. */
 	if (!tied)
 		hk_grads(m, 0);
-	embedding_backward(g->wte, gpt2 ? g->wpe : NULL, dres, b->ids, b->pos, N, C);
+	if (g->wte) /* a frozen model has no weight gradients */
+		embedding_backward(g->wte, gpt2 ? g->wpe : NULL, dres, b->ids, b->pos, N,
+		                   C);
 	hk_grads_done(m, 0);
 }
 

@@ -39,6 +39,9 @@ typedef struct Batch {
 int batch_alloc(Batch *b, int B, int T, TrlErr *err);
 void batch_free(Batch *b);
 
+/* Linear modules of a layer LoRA can adapt (lora.h's LoraModule). */
+#define TRL_LORA_NMOD 12
+
 /* Pointers into the slab for one transformer layer (NULL where the
  * architecture has no such tensor). */
 typedef struct LayerPtrs {
@@ -52,10 +55,12 @@ typedef struct LayerPtrs {
 	float *ln2_w, *ln2_b;   /* (C) */
 	float *gate_w, *up_w, *down_w; /* llama: (I, C), (I, C), (C, I) */
 	float *fc_w, *fc_b;            /* gpt2: (C, I), (I) */
-		float *proj_w, *proj_b;        /* gpt2: (I, C), (C) */
-	float *in_w, *in_b;     /* lfm2 conv.in_proj: (3C, C), (3C) */
-	float *conv_w, *conv_b; /* lfm2 conv.conv: (C, K) depthwise kernel, (C) */
-	float *cout_w, *cout_b; /* lfm2 conv.out_proj: (C, C), (C) */
+	float *proj_w, *proj_b;        /* gpt2: (I, C), (C) */
+	float *in_w, *in_b;            /* lfm2 conv.in_proj: (3C, C), (3C) */
+	float *conv_w, *conv_b;        /* lfm2 conv.conv: (C, K) depthwise kernel, (C) */
+	float *cout_w, *cout_b;        /* lfm2 conv.out_proj: (C, C), (C) */
+	/* an adapter model (lora.h): lora_A (r, in), lora_B (out, r) per module */
+	float *lora_a[TRL_LORA_NMOD], *lora_b[TRL_LORA_NMOD];
 } LayerPtrs;
 
 typedef struct ModelPtrs {
@@ -75,10 +80,11 @@ typedef struct LayerActs {
 	float *q_raw, *k_raw; /* qwen3: (N, H*D), (N, KV*D) projections before q/k norm */
 	float *q_rstd, *k_rstd; /* qwen3: (N*H), (N*KV) per-head RMSNorm statistics */
 	float *att;             /* (B, H, T, T) */
-		float *atty; /* (N, H*D) attention output before o_proj; lfm2 conv
-	              * layer: (N, C) convolution output before out_proj */
+	float *atty;            /* (N, H*D) attention output before o_proj; lfm2 conv
+	                         * layer: (N, C) convolution output before out_proj */
 	float *proj, *bx; /* lfm2 conv layer: (N, 3C) in_proj output, (N, C) b * x */
-	float *x_mid;           /* (N, C) residual after attention */
+	float *lora_v[TRL_LORA_NMOD]; /* with adapters: (N, r) scale * A drop(x) */
+	float *x_mid;                 /* (N, C) residual after attention */
 	float *ln2, *ln2_mean, *ln2_rstd;
 	float *h1, *h2; /* llama: gate, up (N, I); gpt2: fc pre-activation (N, I) */
 	float *hact;    /* (N, I) activation output */
@@ -104,7 +110,11 @@ typedef struct ModelHooks {
 	void (*poll)(void *ctx);
 } ModelHooks;
 
-enum { MODEL_NO_PARAMS = 1, MODEL_NO_GRADS = 2 };
+/* MODEL_FROZEN: no gradient slab and no weight gradients at all: backward
+ * computes only what flows to the inputs (a base model under LoRA). */
+enum { MODEL_NO_PARAMS = 1, MODEL_NO_GRADS = 2, MODEL_FROZEN = 4 };
+
+struct Lora;
 
 typedef struct Model {
 	ModelConfig cfg;
@@ -130,6 +140,9 @@ typedef struct Model {
 	void *reserve;                 /* address space standing in for no slab */
 	size_t reserve_bytes;
 	const ModelHooks *hooks; /* NULL: a plain, unsharded model */
+	int frozen;              /* MODEL_FROZEN */
+	struct Lora *lora; /* adapters added to the linears (lora_attach), or NULL */
+	float *lora_dv, *lora_xd; /* backward scratch (N, r), (N, widest input) */
 } Model;
 
 int model_init(Model *m, const ModelConfig *mc, TrlErr *err);
@@ -138,6 +151,14 @@ int model_init(Model *m, const ModelConfig *mc, TrlErr *err);
  * m->params / m->grads are NULL, and every unit must be bound to real memory
  * before it is used (an unbound unit points at inaccessible addresses). */
 int model_init_flags(Model *m, const ModelConfig *mc, unsigned flags, TrlErr *err);
+
+/* A model of adapters (lora.h): the table t (ownership taken) holds lora_A
+ * and lora_B tensors named base_model.model.<module>.lora_{A,B}.weight and
+ * copies of heads (base_model.model.score.weight), laid out in mc's units;
+ * the LayerPtrs' lora_a / lora_b (and lm_head for a copied head) point at
+ * them. flags as model_init_flags. */
+int model_init_adapters(Model *m, const ModelConfig *mc, ParamTable *t, unsigned flags,
+                        TrlErr *err);
 
 /* Points unit u's weight (w) and/or gradient (g) tensors at a buffer holding
  * the unit's slab range [unit_begin[u], unit_end[u]); NULL leaves one as is. */

@@ -3,6 +3,8 @@
  * the tokenizer files. */
 #include "model_io.h"
 
+#include "lora.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +23,7 @@ static int file_exists(const char *path)
 	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/* Writes len bytes to path through a temporary name and a rename, so a reader
- * never sees half a file. */
-static int write_file_atomic(const char *path, const char *data, size_t len, TrlErr *err)
+int model_io_write_file(const char *path, const char *data, size_t len, TrlErr *err)
 {
 	char tmp[PATH_CAP + 8];
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -42,7 +42,7 @@ static int write_file_atomic(const char *path, const char *data, size_t len, Trl
 static int write_json_buf(JsonBuf *b, const char *path, TrlErr *err)
 {
 	int rc = b->oom ? trl_errf(err, TRL_ENOMEM, "out of memory writing %s", path)
-	                : write_file_atomic(path, b->p, b->len, err);
+	                : model_io_write_file(path, b->p, b->len, err);
 	json_buf_free(b);
 	return rc;
 }
@@ -59,7 +59,7 @@ static int copy_file(const char *src, const char *dst, TrlErr *err)
 	int rc = trl_read_file(src, &buf, &len, err);
 	if (rc)
 		return rc;
-	rc = write_file_atomic(dst, buf, len, err);
+	rc = model_io_write_file(dst, buf, len, err);
 	trl_free(buf);
 	return rc;
 }
@@ -154,19 +154,21 @@ int model_export_dir(const Model *m, const char *dir, const ModelExportOpts *opt
 	rc = write_generation_config(dir, o, err);
 	if (rc)
 		return rc;
-	if (o->tokenizer_dir) {
-		for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files;
-		     i++) {
-			char src[PATH_CAP];
-			snprintf(src, sizeof src, "%s/%s", o->tokenizer_dir,
-			         tokenizer_files[i]);
-			snprintf(path, sizeof path, "%s/%s", dir, tokenizer_files[i]);
-			if (!file_exists(src) || strcmp(src, path) == 0)
-				continue;
-			rc = copy_file(src, path, err);
-			if (rc)
-				return rc;
-		}
+	return o->tokenizer_dir ? model_io_copy_tokenizer(o->tokenizer_dir, dir, err)
+	                        : TRL_OK;
+}
+
+int model_io_copy_tokenizer(const char *from, const char *dir, TrlErr *err)
+{
+	for (size_t i = 0; i < sizeof tokenizer_files / sizeof *tokenizer_files; i++) {
+		char src[PATH_CAP], path[PATH_CAP];
+		snprintf(src, sizeof src, "%s/%s", from, tokenizer_files[i]);
+		snprintf(path, sizeof path, "%s/%s", dir, tokenizer_files[i]);
+		if (!file_exists(src) || strcmp(src, path) == 0)
+			continue;
+		int rc = copy_file(src, path, err);
+		if (rc)
+			return rc;
 	}
 	return TRL_OK;
 }
@@ -593,6 +595,7 @@ static int load_file(Model *m, const char *path, char *loaded, TrlErr *err)
 			break;
 		}
 		rc = st_tensor_to_f32(t, m->params + p->offset, p->numel, err);
+		st_release(&f, t);
 		if (rc) {
 			char msg[sizeof err->msg];
 			snprintf(msg, sizeof msg, "%s", err->msg);
@@ -659,6 +662,10 @@ int model_load_dir_flags(Model *m, const char *dir, int num_labels, uint64_t see
 	const char **files = NULL;
 	char *loaded = NULL;
 	int nfiles = 0;
+	/* A PEFT adapter folder: its base with the adapters merged in. */
+	if (lora_is_adapter_dir(dir))
+		return lora_load_merged(m, dir, NULL, num_labels, seed, flags,
+		                        head_initialized, err);
 	snprintf(path, sizeof path, "%s/config.json", dir);
 	int rc = model_config_load_json(&mc, path, err);
 	if (rc)

@@ -70,4 +70,12 @@ int model_config_load_json(ModelConfig *mc, const char *path, TrlErr *err);
 int model_config_parse_json(ModelConfig *mc, const char *text, size_t len,
                             const char *origin, TrlErr *err);
 
+/* Writes len bytes to path through a temporary name and a rename, so a reader
+ * never sees half a file. */
+int model_io_write_file(const char *path, const char *data, size_t len, TrlErr *err);
+
+/* Copies the tokenizer files (tokenizer.json, tokenizer_config.json,
+ * special_tokens_map.json) that exist in folder from into dir. */
+int model_io_copy_tokenizer(const char *from, const char *dir, TrlErr *err);
+
 #endif

@@ -13,13 +13,15 @@
 /* The spans of [begin, end) covered by decayed tensors, relative to begin,
  * in slab order. Tensors are cut at the range edges; alignment padding belongs
  * to no tensor and never decays. With spans NULL only counts them. */
-static int decay_spans(size_t (*spans)[2], const ParamTable *t, size_t begin,
-                       size_t end, int decay_embeddings)
+static int decay_spans(size_t (*spans)[2], const ParamTable *t, size_t begin, size_t end,
+                       int decay_embeddings)
 {
 	int n = 0;
 	for (int i = 0; i < t->n; i++) {
 		const ParamInfo *pi = &t->p[i];
 		int decays = pi->kind == TRL_PARAM_MATRIX ||
+		             pi->kind == TRL_PARAM_LORA_A ||
+		             pi->kind == TRL_PARAM_LORA_B ||
 		             (pi->kind == TRL_PARAM_EMBEDDING && decay_embeddings);
 		size_t lo = pi->offset > begin ? pi->offset : begin;
 		size_t hi = pi->offset + pi->numel < end ? pi->offset + pi->numel : end;
@@ -108,8 +110,8 @@ typedef struct AdamConsts {
 	float step_size, bc2_sqrt, b1, b2, one_m_b1, one_m_b2, eps;
 } AdamConsts;
 
-static void adam_span(float *p, const float *g, float *m, float *v, size_t lo,
-                      size_t hi, float decay, const AdamConsts *k)
+static void adam_span(float *p, const float *g, float *m, float *v, size_t lo, size_t hi,
+                      float decay, const AdamConsts *k)
 {
 	for (size_t i = lo; i < hi; i++) {
 		float pi = p[i] * decay, gi = g[i];
@@ -126,13 +128,10 @@ void adamw_step_local(AdamW *o, float *p, const float *g, double lr)
 	o->step++;
 	double bc1 = 1.0 - pow(o->beta1, (double)o->step);
 	double bc2 = 1.0 - pow(o->beta2, (double)o->step);
-	const AdamConsts k = {(float)(lr / bc1),
-	                      (float)sqrt(bc2),
-	                      (float)o->beta1,
-	                      (float)o->beta2,
-	                      (float)(1.0 - o->beta1),
-	                      (float)(1.0 - o->beta2),
-	                      (float)o->eps};
+	const AdamConsts k = {
+	    (float)(lr / bc1), (float)sqrt(bc2),        (float)o->beta1,
+	    (float)o->beta2,   (float)(1.0 - o->beta1), (float)(1.0 - o->beta2),
+	    (float)o->eps};
 	const float decay = (float)(1.0 - lr * o->weight_decay);
 	const size_t n = o->end - o->begin;
 	float *m = o->m, *v = o->v;
@@ -142,7 +141,8 @@ void adamw_step_local(AdamW *o, float *p, const float *g, double lr)
 	 * the range holds. Decay multiplies by exactly 1.0f outside the spans. */
 #pragma omp parallel if (n > OPTIM_PAR_MIN)
 	{
-		size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+		size_t nt = (size_t)omp_get_num_threads(),
+		       id = (size_t)omp_get_thread_num();
 		size_t lo = n * id / nt, hi = n * (id + 1) / nt, at = lo;
 		for (int s = 0; s < o->n_decay && at < hi; s++) {
 			size_t a = o->decay[s][0], b = o->decay[s][1];

@@ -238,6 +238,16 @@ nomem:
 	return trl_errf(err, TRL_ENOMEM, "out of memory building the parameter table");
 }
 
+int params_append(ParamTable *t, int *cap, TrlParamKind kind, int layer, size_t d0,
+                  size_t d1, const char *name)
+{
+	Builder bl = {t, *cap, t->total, 0};
+	int rc = add(&bl, kind, layer, d0, d1, "%s", name);
+	*cap = bl.cap;
+	t->total = bl.off;
+	return rc || bl.too_big ? TRL_ENOMEM : TRL_OK;
+}
+
 void params_free(ParamTable *t)
 {
 	free(t->p);

@@ -23,7 +23,9 @@ typedef enum {
 	TRL_PARAM_MATRIX = 0, /* weight matrices: weight decay applies */
 	TRL_PARAM_EMBEDDING,  /* token / position embeddings */
 	TRL_PARAM_NORM,       /* norm scales and shifts: never decayed */
-	TRL_PARAM_BIAS        /* biases: never decayed */
+	TRL_PARAM_BIAS,       /* biases: never decayed */
+	TRL_PARAM_LORA_A,     /* LoRA down-projection (r, in): decayed, Kaiming-uniform */
+	TRL_PARAM_LORA_B      /* LoRA up-projection (out, r): decayed, zero at start */
 } TrlParamKind;
 
 typedef struct ParamInfo {
@@ -49,6 +51,12 @@ typedef struct ParamTable {
  * zeroed table). */
 int params_build(ParamTable *t, const ModelConfig *mc, TrlErr *err);
 void params_free(ParamTable *t);
+
+/* Appends tensor `name` (shape (d0), or (d0, d1) when d1 > 0) at the end of
+ * a table being built elsewhere (lora.c's adapters): t->total grows; *cap is
+ * the caller's count of allocated entries (0 for a zeroed table). */
+int params_append(ParamTable *t, int *cap, TrlParamKind kind, int layer, size_t d0,
+                  size_t d1, const char *name);
 
 /* The units a sharded model gathers and reduces one at a time, in slab order:
  * the embeddings, each transformer layer, then the final norm (and an untied

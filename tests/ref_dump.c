@@ -26,8 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "layers.h"
 #include "json.h"
+#include "layers.h"
+#include "lora.h"
 #include "model.h"
 #include "model_config.h"
 #include "params.h"
@@ -113,6 +114,33 @@ static void randomize_norms_and_biases(Model *m, uint64_t seed)
 	}
 }
 
+/* Adapters on targets with r 4, alpha 8 (scale 2), no dropout, and lora_B
+ * drawn at random too (PEFT starts it at zero, which would hide every path
+ * through it). */
+static int make_adapters(Lora *lo, Model *m, const char *targets, TrlErr *err)
+{
+	LoraSpec s;
+	lora_spec_defaults(&s);
+	s.r = 4;
+	s.alpha = 8.0f;
+	s.dropout = 0.0f;
+	snprintf(s.targets, sizeof s.targets, "%s", targets);
+	int rc = lora_init(lo, m, &s, 0, 4321, NULL, 0, err);
+	if (rc)
+		return rc;
+	Rng r;
+	rng_seed(&r, 17);
+	for (int i = 0; i < lo->ad.table.n; i++) {
+		const ParamInfo *p = &lo->ad.table.p[i];
+		if (p->kind == TRL_PARAM_LORA_B)
+			for (size_t j = 0; j < p->numel; j++)
+				lo->ad.params[p->offset + j] =
+				    (float)(0.2 * rng_normal(&r));
+	}
+	lora_attach(m, lo);
+	return TRL_OK;
+}
+
 /* Row 0 real, row 1 right-padded after 7 tokens, row 2 packed documents of
  * lengths 4, 4 and 3. Targets are the next token of the same document. */
 static void fill_batch(Batch *b, int V, uint64_t seed)
@@ -168,11 +196,13 @@ static void set_tensor(StTensor *st, const char *name, StDtype dt, const void *d
 
 int main(int argc, char **argv)
 {
-	if (argc != 3) {
+	const char *lora_targets =
+	    argc == 5 && strcmp(argv[3], "--lora") == 0 ? argv[4] : NULL;
+	if (argc != 3 && !lora_targets) {
 		fprintf(
 		    stderr,
 		    "usage: %s llama|llama-gqa-bias|llama-bias|qwen3|gpt2|lfm2|lfm2-bias "
-		    "OUT.safetensors\n",
+		    "OUT.safetensors [--lora TARGETS]\n",
 		    argv[0]);
 		return 1;
 	}
@@ -186,25 +216,37 @@ int main(int argc, char **argv)
 	}
 	TrlErr err = {0};
 	Model m;
+	Lora lo;
+	memset(&lo, 0, sizeof lo);
 	Batch b = {0};
 	StTensor *st = NULL;
 	float *logits = NULL;
 	int status = 1;
-	if (model_init(&m, &mc, &err) ||
-	    model_alloc_activations(&m, DUMP_B, DUMP_T, &err) ||
-	    batch_alloc(&b, DUMP_B, DUMP_T, &err)) {
+	if (model_init_flags(&m, &mc, lora_targets ? MODEL_FROZEN : 0, &err)) {
 		fprintf(stderr, "ref_dump: %s\n", err.msg);
 		goto out;
 	}
 	model_init_weights(&m, 1234);
 	randomize_norms_and_biases(&m, 99);
+	if (lora_targets && make_adapters(&lo, &m, lora_targets, &err)) {
+		fprintf(stderr, "ref_dump: %s\n", err.msg);
+		goto out;
+	}
+	if (model_alloc_activations(&m, DUMP_B, DUMP_T, &err) ||
+	    batch_alloc(&b, DUMP_B, DUMP_T, &err)) {
+		fprintf(stderr, "ref_dump: %s\n", err.msg);
+		goto out;
+	}
 	fill_batch(&b, mc.vocab_size, 7);
+	/* Under LoRA the trained tensors are the adapters: their values and
+	 * gradients are dumped beside the frozen base's values. */
+	Model *tm = lora_targets ? &lo.ad : &m;
 
 	const int N = DUMP_B * DUMP_T, V = m.cfg.vocab_size;
 	long count = 0;
 	for (int i = 0; i < N; i++)
 		count += b.targets[i] != -1;
-	memset(m.grads, 0, m.table.total * sizeof(float));
+	memset(tm->grads, 0, tm->table.total * sizeof(float));
 	model_forward(&m, &b);
 	logits = malloc((size_t)N * V * sizeof *logits);
 	if (!logits) {
@@ -224,7 +266,7 @@ int main(int argc, char **argv)
 	float loss = (float)(sum / (double)count);
 	model_backward(&m, &b);
 
-	int n = 2 * m.table.n + 6, k = 0;
+	int n = m.table.n + 2 * lo.ad.table.n + m.table.n + 6, k = 0;
 	st = calloc((size_t)n, sizeof *st);
 	if (!st) {
 		fprintf(stderr, "ref_dump: out of memory\n");
@@ -246,13 +288,20 @@ int main(int argc, char **argv)
 	set_tensor(&st[k++], "out.logits", ST_F32, logits, (size_t)N * V * sizeof(float),
 	           3, btv);
 	set_tensor(&st[k++], "out.loss", ST_F32, &loss, sizeof loss, 0, NULL);
-	for (int i = 0; i < m.table.n; i++) {
-		const ParamInfo *p = &m.table.p[i];
+	for (int i = 0; lora_targets && i < lo.ad.table.n; i++) {
+		const ParamInfo *p = &lo.ad.table.p[i];
+		int64_t shape[3];
+		int nd = params_file_shape(p, shape);
+		set_tensor(&st[k++], p->name, ST_F32, lo.ad.params + p->offset,
+		           p->numel * sizeof(float), nd, shape);
+	}
+	for (int i = 0; i < tm->table.n; i++) {
+		const ParamInfo *p = &tm->table.p[i];
 		int64_t shape[3];
 		int nd = params_file_shape(p, shape);
 		char name[sizeof st->name];
 		snprintf(name, sizeof name, "grad.%s", p->name);
-		set_tensor(&st[k++], name, ST_F32, m.grads + p->offset,
+		set_tensor(&st[k++], name, ST_F32, tm->grads + p->offset,
 		           p->numel * sizeof(float), nd, shape);
 	}
 
@@ -262,8 +311,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ref_dump: out of memory\n");
 		goto out;
 	}
-	const char *meta[2] = {"config", json.p};
-	int wrc = st_write(argv[2], st, k, meta, 1, &err);
+	char lmeta[160];
+	snprintf(lmeta, sizeof lmeta,
+	         "{\"r\": %d, \"lora_alpha\": %g, \"use_rslora\": %s}", lo.spec.r,
+	         (double)lo.spec.alpha, lo.spec.rslora ? "true" : "false");
+	const char *meta[4] = {"config", json.p, "lora", lmeta};
+	int wrc = st_write(argv[2], st, k, meta, lora_targets ? 2 : 1, &err);
 	json_buf_free(&json);
 	if (wrc) {
 		fprintf(stderr, "ref_dump: %s\n", err.msg);
@@ -276,6 +329,8 @@ out:
 	free(st);
 	free(logits);
 	batch_free(&b);
+	m.lora = NULL;
 	model_free(&m);
+	lora_free(&lo);
 	return status;
 }

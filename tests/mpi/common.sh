@@ -117,8 +117,9 @@ train() {
 
 # same REF RUN LOSS_TOL PARAM_TOL SCALE: the training losses and grad norms
 # of two runs ($WORK/REF and $WORK/RUN, which logged the same steps) agree
-# within LOSS_TOL (relative), and every weight within PARAM_TOL relative to the largest magnitude of its tensor (SCALE=tensor) or
-# of the whole model (SCALE=model).
+# within LOSS_TOL (relative), and every weight (the adapters' of LoRA runs)
+# within PARAM_TOL relative to the largest magnitude of its tensor
+# (SCALE=tensor) or of the whole model (SCALE=model).
 same() {
     py "$WORK/$1" "$WORK/$2" "$3" "$4" "$5" <<'PY'
 import json, struct, sys
@@ -138,7 +139,9 @@ for x, y in zip(ca, cb):
         if d > ltol:
             sys.exit(f"{b}: step {x['step']} {k} {y[k]!r}, one rank {x[k]!r} (rel {d:.2e} > {ltol})")
 def weights(p):
-    raw = open(p + "/model.safetensors", "rb").read()
+    import os
+    f = "/adapter_model.safetensors" if os.path.exists(p + "/adapter_model.safetensors") else "/model.safetensors"
+    raw = open(p + f, "rb").read()
     n = struct.unpack("<Q", raw[:8])[0]
     head = json.loads(raw[8:8 + n])
     out = {}

@@ -2,7 +2,8 @@
 # parity.sh - checks trl-hpc's logits, loss and every parameter gradient against
 # the PyTorch oracle (torch_model.py), for each architecture: tests/ref_dump
 # writes a tiny model, a batch and its results; check_parity.py recomputes them
-# in float64. Run by `make check`; exits 77 (skip) without Python torch/numpy.
+# in float64, then the same with LoRA adapters on a frozen base. Run by
+# `make check`; exits 77 (skip) without Python torch/numpy.
 set -u
 
 . "$(dirname "$0")/oracle_env.sh"
@@ -24,4 +25,25 @@ for arch in llama llama-gqa-bias llama-bias qwen3 gpt2 lfm2 lfm2-bias; do
 	fi
 	"$python" "$check" "$tmp/$arch.safetensors" || status=1
 done
+
+# LoRA on a frozen base: the adapters (PEFT's names and shapes) are the only
+# trained tensors; check_parity.py also checks that the adapted modules are the
+# ones PEFT selects for the targets. On LFM2 the seed recipe's o_proj matches
+# nothing (its attention output is self_attn.out_proj).
+while read -r arch targets; do
+	echo "== $arch --lora $targets"
+	out=$tmp/$arch-lora-$(echo "$targets" | tr ',' '-').safetensors
+	if ! "$ref_dump" "$arch" "$out" --lora "$targets" </dev/null; then
+		echo "FAIL: ref_dump $arch --lora $targets"
+		status=1
+		continue
+	fi
+	"$python" "$check" "$out" --lora-targets "$targets" </dev/null || status=1
+done <<'EOF'
+lfm2 all-linear
+lfm2-bias q_proj,k_proj,v_proj,o_proj
+llama-gqa-bias all-linear
+gpt2 all-linear
+qwen3 q_proj,v_proj
+EOF
 exit $status

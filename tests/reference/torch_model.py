@@ -25,6 +25,19 @@ only itself. LFM2's short convolution follows the matching rule: the tap at
 position s feeds position t only when doc[s] == doc[t], so each packed document
 starts its convolution from zeros (padding, doc = -1, reads padding). Everything
 runs in the dtype of the weights (float64 for parity).
+
+LoRA (PEFT's LoraModel): forward(..., lora={"scale": s}) adds to every linear
+module (nn.Linear, and transformers Conv1D for GPT-2) whose path P has adapter
+tensors in the weights, under PEFT's saved names
+
+    base_model.model.<P>.lora_A.weight (r, in), base_model.model.<P>.lora_B.weight (out, r)
+
+the branch s * (x A^T) B^T, so y = base(x) + s * B A x with s = lora_alpha / r
+(lora_alpha / sqrt(r) with use_rslora; lora_scale). GPT-2's Conv1D keeps its
+(in, out) base weight, but its A and B have the nn.Linear shapes above. No
+dropout. linear_modules lists the modules LoRA can adapt and
+lora_target_modules the ones a PEFT target_modules list (or "all-linear")
+selects.
 """
 
 import math
@@ -225,6 +238,74 @@ def param_names(cfg):
     return names
 
 
+def linear_modules(cfg):
+    """Every linear module LoRA can adapt, in model order: a list of
+    (module path, base weight name, kind) with kind "linear" (nn.Linear, weight
+    (out, in)) or "conv1d" (transformers Conv1D, weight (in, out)).
+
+    The last entry is the output head lm_head (an nn.Linear in every *ForCausalLM
+    and GPT2LMHeadModel; tied, its weight is the token embedding). Embeddings,
+    norms and LFM2's depthwise conv.conv (an nn.Conv1d) are not linear modules."""
+    L = cfg["num_hidden_layers"]
+    mods = []
+    if cfg["architecture"] == "llama":
+        for i in range(L):
+            p = "model.layers.%d." % i
+            for sub in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                        "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                        "mlp.down_proj"):
+                mods.append((p + sub, p + sub + ".weight", "linear"))
+        head = "model.embed_tokens.weight" if cfg["tie_word_embeddings"] else "lm_head.weight"
+    elif cfg["architecture"] == "lfm2":
+        for i, kind in enumerate(cfg["layer_types"]):
+            p = "model.layers.%d." % i
+            subs = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                    "self_attn.out_proj") if kind == "full_attention" else \
+                ("conv.in_proj", "conv.out_proj")
+            for sub in subs + ("feed_forward.w1", "feed_forward.w3", "feed_forward.w2"):
+                mods.append((p + sub, p + sub + ".weight", "linear"))
+        head = "model.embed_tokens.weight" if cfg["tie_word_embeddings"] else "lm_head.weight"
+    else:
+        for i in range(L):
+            p = "transformer.h.%d." % i
+            for sub in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
+                mods.append((p + sub, p + sub + ".weight", "conv1d"))
+        head = "transformer.wte.weight"
+    mods.append(("lm_head", head, "linear"))
+    return mods
+
+
+def parse_lora_targets(targets):
+    """A target_modules value: "all-linear", a comma-separated string or a list."""
+    if isinstance(targets, str):
+        if targets.strip() == "all-linear":
+            return "all-linear"
+        targets = targets.split(",")
+    out = [t.strip() for t in targets if t.strip()]
+    if not out:
+        raise ValueError("no LoRA target modules given")
+    return out
+
+
+def lora_target_modules(cfg, targets):
+    """The module paths PEFT adapts for target_modules, in model order, and the
+    list entries that match no module.
+
+    "all-linear" selects every linear module (nn.Linear and Conv1D) except the
+    output embedding lm_head. A list entry matches a module whose path equals
+    it or ends with "." + entry; PEFT offers every module to the match, but only
+    linear ones are listed here (an entry naming a norm or an embedding would
+    make PEFT adapt or reject a non-linear module, which this oracle does not
+    model), so such entries are reported as matching nothing."""
+    targets = parse_lora_targets(targets)
+    mods = [m[0] for m in linear_modules(cfg)]
+    if targets == "all-linear":
+        return [m for m in mods if m != "lm_head"], []
+    hit = [m for m in mods if any(m == t or m.endswith("." + t) for t in targets)]
+    unmatched = [t for t in targets if not any(m == t or m.endswith("." + t) for m in mods)]
+    return hit, unmatched
+
+
 def attention_mask(doc):
     """(B, 1, T, T) bool: True where query t may attend key s."""
     T = doc.shape[1]
@@ -254,6 +335,59 @@ def linear(x, w, b=None):
 def conv1d(x, w, b):
     """GPT-2 Conv1D: w is (in, out), y = x w + b."""
     return torch.matmul(x, w) + b
+
+
+LORA_PREFIX = "base_model.model."
+
+
+def lora_names(path):
+    """PEFT's saved names of the lora_A and lora_B weights of module path."""
+    return (LORA_PREFIX + path + ".lora_A.weight", LORA_PREFIX + path + ".lora_B.weight")
+
+
+def lora_scale(r, lora_alpha, use_rslora=False):
+    """PEFT's scaling: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora."""
+    return float(lora_alpha) / (math.sqrt(r) if use_rslora else float(r))
+
+
+def lora_delta(x, w, path, lora):
+    """scale * (x A^T) B^T for the adapter of module path, or None without one.
+
+    lora is None (no adapters) or {"scale": s} with optionally "r" (checked
+    against the adapter shapes) and "used" (a set the paths are added to)."""
+    if lora is None:
+        return None
+    a_name, b_name = lora_names(path)
+    if a_name not in w and b_name not in w:
+        return None
+    if a_name not in w or b_name not in w:
+        raise ValueError("module %s has only one of %s and %s" % (path, a_name, b_name))
+    A, B = w[a_name], w[b_name]
+    r = A.shape[0] if A.dim() == 2 else -1
+    if A.dim() != 2 or B.dim() != 2 or A.shape[1] != x.shape[-1] or B.shape[1] != r \
+            or ("r" in lora and r != int(lora["r"])):
+        raise ValueError("%s adapters have shapes A %s, B %s; expected (r, %d) and "
+                         "(out, r)%s" % (path, tuple(A.shape), tuple(B.shape), x.shape[-1],
+                                         " with r %d" % lora["r"] if "r" in lora else ""))
+    if "used" in lora:
+        lora["used"].add(path)
+    return linear(linear(x, A), B) * lora["scale"]
+
+
+def lin(w, lora, path, x, bias=False, weight=None):
+    """The nn.Linear module at path: path.weight (or the tensor named weight),
+    path.bias when bias, plus its LoRA adapter if it has one."""
+    y = linear(x, w[weight or path + ".weight"], w[path + ".bias"] if bias else None)
+    d = lora_delta(x, w, path, lora)
+    return y if d is None else y + d
+
+
+def lin_conv1d(w, lora, path, x):
+    """The transformers Conv1D module at path ((in, out) weight and a bias), plus
+    its LoRA adapter (A (r, in), B (out, r): only the base weight is transposed)."""
+    y = conv1d(x, w[path + ".weight"], w[path + ".bias"])
+    d = lora_delta(x, w, path, lora)
+    return y if d is None else y + d
 
 
 def rms_norm(x, w, eps):
@@ -294,7 +428,7 @@ def rope_gqa_attend(q, k, v, cos, sin, mask):
     return attend(q, k, v, mask).transpose(1, 2).reshape(B, T, H * D)
 
 
-def llama_forward(w, cfg, ids, pos, doc):
+def llama_forward(w, cfg, ids, pos, doc, lora=None):
     B, T = ids.shape
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
@@ -308,11 +442,10 @@ def llama_forward(w, cfg, ids, pos, doc):
     for i in range(cfg["num_hidden_layers"]):
         p = "model.layers.%d." % i
         h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
-        bias = (lambda n: w[p + "self_attn.%s_proj.bias" % n]) if cfg["attention_bias"] \
-            else (lambda n: None)
-        q = linear(h, w[p + "self_attn.q_proj.weight"], bias("q"))
-        k = linear(h, w[p + "self_attn.k_proj.weight"], bias("k"))
-        v = linear(h, w[p + "self_attn.v_proj.weight"], bias("v"))
+        qkv_bias = cfg["attention_bias"]
+        q = lin(w, lora, p + "self_attn.q_proj", h, qkv_bias)
+        k = lin(w, lora, p + "self_attn.k_proj", h, qkv_bias)
+        v = lin(w, lora, p + "self_attn.v_proj", h, qkv_bias)
         q = q.view(B, T, H, D)
         k = k.view(B, T, KV, D)
         if cfg["qk_norm"]:
@@ -320,18 +453,17 @@ def llama_forward(w, cfg, ids, pos, doc):
             q = rms_norm(q, w[p + "self_attn.q_norm.weight"], eps)
             k = rms_norm(k, w[p + "self_attn.k_norm.weight"], eps)
         y = rope_gqa_attend(q, k, v.view(B, T, KV, D), cos, sin, mask)
-        x = x + linear(y, w[p + "self_attn.o_proj.weight"],
-                       w[p + "self_attn.o_proj.bias"] if cfg["o_bias"] else None)
+        x = x + lin(w, lora, p + "self_attn.o_proj", y, cfg["o_bias"])
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
-        gate = linear(h, w[p + "mlp.gate_proj.weight"])
-        up = linear(h, w[p + "mlp.up_proj.weight"])
-        x = x + linear(torch.nn.functional.silu(gate) * up, w[p + "mlp.down_proj.weight"])
+        gate = lin(w, lora, p + "mlp.gate_proj", h)
+        up = lin(w, lora, p + "mlp.up_proj", h)
+        x = x + lin(w, lora, p + "mlp.down_proj", torch.nn.functional.silu(gate) * up)
     x = rms_norm(x, w["model.norm.weight"], eps)
-    head = emb if cfg["tie_word_embeddings"] else w["lm_head.weight"]
-    return linear(x, head)
+    head = "model.embed_tokens.weight" if cfg["tie_word_embeddings"] else "lm_head.weight"
+    return lin(w, lora, "lm_head", x, weight=head)
 
 
-def gpt2_forward(w, cfg, ids, pos, doc):
+def gpt2_forward(w, cfg, ids, pos, doc, lora=None):
     B, T = ids.shape
     C = cfg["hidden_size"]
     H = cfg["num_attention_heads"]
@@ -343,16 +475,16 @@ def gpt2_forward(w, cfg, ids, pos, doc):
     for i in range(cfg["num_hidden_layers"]):
         p = "transformer.h.%d." % i
         h = ln(x, (C,), w[p + "ln_1.weight"], w[p + "ln_1.bias"], eps)
-        qkv = conv1d(h, w[p + "attn.c_attn.weight"], w[p + "attn.c_attn.bias"])
+        qkv = lin_conv1d(w, lora, p + "attn.c_attn", h)
         q, k, v = qkv.split(C, dim=-1)
         q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in (q, k, v))
         y = attend(q, k, v, mask).transpose(1, 2).reshape(B, T, C)
-        x = x + conv1d(y, w[p + "attn.c_proj.weight"], w[p + "attn.c_proj.bias"])
+        x = x + lin_conv1d(w, lora, p + "attn.c_proj", y)
         h = ln(x, (C,), w[p + "ln_2.weight"], w[p + "ln_2.bias"], eps)
-        h = gelu_new(conv1d(h, w[p + "mlp.c_fc.weight"], w[p + "mlp.c_fc.bias"]))
-        x = x + conv1d(h, w[p + "mlp.c_proj.weight"], w[p + "mlp.c_proj.bias"])
+        h = gelu_new(lin_conv1d(w, lora, p + "mlp.c_fc", h))
+        x = x + lin_conv1d(w, lora, p + "mlp.c_proj", h)
     x = ln(x, (C,), w["transformer.ln_f.weight"], w["transformer.ln_f.bias"], eps)
-    return linear(x, w["transformer.wte.weight"])
+    return lin(w, lora, "lm_head", x, weight="transformer.wte.weight")
 
 
 def doc_causal_conv(u, weight, bias, doc):
@@ -385,7 +517,7 @@ def doc_causal_conv(u, weight, bias, doc):
     return z + bias if bias is not None else z
 
 
-def lfm2_short_conv(h, w, cfg, p, doc):
+def lfm2_short_conv(h, w, cfg, p, doc, lora=None):
     """Lfm2ShortConv on the normed input h (B, T, C); p is "model.layers.i.conv.".
 
     in_proj gives 3C features split B | C | X; the gated input B*X goes
@@ -393,17 +525,17 @@ def lfm2_short_conv(h, w, cfg, p, doc):
     """
     C = cfg["hidden_size"]
     bias = (lambda n: w[p + n + ".bias"]) if cfg["conv_bias"] else (lambda n: None)
-    proj = linear(h, w[p + "in_proj.weight"], bias("in_proj"))
+    proj = lin(w, lora, p + "in_proj", h, cfg["conv_bias"])
     b_gate, c_gate, x = proj[..., :C], proj[..., C:2 * C], proj[..., 2 * C:]
     weight = w[p + "conv.weight"]
     if weight.shape[-1] != cfg["conv_L_cache"]:
         raise ValueError("%sconv.weight has shape %s; conv_L_cache is %d" %
                          (p, tuple(weight.shape), cfg["conv_L_cache"]))
     z = doc_causal_conv(b_gate * x, weight, bias("conv"), doc)
-    return linear(c_gate * z, w[p + "out_proj.weight"], bias("out_proj"))
+    return lin(w, lora, p + "out_proj", c_gate * z, cfg["conv_bias"])
 
 
-def lfm2_forward(w, cfg, ids, pos, doc):
+def lfm2_forward(w, cfg, ids, pos, doc, lora=None):
     """Lfm2ForCausalLM: pre-norm blocks of (attention or short conv) and SwiGLU.
 
     Attention layers norm q and k per head (q_layernorm, k_layernorm: one
@@ -424,33 +556,52 @@ def lfm2_forward(w, cfg, ids, pos, doc):
         h = rms_norm(x, w[p + "operator_norm.weight"], eps)
         if kind == "full_attention":
             a = p + "self_attn."
-            q = linear(h, w[a + "q_proj.weight"]).view(B, T, H, D)
-            k = linear(h, w[a + "k_proj.weight"]).view(B, T, KV, D)
-            v = linear(h, w[a + "v_proj.weight"]).view(B, T, KV, D)
+            q = lin(w, lora, a + "q_proj", h).view(B, T, H, D)
+            k = lin(w, lora, a + "k_proj", h).view(B, T, KV, D)
+            v = lin(w, lora, a + "v_proj", h).view(B, T, KV, D)
             q = rms_norm(q, w[a + "q_layernorm.weight"], eps)
             k = rms_norm(k, w[a + "k_layernorm.weight"], eps)
             y = rope_gqa_attend(q, k, v, cos, sin, mask)
-            x = x + linear(y, w[a + "out_proj.weight"])
+            x = x + lin(w, lora, a + "out_proj", y)
         else:
-            x = x + lfm2_short_conv(h, w, cfg, p + "conv.", doc)
+            x = x + lfm2_short_conv(h, w, cfg, p + "conv.", doc, lora)
         h = rms_norm(x, w[p + "ffn_norm.weight"], eps)
         f = p + "feed_forward."
-        gate = linear(h, w[f + "w1.weight"])
-        up = linear(h, w[f + "w3.weight"])
-        x = x + linear(torch.nn.functional.silu(gate) * up, w[f + "w2.weight"])
+        gate = lin(w, lora, f + "w1", h)
+        up = lin(w, lora, f + "w3", h)
+        x = x + lin(w, lora, f + "w2", torch.nn.functional.silu(gate) * up)
     x = rms_norm(x, w["model.embedding_norm.weight"], eps)
-    head = emb if cfg["tie_word_embeddings"] else w["lm_head.weight"]
-    return linear(x, head)
+    head = "model.embed_tokens.weight" if cfg["tie_word_embeddings"] else "lm_head.weight"
+    return lin(w, lora, "lm_head", x, weight=head)
 
 
-def forward(weights, cfg, ids, pos, doc):
-    """Logits (B, T, V) for int64 tensors ids, pos, doc (B, T)."""
+def forward(weights, cfg, ids, pos, doc, lora=None):
+    """Logits (B, T, V) for int64 tensors ids, pos, doc (B, T).
+
+    lora: None, or {"scale": s} (and optionally "r") to add the LoRA adapters
+    found in weights (base_model.model.<module>.lora_A/B.weight). Every adapter
+    tensor must belong to a module the forward applies, and adapters without
+    lora raise, so none is silently ignored."""
     cfg = normalize_config(cfg)
+    adapters = sorted(n for n in weights if n.startswith(LORA_PREFIX))
+    if lora is None and adapters:
+        raise ValueError("weights hold LoRA adapters (%s, ...) but no lora scale was "
+                         "given" % adapters[0])
+    if lora is not None:
+        lora = dict(lora, used=set())
     if cfg["architecture"] == "llama":
-        return llama_forward(weights, cfg, ids, pos, doc)
-    if cfg["architecture"] == "lfm2":
-        return lfm2_forward(weights, cfg, ids, pos, doc)
-    return gpt2_forward(weights, cfg, ids, pos, doc)
+        logits = llama_forward(weights, cfg, ids, pos, doc, lora)
+    elif cfg["architecture"] == "lfm2":
+        logits = lfm2_forward(weights, cfg, ids, pos, doc, lora)
+    else:
+        logits = gpt2_forward(weights, cfg, ids, pos, doc, lora)
+    if lora is not None:
+        used = set(n for path in lora["used"] for n in lora_names(path))
+        unused = [n for n in adapters if n not in used]
+        if unused:
+            raise ValueError("LoRA tensors of no module this model applies: %s" %
+                             ", ".join(unused))
+    return logits
 
 
 def loss_fn(logits, targets):
@@ -464,10 +615,18 @@ def loss_fn(logits, targets):
     return nll.sum() / keep.sum()
 
 
-def forward_backward(weights, cfg, ids, pos, doc, targets, dtype=torch.float64):
-    """Runs forward and backward in dtype. Returns (logits, loss, grads by name)."""
-    w = {n: t.detach().to(dtype).clone().requires_grad_(True) for n, t in weights.items()}
-    logits = forward(w, cfg, ids, pos, doc)
+def forward_backward(weights, cfg, ids, pos, doc, targets, dtype=torch.float64,
+                     lora=None, trainable=None):
+    """Runs forward and backward in dtype. Returns (logits, loss, grads by name).
+
+    trainable: the names that get gradients; by default every tensor, or with
+    lora (see forward) only the adapters, the base being frozen."""
+    if trainable is None and lora is not None:
+        trainable = [n for n in weights if n.startswith(LORA_PREFIX)]
+    trainable = None if trainable is None else set(trainable)
+    w = {n: t.detach().to(dtype).clone().requires_grad_(trainable is None or n in trainable)
+         for n, t in weights.items()}
+    logits = forward(w, cfg, ids, pos, doc, lora)
     loss = loss_fn(logits, targets)
     loss.backward()
     grads = {n: t.grad for n, t in w.items() if t.grad is not None}
