@@ -5,7 +5,8 @@
  * Every *_backward ACCUMULATES (+=) into its gradient outputs, both weight
  * gradients and input gradients, so residual branches and tied weights add up;
  * a NULL gradient pointer skips that gradient. All matmuls go through CBLAS
- * sgemm; other loops are OpenMP-parallel. Nothing here allocates.
+ * sgemm; other loops are OpenMP-parallel. Nothing here allocates. LFM2's
+ * short convolution is in shortconv.h.
  */
 #ifndef TRL_LAYERS_H
 #define TRL_LAYERS_H
@@ -61,30 +62,6 @@ void gelu_backward(float *din, const float *dout, const float *in, size_t n);
 void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, size_t n);
-
-/* LFM2's gated short convolution (Lfm2ShortConv between its in_proj and
- * out_proj). proj (B, T, 3C) is the in_proj output, each row split into
- * b = [0, C), c = [C, 2C), x = [2C, 3C); then per channel
- *     bx[t] = b[t] x[t]
- *     z[t]  = sum_{k<K} w[ch, k] bx[t - K + 1 + k] (+ bias[ch])
- *     out[t] = c[t] z[t]
- * with w (C, K) the depthwise kernel (Hugging Face's (C, 1, K) conv weight,
- * not flipped). The convolution is causal within each document: tap s of
- * row t counts only when doc[s] == doc[t] (a packed document starts from
- * zeros, as a new sequence does). K <= TRL_MAX_CONV_KERNEL (model_config.h).
- * bx (B, T, C) is saved for the backward.
- * out (B, T, C) is overwritten; bias may be NULL. */
-void shortconv_forward(float *out, float *bx, const float *proj, const float *w,
-                       const float *bias, const int32_t *doc, int B, int T, int C, int K);
-/* dproj (B, T, 3C) += d/d proj; dw (C, K) and dbias (C) += (NULL skips). */
-void shortconv_backward(float *dproj, float *dw, float *dbias, const float *dout,
-                        const float *proj, const float *bx, const float *w,
-                        const float *bias, const int32_t *doc, int B, int T, int C,
-                        int K);
-/* The loop-by-loop reference (double accumulation) for the tests. */
-void shortconv_forward_naive(float *out, const float *proj, const float *w,
-                             const float *bias, const int32_t *doc, int B, int T, int C,
-                             int K);
 
 /* Causal self-attention with grouped-query heads and document masking.
  * q (B, T, H*D), k and v (B, T, KV*D), out (B, T, H*D), att (B, H, T, T) keeps

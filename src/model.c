@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 
 #include "layers.h"
+#include "shortconv.h"
 #include "lora.h"
 #include "rng.h"
 

@@ -15,9 +15,10 @@ typedef enum {
 } TrlArch;
 
 /* Layers an LFM2 config may name in layer_types, and the longest short
- * convolution (conv_L_cache) the direct kernel takes. */
+ * convolution (conv_L_cache) a config may ask for (long kernels run on the
+ * FFT path of shortconv_forward, shortconv.h). */
 #define TRL_MAX_LAYERS 512
-#define TRL_MAX_CONV_KERNEL 64
+#define TRL_MAX_CONV_KERNEL 4096
 
 /* The Hugging Face model_type (and architectures entry) a model reads from and
  * writes to config.json. TRL_HF_AUTO (zero) means the family's own: gpt2 for

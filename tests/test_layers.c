@@ -9,6 +9,7 @@
 
 #include "fd.h"
 #include "layers.h"
+#include "shortconv.h"
 #include "rng.h"
 
 /* Accumulation is float addition of two finite numbers: far below this. */
@@ -1279,4 +1280,145 @@ Test(layers, shortconv_packed_documents_are_independent)
 	shortconv_forward(alone, bx2, proj + 3 * 9, w, NULL, doc2, 1, T2, C, K);
 	cr_assert_leq(fd_max_diff(out + 3 * 3, alone, (size_t)T2 * C), 0.0,
 	              "the second document saw the first");
+}
+
+/* max |a - b| / max |b|: the error of a relative to the scale of b. */
+static double rel_max_diff(const float *a, const float *b, size_t n)
+{
+	double scale = 0.0;
+	for (size_t i = 0; i < n; i++)
+		scale = fmax(scale, fabs((double)b[i]));
+	return fd_max_diff(a, b, n) / (scale > 0.0 ? scale : 1.0);
+}
+
+static double conv_fft_loss(void *p)
+{
+	ConvCtx *c = p;
+	cr_assert_eq(shortconv_forward_fft(c->out, c->bx, c->proj, c->w, c->bias, c->doc,
+	                                   c->B, c->T, c->C, c->K),
+	             0);
+	return fd_dot(c->G, c->out, (size_t)c->B * c->T * c->C);
+}
+
+/* The FFT path against the naive forward and the direct backward, on
+ * kernels from 1 tap to longer than a document, with documents longer than
+ * one overlap-save block (K = 3, 17), packed documents, padding and B > 1;
+ * its backward also against finite differences of its own forward. K = 200
+ * also takes the direct kernel through several chunks of taps. */
+ParameterizedTestParameters(layers, shortconv_fft_matches_direct_and_fd)
+{
+	static ConvShape s[] = {{1, 12, 3, 1, 0, 0},    {2, 300, 4, 3, 1, 1},
+	                        {2, 400, 3, 17, 0, 1},  {3, 100, 4, 64, 1, 1},
+	                        {2, 260, 2, 200, 1, 1}, {1, 90, 3, 200, 0, 0}};
+	return cr_make_param_array(ConvShape, s, sizeof s / sizeof s[0]);
+}
+
+ParameterizedTest(ConvShape *s, layers, shortconv_fft_matches_direct_and_fd)
+{
+	int B = s->B, T = s->T, C = s->C, K = s->K;
+	size_t N = (size_t)B * T, NW = (size_t)C * K;
+	char shape[64];
+	snprintf(shape, sizeof shape, "B=%d T=%d C=%d K=%d bias=%d packed=%d", B, T, C, K,
+	         s->bias, s->packed);
+	Rng r;
+	rng_seed(&r, 7300 + (uint64_t)(B * 100000 + T * 100 + C * 10 + K));
+	float *proj = falloc(N * 3 * C), *w = falloc(NW), *bias = falloc(C);
+	float *out = falloc(N * C), *bx = falloc(N * C), *ref = falloc(N * C),
+	      *G = falloc(N * C);
+	int32_t *doc = calloc(N, sizeof *doc);
+	fd_fill_normal(proj, N * 3 * C, &r, 1.0);
+	fd_fill_normal(w, NW, &r, 0.7 / sqrt((double)K));
+	fd_fill_normal(bias, C, &r, 0.5);
+	fd_fill_normal(G, N * C, &r, 1.0);
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++)
+			doc[(size_t)b * T + t] = !s->packed   ? 0
+			                         : b == 0     ? (t >= T / 2)
+			                         : t >= T - 2 ? -1
+			                                      : 0;
+	float *bp = s->bias ? bias : NULL;
+	shortconv_forward_naive(ref, proj, w, bp, doc, B, T, C, K);
+	cr_assert_eq(shortconv_forward_fft(out, bx, proj, w, bp, doc, B, T, C, K), 0,
+	             "[%s] the FFT path declined", shape);
+	double e = rel_max_diff(out, ref, N * C);
+	cr_assert(e <= 1e-5, "shortconv_forward_fft [%s] vs naive: relative error %.3g",
+	          shape, e);
+	shortconv_forward_direct(out, bx, proj, w, bp, doc, B, T, C, K);
+	e = rel_max_diff(out, ref, N * C);
+	cr_assert(e <= 1e-5,
+	          "shortconv_forward_direct [%s] vs naive: relative error %.3g", shape,
+	          e);
+	shortconv_forward(out, bx, proj, w, bp, doc, B, T, C, K);
+	e = rel_max_diff(out, ref, N * C);
+	cr_assert(e <= 1e-5, "shortconv_forward [%s] vs naive: relative error %.3g",
+	          shape, e);
+
+	float *dproj = falloc(N * 3 * C), *dw = falloc(NW), *db = falloc(C);
+	float *rproj = falloc(N * 3 * C), *rw = falloc(NW), *rb = falloc(C);
+	cr_assert_eq(
+	    shortconv_backward_fft(dproj, dw, db, G, proj, bx, w, bp, doc, B, T, C, K),
+	    0);
+	shortconv_backward_direct(rproj, rw, rb, G, proj, bx, w, bp, doc, B, T, C, K);
+	e = rel_max_diff(dproj, rproj, N * 3 * C);
+	cr_assert(e <= 1e-5, "shortconv_backward_fft d(proj) [%s] vs direct: %.3g", shape,
+	          e);
+	e = rel_max_diff(dw, rw, NW);
+	cr_assert(e <= 1e-5, "shortconv_backward_fft d(w) [%s] vs direct: %.3g", shape,
+	          e);
+	e = rel_max_diff(db, rb, C);
+	cr_assert(e <= 1e-5, "shortconv_backward_fft d(bias) [%s] vs direct: %.3g", shape,
+	          e);
+
+	ConvCtx c = {out, bx, proj, w, bp, doc, G, B, T, C, K};
+	expect_fd("shortconv_fft d(proj)", shape, proj, N * 3 * C, dproj, conv_fft_loss,
+	          &c);
+	expect_fd("shortconv_fft d(w)", shape, w, NW, dw, conv_fft_loss, &c);
+	if (s->bias)
+		expect_fd("shortconv_fft d(bias)", shape, bias, C, db, conv_fft_loss, &c);
+
+	/* The backward adds into what the buffers held; NULL skips a gradient. */
+	float *pre = falloc(N * 3 * C), *prew = falloc(NW);
+	fd_fill_normal(pre, N * 3 * C, &r, 1.0);
+	fd_fill_normal(prew, NW, &r, 1.0);
+	float *acc = fdup(pre, N * 3 * C), *accw = fdup(prew, NW);
+	shortconv_forward_fft(out, bx, proj, w, bp, doc, B, T, C, K);
+	shortconv_backward_fft(acc, NULL, NULL, G, proj, bx, w, bp, doc, B, T, C, K);
+	shortconv_backward_fft(NULL, accw, NULL, G, proj, bx, w, bp, doc, B, T, C, K);
+	expect_accum("shortconv_fft d(proj)", shape, acc, pre, dproj, N * 3 * C);
+	expect_accum("shortconv_fft d(w)", shape, accw, prew, dw, NW);
+	free(proj), free(w), free(bias), free(out), free(bx), free(ref), free(G),
+	    free(doc);
+	free(dproj), free(dw), free(db), free(rproj), free(rw), free(rb);
+	free(pre), free(prew), free(acc), free(accw);
+}
+
+/* A document id that comes back within K rows after another id: the direct
+ * kernel joins the two runs, so the FFT path declines (writing nothing) and
+ * shortconv_forward/backward take the direct kernel. */
+Test(layers, shortconv_fft_declines_resumed_documents)
+{
+	const int T = 8, C = 2, K = TRL_CONV_FFT_MIN_KERNEL;
+	Rng r;
+	rng_seed(&r, 7400);
+	float proj[8 * 6], out[8 * 2], bx[8 * 2], ref[8 * 2], *w = falloc((size_t)C * K);
+	int32_t doc[8] = {0, 0, 0, 1, 1, 0, 0, 0};
+	fd_fill_normal(proj, sizeof proj / sizeof *proj, &r, 1.0);
+	fd_fill_normal(w, (size_t)C * K, &r, 1.0);
+	for (int i = 0; i < T * C; i++)
+		out[i] = bx[i] = 42.0f;
+	cr_assert_eq(shortconv_forward_fft(out, bx, proj, w, NULL, doc, 1, T, C, K), -1);
+	for (int i = 0; i < T * C; i++)
+		cr_assert(out[i] == 42.0f && bx[i] == 42.0f, "declined but wrote row %d",
+		          i / C);
+	shortconv_forward(out, bx, proj, w, NULL, doc, 1, T, C, K);
+	shortconv_forward_naive(ref, proj, w, NULL, doc, 1, T, C, K);
+	cr_assert_leq(rel_max_diff(out, ref, (size_t)T * C), 1e-5,
+	              "shortconv_forward did not fall back to the direct kernel");
+	float dproj[8 * 6] = {0};
+	cr_assert_eq(shortconv_backward_fft(dproj, NULL, NULL, out, proj, bx, w, NULL,
+	                                    doc, 1, T, C, K),
+	             -1);
+	for (int i = 0; i < T * 3 * C; i++)
+		cr_assert_eq(dproj[i], 0.0f, "declined backward wrote dproj");
+	free(w);
 }
