@@ -384,7 +384,7 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 		 * with a full copy gathered once per round, as TRL's
 		 * ds3_gather_for_generation). */
 		Model *gm = &tr->model;
-		if (cfg->zero_stage == 3) {
+		if (cfg->zero_stage == 3 || tr->peft) {
 			rc = model_init_flags(&o->full, &tr->model.cfg, MODEL_NO_GRADS,
 			                      err);
 			gm = &o->full;
@@ -393,6 +393,15 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 			rc = generator_init(&o->gen, gm, o->B, o->Lp + o->Lc, err);
 		o->gen_ready = !rc;
 	}
+	/* LoRA: sampling runs a merged copy (base + adapters), on every trainer
+	 * when colocated, on trainer 0 for the generation ranks' push. */
+	if (!rc && tr->peft && o->link && o->rank == 0)
+		rc = model_init_flags(&o->full, &tr->model.cfg, MODEL_NO_GRADS, err);
+	if (!rc && tr->peft && (!o->link || o->rank == 0))
+		rc =
+		    lora_init(&o->lo_whole, &o->full, &tr->lora.spec, 0, 0, NULL, 0, err);
+	if (!rc && tr->peft && o->lo_whole.ad.table.total != tr->lora.ad.table.total)
+		rc = trl_errf(err, TRL_EINTERNAL, "the adapters' copy differs in layout");
 	if (!rc && cfg->log_completions && o->rank == 0) {
 		char path[TRL_PATH_MAX + 32];
 		snprintf(path, sizeof path, "%s/completions.jsonl", cfg->output_dir);
@@ -441,6 +450,7 @@ void online_free(Trainer *tr)
 		rollout_chunk_free(&o->chunk[j]);
 	ppo_free(o);
 	generator_free(&o->gen);
+	lora_free(&o->lo_whole);
 	model_free(&o->full);
 	if (o->fmt_ok)
 		reward_regex_free(&o->fmt);
@@ -489,6 +499,31 @@ static void round_prompts(Trainer *tr, long g, int32_t *ids, int *plen, int *ex)
 	}
 }
 
+/* LoRA: the policy as sampling runs it, the frozen base with the current
+ * adapters merged in, into o->full: on every trainer under stages 0-2 (each
+ * holds both whole), else on trainer 0 (gathered collectively). Generators
+ * get these merged weights, so they need nothing of LoRA. */
+static void merge_policy(Trainer *tr)
+{
+	Online *o = tr->on;
+	size_t nb = tr->model.table.total * sizeof(float);
+	size_t na = tr->lora.ad.table.total * sizeof(float);
+	if (tr->zero.stage == 3) {
+		zero_gather_full(&tr->base_zero, o->rank == 0 ? o->full.params : NULL, 0);
+		zero_gather_full(&tr->zero, o->rank == 0 ? o->lo_whole.ad.params : NULL,
+		                 0);
+	} else {
+		zero_flush(&tr->zero);
+		if (o->full.params) {
+			memcpy(o->full.params, tr->model.params, nb);
+			memcpy(o->lo_whole.ad.params, tr->lora.ad.params, na);
+		}
+	}
+	if (o->full.params && o->lo_whole.ad.params &&
+	    (tr->zero.stage < 3 || o->rank == 0))
+		lora_merge(&o->full, &o->lo_whole);
+}
+
 /* Trainer 0 sends the message of round g (every trainer calls: under stage
  * 3 the weights are gathered collectively). */
 static void push_round(Trainer *tr, long g, int with_weights)
@@ -497,7 +532,10 @@ static void push_round(Trainer *tr, long g, int with_weights)
 	RolloutLink *l = o->link;
 	const float *wts = NULL;
 	float *buf = NULL;
-	if (with_weights) {
+	if (with_weights && tr->peft) {
+		merge_policy(tr);
+		wts = o->full.params;
+	} else if (with_weights) {
 		if (tr->cfg->zero_stage == 3) {
 			if (o->rank == 0 && !o->full.params) {
 				TrlErr e2;
@@ -538,8 +576,11 @@ void online_begin(Trainer *tr)
 static int generate_here(Trainer *tr, long g, TrlErr *err)
 {
 	Online *o = tr->on;
-	if (tr->cfg->zero_stage == 3) {
+	if (tr->peft)
+		merge_policy(tr);
+	else if (tr->cfg->zero_stage == 3)
 		zero_gather_full(&tr->zero, o->rank == 0 ? o->full.params : NULL, 0);
+	if (tr->cfg->zero_stage == 3) {
 		/* MPI counts are int: 2^28-float slices. */
 		const size_t slice = (size_t)1 << 28;
 		for (size_t at = 0; at < o->plan.n_weights; at += slice) {
@@ -862,8 +903,15 @@ static void scale_logits(float *logits, size_t n, double temperature)
  * sampling temperature into out (B, Lc). */
 void online_forward_lp(Trainer *tr, Model *m, const Batch *b, float *out)
 {
+	/* LoRA's reference is the base: the policy with the adapters off. */
+	int base_ref = m == &tr->ref && tr->ref_is_base;
+	if (base_ref) {
+		m = &tr->model;
+		tr->lora.off = 1;
+	}
 	int V = model_config_out_dim(&m->cfg);
 	model_forward(m, b);
+	tr->lora.off = 0;
 	scale_logits(m->logits, (size_t)b->B * b->T * V, tr->cfg->temperature);
 	tokens_logprob_forward(&tr->ts, m->logits, b->targets, b->B * b->T, V);
 	gather_lp(tr, b, tr->ts.lp, out);

@@ -74,7 +74,9 @@ typedef struct Online {
 	RolloutChunk *chunk; /* (GA) */
 	/* colocated generation */
 	Generator gen;
-	Model full; /* stage 3: a gathered copy of the policy */
+	Model full;    /* stage 3: a gathered copy of the policy; LoRA: the base with
+	                * the adapters merged in (what sampling runs) */
+	Lora lo_whole; /* LoRA: a whole copy of the adapters, merged into full */
 	int gen_ready;
 	int32_t *prompts; /* (P, Lp) the round's prompts, right-padded */
 	int *plen;        /* (P) */

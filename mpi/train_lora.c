@@ -55,12 +55,7 @@ int train_lora_load(Trainer *tr, TrlErr *err)
 	Model full;
 	memset(&full, 0, sizeof full);
 	float *start = NULL;
-	if (tr->method->online)
-		return trl_errf(err, TRL_EUNSUPPORTED,
-		                "use_peft with method %s: the online methods do not "
-		                "train adapters yet; train the full model, or use sft, "
-		                "reward or a preference method with LoRA",
-		                tr->method->name);
+	
 	rc = train_lora_spec(cfg, &spec, base, sizeof base, &from_adapter, err);
 	if (rc)
 		return rc;

@@ -86,6 +86,35 @@ run_limited 60 $MPIRUN -np 1 "$TRL" "$WORK/lora.yaml" --output_dir "$WORK/cut" -
 grep -q "lora_r\|LoRA adapters" "$WORK/bad.out" || { cat "$WORK/bad.out"; fail "no clear message"; }
 echo "ok: an adapters-only checkpoint resumes on 3 ranks at stage 3; other adapters are refused"
 
+# The online methods with LoRA: the generators (and colocated trainers)
+# sample with the adapters merged into the base, the reference is the base.
+# Without dropout the sampling log-probs equal the trainer's to rounding.
+# (The reward, a digit in the completion, varies on this barely trained base.)
+for gr in 1 0; do
+    run_limited 120 $MPIRUN -np 2 "$TRL" "$WORK/lora.yaml" --output_dir "$WORK/grpo$gr" \
+        --method grpo --generation_ranks $gr --max_staleness 0 --reward_funcs '[format]' \
+        --format_pattern '.*[0-9]' \
+        --num_generations 4 --per_device_train_batch_size 16 --max_completion_length 4 \
+        --max_steps 4 --beta 0.04 --learning_rate 1e-2 --disable_dropout true --save_strategy no \
+        >"$WORK/grpo$gr.out" 2>&1 || { cat "$WORK/grpo$gr.out"; fail "grpo with LoRA (generation_ranks $gr) failed"; }
+    [ -f "$WORK/grpo$gr/adapter_model.safetensors" ] || fail "grpo with LoRA wrote no adapters"
+    py "$WORK/grpo$gr/metrics.jsonl" <<'PY' || fail "grpo with LoRA (generation_ranks $gr)"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"kl"' in l]
+assert len(rows) == 4, len(rows)
+if rows[0]["kl"] != 0:
+    sys.exit(f"step 1 kl {rows[0]['kl']}: the reference must be the policy at the start")
+if not rows[-1]["kl"] > 0:
+    sys.exit("the adapters never moved the policy from the base")
+d = max(r["sampling/sampling_logp_difference/max"] for r in rows)
+if d > 1e-4:
+    sys.exit(f"sampling log-probs differ from the trainer's by {d}")
+print(f"  generation_ranks {sys.argv[1].split('grpo')[-1][0]}: kl {rows[-1]['kl']:.2e} at step 4, "
+      f"sampling log-prob difference <= {d:.1e}")
+PY
+done
+echo "ok: grpo with LoRA, on a generation rank and colocated, samples the merged adapters"
+
 # Memory: a wider base (13M parameters) trained one step in full and with
 # adapters; the LoRA run's peak RSS is lower by the 12 bytes per base
 # parameter of the full run's gradient and AdamW moments, less the adapters'
