@@ -317,12 +317,12 @@ void lora_attach(Model *base, Lora *lo)
 	base->lora = lo;
 }
 
-void lora_describe(const Lora *lo, const Model *base, char *buf, size_t cap)
+/* The distinct last names of the adapted modules ("q_proj"), in module
+ * order, into names[], and how many modules carry each; returns how many. */
+static int adapted_names(const Lora *lo, const ModelConfig *mc, char names[][48],
+                         int *counts)
 {
-	/* Adapted modules grouped by their last name, in module order. */
-	char names[LORA_NMOD][48];
-	int counts[LORA_NMOD] = {0}, nn = 0;
-	const ModelConfig *mc = &base->cfg;
+	int n = 0;
 	for (int l = 0; l < mc->num_hidden_layers; l++)
 		for (int mod = 0; mod < LORA_NMOD; mod++) {
 			if (!lo->ad.w.layer[l].lora_a[mod])
@@ -333,13 +333,23 @@ void lora_describe(const Lora *lo, const Model *base, char *buf, size_t cap)
 			                 &out);
 			const char *last = strrchr(path, '.') + 1;
 			int k = 0;
-			while (k < nn && strcmp(names[k], last) != 0)
+			while (k < n && strcmp(names[k], last) != 0)
 				k++;
-			if (k == nn && nn < LORA_NMOD)
-				snprintf(names[nn++], sizeof names[0], "%s", last);
-			if (k < nn)
+			if (k == n && n < LORA_NMOD) {
+				snprintf(names[n], 48, "%s", last);
+				counts[n++] = 0;
+			}
+			if (k < n)
 				counts[k]++;
 		}
+	return n;
+}
+
+void lora_describe(const Lora *lo, const Model *base, char *buf, size_t cap)
+{
+	char names[LORA_NMOD][48];
+	int counts[LORA_NMOD];
+	int nn = adapted_names(lo, &base->cfg, names, counts);
 	size_t all = lo->n_trainable + base->table.total;
 	int n = snprintf(
 	    buf, cap,
@@ -529,30 +539,17 @@ int lora_is_adapter_dir(const char *dir)
 	return stat(path, &st) == 0;
 }
 
-/* The distinct last names of the adapted modules, for target_modules. */
+/* target_modules: the distinct last names of the adapted modules. */
 static void target_names(const Lora *lo, const ModelConfig *mc, JsonBuf *b)
 {
-	char seen[LORA_NMOD][48];
-	int n = 0;
+	char names[LORA_NMOD][48];
+	int counts[LORA_NMOD];
+	int n = adapted_names(lo, mc, names, counts);
 	json_buf_puts(b, "[");
-	for (int l = 0; l < mc->num_hidden_layers; l++)
-		for (int mod = 0; mod < LORA_NMOD; mod++) {
-			if (!lo->ad.w.layer[l].lora_a[mod])
-				continue;
-			char path[TRL_PARAM_NAME_MAX];
-			int in, out;
-			lora_module_path(mc, l, (LoraModule)mod, path, sizeof path, &in,
-			                 &out);
-			const char *last = strrchr(path, '.') + 1;
-			int k = 0;
-			while (k < n && strcmp(seen[k], last) != 0)
-				k++;
-			if (k < n || n == LORA_NMOD)
-				continue;
-			snprintf(seen[n++], sizeof seen[0], "%s", last);
-			json_buf_printf(b, "%s\n    ", n > 1 ? "," : "\n    ");
-			json_buf_string(b, last, strlen(last));
-		}
+	for (int k = 0; k < n; k++) {
+		json_buf_puts(b, k ? ",\n    " : "\n    ");
+		json_buf_string(b, names[k], strlen(names[k]));
+	}
 	json_buf_puts(b, n ? "\n  ]" : "]");
 }
 
