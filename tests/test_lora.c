@@ -177,6 +177,9 @@ static void check_model_gradients(ModelConfig mc, const char *targets)
 	Setup s;
 	setup(&s, mc, targets, 0.0f);
 	cr_assert_null(s.base.grads, "a frozen base has no gradient slab");
+	size_t nb = s.base.table.total * sizeof(float);
+	float *before = malloc(nb);
+	memcpy(before, s.base.params, nb);
 	model_forward(&s.base, &s.b);
 	long n = 0;
 	for (int i = 0; i < 12; i++)
@@ -204,6 +207,9 @@ static void check_model_gradients(ModelConfig mc, const char *targets)
 			          p->name, j - p->offset, an, fd);
 		}
 	}
+	cr_assert_eq(memcmp(before, s.base.params, nb), 0,
+	             "the frozen base changed in a forward and backward");
+	free(before);
 	teardown(&s);
 }
 
