@@ -35,15 +35,9 @@ configs=("$@")
 IFS=, read -r -a modes <<<"$modes"
 
 bench=$(need_bench bench_lfm2) || exit 1
-have_torch=1
-if ! "$python" -c 'import torch' 2>/dev/null; then
-	echo "bench_lfm2.sh: $python cannot import torch; showing trl-hpc only" >&2
-	have_torch=0
-fi
+have_torch=$(torch_or_note "$python")
 
-extra=()
-[ -n "${STEPS:-}" ] && extra+=(--steps "$STEPS")
-[ -n "${WARMUP:-}" ] && extra+=(--warmup "$WARMUP")
+mapfile -t extra < <(step_args)
 
 declare -A result
 for cfg in "${configs[@]}"; do

@@ -14,6 +14,25 @@ need_bench() {
 	echo "$prog"
 }
 
+# torch_or_note PYTHON: 1 when PYTHON imports torch, else 0 with a note that
+# only trl-hpc is shown.
+torch_or_note() {
+	if "$1" -c 'import torch' 2>/dev/null; then
+		echo 1
+	else
+		echo "$(basename "$0"): $1 cannot import torch; showing trl-hpc only" >&2
+		echo 0
+	fi
+}
+
+# step_args: --steps / --warmup from STEPS and WARMUP in the environment, for
+# both programs of a benchmark, one word per line (read with mapfile).
+step_args() {
+	[ -n "${STEPS:-}" ] && printf '%s\n' --steps "$STEPS"
+	[ -n "${WARMUP:-}" ] && printf '%s\n' --warmup "$WARMUP"
+	return 0
+}
+
 # field NAME LINE: the value of NAME=... in a result line.
 field() { sed -n "s/.*[[:space:]]$1=\([^[:space:]]*\).*/\1/p" <<<"$2"; }
 
