@@ -5,6 +5,7 @@
  * Usage: bench_train CONFIG [--steps N] [--warmup N] [--seed S]
  *     CONFIG  gpt2-124M  L=12 H=12 C=768 V=50257 P=1024, B=4 T=256
  *             tiny       L=4  H=4  C=256 V=8192  P=1024, B=8 T=128
+ *             tiny-long  the same at one row of T=2048 (attention-bound)
  * Threads come from OMP_NUM_THREADS. Tokens are random (seeded) with
  * next-token targets and no padding. Prints one line,
  *     trl-hpc CONFIG ms_per_step=... tokens_per_s=... gflops=... threads=... steps=...
@@ -31,12 +32,13 @@ typedef struct BenchShape {
 static const BenchShape shapes[] = {
     {"gpt2-124M", 12, 12, 768, 50257, 1024, 4, 256, 5},
     {"tiny", 4, 4, 256, 8192, 1024, 8, 128, 10},
+    {"tiny-long", 4, 4, 256, 8192, 2048, 1, 2048, 4},
 };
 
 static void usage(FILE *f, const char *prog)
 {
 	fprintf(f,
-	        "usage: %s gpt2-124M|tiny [--steps N] [--warmup N] [--seed S]\n"
+	        "usage: %s gpt2-124M|tiny|tiny-long [--steps N] [--warmup N] [--seed S]\n"
 	        "Times full training steps; threads from OMP_NUM_THREADS.\n",
 	        prog);
 }
@@ -70,8 +72,10 @@ int main(int argc, char **argv)
 		if (strcmp(argv[1], shapes[i].name) == 0)
 			s = &shapes[i];
 	if (!s) {
-		fprintf(stderr, "bench_train: unknown config '%s' (gpt2-124M or tiny)\n",
-		        argv[1]);
+		fprintf(
+		    stderr,
+		    "bench_train: unknown config '%s' (gpt2-124M, tiny or tiny-long)\n",
+		    argv[1]);
 		return 2;
 	}
 	int steps = s->steps, warmup = 2;

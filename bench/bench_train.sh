@@ -7,7 +7,7 @@
 #            torch.set_num_threads for PyTorch (with OMP_WAIT_POLICY=PASSIVE)
 #   ROUNDS   runs of each implementation per config, alternating (default 1);
 #            the table shows the best round of each
-#   CONFIG   gpt2-124M and/or tiny (default: tiny gpt2-124M)
+#   CONFIG   gpt2-124M, tiny and/or tiny-long (T=2048; default: tiny gpt2-124M)
 # Needs the bench binary: run `make bench/bench_train` in the build directory,
 # then run this script from there (or set top_builddir). STEPS and WARMUP in
 # the environment override both programs' defaults.

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 CONFIGS = {
     "gpt2-124M": dict(L=12, H=12, C=768, V=50257, P=1024, B=4, T=256, steps=5),
     "tiny": dict(L=4, H=4, C=256, V=8192, P=1024, B=8, T=128, steps=10),
+    "tiny-long": dict(L=4, H=4, C=256, V=8192, P=2048, B=1, T=2048, steps=4),
 }
 
 HAVE_SDPA = hasattr(F, "scaled_dot_product_attention")

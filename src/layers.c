@@ -376,123 +376,203 @@ static inline int att_allowed(const int32_t *doc, int t, int s)
 	return s == t || (s < t && doc[t] >= 0 && doc[s] == doc[t]);
 }
 
-/* Masked softmax of one row of scores in place; masked entries become 0. */
-static void masked_softmax_row(float *row, const int32_t *doc, int t, int T)
-{
-	float mx = -FLT_MAX;
-	for (int s = 0; s <= t; s++)
-		if (att_allowed(doc, t, s) && row[s] > mx)
-			mx = row[s];
-	double sum = 0.0;
-	for (int s = 0; s <= t; s++) {
-		if (att_allowed(doc, t, s)) {
-			float e = expf(row[s] - mx);
-			row[s] = e;
-			sum += e;
-		} else {
-			row[s] = 0.0f;
-		}
-	}
-	float inv = (float)(1.0 / sum);
-	for (int s = 0; s <= t; s++)
-		row[s] *= inv;
-	for (int s = t + 1; s < T; s++)
-		row[s] = 0.0f;
-}
-
-void attention_forward(float *out, float *att, const float *q, const float *k,
+void attention_forward(float *out, float *lse, const float *q, const float *k,
                        const float *v, const int32_t *doc, int B, int T, int H, int KV,
                        int D)
 {
-	attention_forward_strided(out, att, q, k, v, H * D, KV * D, doc, B, T, H, KV, D);
+	attention_forward_strided(out, lse, q, k, v, H * D, KV * D, doc, B, T, H, KV, D);
 }
 
-void attention_forward_strided(float *out, float *att, const float *q, const float *k,
+/* Query and key blocks of the blocked kernels: a (ATT_BQ, ATT_BK) tile of
+ * scores stays in L1/L2 while it is used. */
+#define ATT_BQ 64
+#define ATT_BK 64
+
+/* Scores of the tile (rows t0.., keys s0..) of one head into S (nq, nk),
+ * scaled, with -INFINITY where the mask forbids the pair; returns whether any
+ * pair is allowed. */
+static int att_tile_scores(float *S, const float *qh, int ldq, const float *kh, int ldkv,
+                           const int32_t *db, int t0, int nq, int s0, int nk, int D,
+                           float scale)
+{
+	/* The mask first (0 or -inf), so a tile with nothing visible (another
+	 * packed document) costs no product; then S += scale Q K^T. */
+	int any = 0;
+	for (int i = 0; i < nq; i++)
+		for (int j = 0; j < nk; j++) {
+			int ok = att_allowed(db, t0 + i, s0 + j);
+			any |= ok;
+			S[(size_t)i * nk + j] = ok ? 0.0f : -INFINITY;
+		}
+	if (any)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, D, scale,
+		            qh + (size_t)t0 * ldq, ldq, kh + (size_t)s0 * ldkv, ldkv,
+		            1.0f, S, nk);
+	return any;
+}
+
+void attention_forward_strided(float *out, float *lse, const float *q, const float *k,
                                const float *v, int ldq, int ldkv, const int32_t *doc,
                                int B, int T, int H, int KV, int D)
 {
 	int HD = H * D, group = H / KV;
 	float scale = 1.0f / sqrtf((float)D);
+	/* Blocks of queries against the keys up to them, with a running max and
+	 * sum per row (the online softmax): the (T, T) scores are never stored
+	 * and the blocks above the diagonal are never computed. */
 #pragma omp parallel for schedule(dynamic, 1)
-	for (int bh = 0; bh < B * H; bh++) {
-		int b = bh / H, h = bh % H, kh = h / group;
+	for (int task = 0; task < B * H * ((T + ATT_BQ - 1) / ATT_BQ); task++) {
+		int nqb = (T + ATT_BQ - 1) / ATT_BQ;
+		int bh = task / nqb, t0 = (task % nqb) * ATT_BQ;
+		int b = bh / H, h = bh % H, kvh = h / group;
+		int nq = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
 		const float *qh = q + (size_t)b * T * ldq + (size_t)h * D;
-		const float *kh_ = k + (size_t)b * T * ldkv + (size_t)kh * D;
-		const float *vh = v + (size_t)b * T * ldkv + (size_t)kh * D;
-		float *a = att + (size_t)bh * T * T;
+		const float *kh = k + (size_t)b * T * ldkv + (size_t)kvh * D;
+		const float *vh = v + (size_t)b * T * ldkv + (size_t)kvh * D;
+		float *oh = out + (size_t)b * T * HD + (size_t)h * D;
 		const int32_t *db = doc + (size_t)b * T;
-		/* scores (T, T) = scale * Q K^T; inside a parallel region OpenBLAS
-		 * runs single-threaded. */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, qh,
-		            ldq, kh_, ldkv, 0.0f, a, T);
-		for (int t = 0; t < T; t++)
-			masked_softmax_row(a + (size_t)t * T, db, t, T);
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, a,
-		            T, vh, ldkv, 0.0f, out + (size_t)b * T * HD + (size_t)h * D,
-		            HD);
+		float S[ATT_BQ * ATT_BK], mx[ATT_BQ], sum[ATT_BQ];
+		for (int i = 0; i < nq; i++) {
+			mx[i] = -INFINITY;
+			sum[i] = 0.0f;
+			memset(oh + (size_t)(t0 + i) * HD, 0, (size_t)D * sizeof(float));
+		}
+		for (int s0 = 0; s0 < t0 + nq; s0 += ATT_BK) {
+			int nk = t0 + nq - s0 < ATT_BK ? t0 + nq - s0 : ATT_BK;
+			if (!att_tile_scores(S, qh, ldq, kh, ldkv, db, t0, nq, s0, nk, D,
+			                     scale))
+				continue;
+			for (int i = 0; i < nq; i++) {
+				float *r = S + (size_t)i * nk, m = mx[i];
+				for (int j = 0; j < nk; j++)
+					m = r[j] > m ? r[j] : m;
+				if (m == -INFINITY)
+					continue; /* nothing visible in this tile */
+				float corr = expf(mx[i] - m), add = 0.0f;
+				for (int j = 0; j < nk; j++) {
+					r[j] = expf(r[j] - m);
+					add += r[j];
+				}
+				sum[i] = sum[i] * corr + add;
+				mx[i] = m;
+				if (corr != 1.0f) {
+					float *o = oh + (size_t)(t0 + i) * HD;
+					for (int d = 0; d < D; d++)
+						o[d] *= corr;
+				}
+			}
+			/* Rows with nothing visible hold exp(-inf) = 0 in S. */
+			for (int i = 0; i < nq; i++)
+				if (mx[i] == -INFINITY)
+					memset(S + (size_t)i * nk, 0,
+					       (size_t)nk * sizeof(float));
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, D, nk,
+			            1.0f, S, nk, vh + (size_t)s0 * ldkv, ldkv, 1.0f,
+			            oh + (size_t)t0 * HD, HD);
+		}
+		for (int i = 0; i < nq; i++) {
+			float inv = 1.0f / sum[i], *o = oh + (size_t)(t0 + i) * HD;
+			for (int d = 0; d < D; d++)
+				o[d] *= inv;
+			lse[(size_t)bh * T + t0 + i] = mx[i] + logf(sum[i]);
+		}
 	}
 }
 
-size_t attention_scratch_floats(int T)
+size_t attention_scratch_floats(void)
 {
-	return (size_t)T * T;
+	return 2 * (size_t)ATT_BQ * ATT_BK + ATT_BQ;
 }
 
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, int n_scratch,
                         const float *dout, const float *q, const float *k, const float *v,
-                        const float *att, int B, int T, int H, int KV, int D)
+                        const float *out, const float *lse, const int32_t *doc, int B,
+                        int T, int H, int KV, int D)
 {
 	attention_backward_strided(dq, dk, dv, scratch, n_scratch, dout, q, k, v, H * D,
-	                           KV * D, att, B, T, H, KV, D);
+	                           KV * D, out, lse, doc, B, T, H, KV, D);
 }
 
 void attention_backward_strided(float *dq, float *dk, float *dv, float *scratch,
                                 int n_scratch, const float *dout, const float *q,
                                 const float *k, const float *v, int ldq, int ldkv,
-                                const float *att, int B, int T, int H, int KV, int D)
+                                const float *out, const float *lse, const int32_t *doc,
+                                int B, int T, int H, int KV, int D)
 {
 	int HD = H * D, group = H / KV;
 	float scale = 1.0f / sqrtf((float)D);
 	/* One task per (batch row, key/value head): the query heads that share a
-	 * key/value head all add into the same dK, dV, so they stay in one task. */
+	 * key/value head all add into the same dK, dV, so they stay in one task.
+	 * Each tile's probabilities are recomputed from the scores and the
+	 * forward's log-sum-exp. */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_scratch)
 	for (int bk = 0; bk < B * KV; bk++) {
-		int b = bk / KV, kh = bk % KV;
-		float *dp = scratch + (size_t)omp_get_thread_num() * T * T;
-		const float *kb = k + (size_t)b * T * ldkv + (size_t)kh * D;
-		const float *vb = v + (size_t)b * T * ldkv + (size_t)kh * D;
-		float *dkb = dk + (size_t)b * T * ldkv + (size_t)kh * D;
-		float *dvb = dv + (size_t)b * T * ldkv + (size_t)kh * D;
-		for (int h = kh * group; h < (kh + 1) * group; h++) {
-			const float *a = att + ((size_t)b * H + h) * T * T;
+		int b = bk / KV, kvh = bk % KV;
+		float *P =
+		    scratch + (size_t)omp_get_thread_num() * attention_scratch_floats();
+		float *dP = P + (size_t)ATT_BQ * ATT_BK,
+		      *drow = dP + (size_t)ATT_BQ * ATT_BK;
+		const float *kh = k + (size_t)b * T * ldkv + (size_t)kvh * D;
+		const float *vh = v + (size_t)b * T * ldkv + (size_t)kvh * D;
+		float *dkh = dk + (size_t)b * T * ldkv + (size_t)kvh * D;
+		float *dvh = dv + (size_t)b * T * ldkv + (size_t)kvh * D;
+		const int32_t *db = doc + (size_t)b * T;
+		for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+			int bh = b * H + h;
 			const float *qh = q + (size_t)b * T * ldq + (size_t)h * D;
 			const float *doh = dout + (size_t)b * T * HD + (size_t)h * D;
+			const float *oh = out + (size_t)b * T * HD + (size_t)h * D;
 			float *dqh = dq + (size_t)b * T * ldq + (size_t)h * D;
-			/* dV += P^T dO */
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T,
-			            1.0f, a, T, doh, HD, 1.0f, dvb, ldkv);
-			/* dP = dO V^T */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D,
-			            1.0f, doh, HD, vb, ldkv, 0.0f, dp, T);
-			/* dS = P * (dP - rowsum(P * dP)) * scale; masked entries have P =
-			 * 0. */
-			for (int t = 0; t < T; t++) {
-				const float *pr = a + (size_t)t * T;
-				float *dr = dp + (size_t)t * T;
-				double dot = 0.0;
-				for (int s = 0; s <= t; s++)
-					dot += (double)pr[s] * dr[s];
-				float fd = (float)dot;
-				for (int s = 0; s <= t; s++)
-					dr[s] = pr[s] * (dr[s] - fd) * scale;
-				for (int s = t + 1; s < T; s++)
-					dr[s] = 0.0f;
+			const float *L = lse + (size_t)bh * T;
+			for (int t0 = 0; t0 < T; t0 += ATT_BQ) {
+				int nq = T - t0 < ATT_BQ ? T - t0 : ATT_BQ;
+				/* D_t = dO_t . O_t, the softmax backward's row term */
+				for (int i = 0; i < nq; i++) {
+					const float *a = doh + (size_t)(t0 + i) * HD;
+					const float *o = oh + (size_t)(t0 + i) * HD;
+					double acc = 0.0;
+					for (int d = 0; d < D; d++)
+						acc += (double)a[d] * o[d];
+					drow[i] = (float)acc;
+				}
+				for (int s0 = 0; s0 < t0 + nq; s0 += ATT_BK) {
+					int nk =
+					    t0 + nq - s0 < ATT_BK ? t0 + nq - s0 : ATT_BK;
+					if (!att_tile_scores(P, qh, ldq, kh, ldkv, db, t0,
+					                     nq, s0, nk, D, scale))
+						continue;
+					for (int i = 0; i < nq; i++)
+						for (int j = 0; j < nk; j++) {
+							float *x = P + (size_t)i * nk + j;
+							*x = expf(*x - L[t0 + i]);
+						}
+					/* dV += P^T dO; dP = dO V^T */
+					cblas_sgemm(CblasRowMajor, CblasTrans,
+					            CblasNoTrans, nk, D, nq, 1.0f, P, nk,
+					            doh + (size_t)t0 * HD, HD, 1.0f,
+					            dvh + (size_t)s0 * ldkv, ldkv);
+					cblas_sgemm(
+					    CblasRowMajor, CblasNoTrans, CblasTrans, nq,
+					    nk, D, 1.0f, doh + (size_t)t0 * HD, HD,
+					    vh + (size_t)s0 * ldkv, ldkv, 0.0f, dP, nk);
+					/* dS = P * (dP - D_t) * scale */
+					for (int i = 0; i < nq; i++)
+						for (int j = 0; j < nk; j++) {
+							size_t x = (size_t)i * nk + j;
+							dP[x] = P[x] * (dP[x] - drow[i]) *
+							        scale;
+						}
+					/* dQ += dS K; dK += dS^T Q */
+					cblas_sgemm(CblasRowMajor, CblasNoTrans,
+					            CblasNoTrans, nq, D, nk, 1.0f, dP, nk,
+					            kh + (size_t)s0 * ldkv, ldkv, 1.0f,
+					            dqh + (size_t)t0 * ldq, ldq);
+					cblas_sgemm(CblasRowMajor, CblasTrans,
+					            CblasNoTrans, nk, D, nq, 1.0f, dP, nk,
+					            qh + (size_t)t0 * ldq, ldq, 1.0f,
+					            dkh + (size_t)s0 * ldkv, ldkv);
+				}
 			}
-			/* dQ += dS K; dK += dS^T Q */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T,
-			            1.0f, dp, T, kb, ldkv, 1.0f, dqh, ldq);
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T,
-			            1.0f, dp, T, qh, ldq, 1.0f, dkb, ldkv);
 		}
 	}
 }

@@ -64,30 +64,36 @@ void swiglu_backward(float *dgate, float *dup, const float *dout, const float *g
                      const float *up, size_t n);
 
 /* Causal self-attention with grouped-query heads and document masking.
- * q (B, T, H*D), k and v (B, T, KV*D), out (B, T, H*D), att (B, H, T, T) keeps
- * the softmax probabilities for backward. doc (B, T): query t attends key s iff
- * s <= t and doc[s] == doc[t], or s == t (so padding, doc = -1, sees only
- * itself and nothing sees padding). Query head h reads key/value head
- * h / (H / KV). Scores are scaled by 1/sqrt(D). */
-void attention_forward(float *out, float *att, const float *q, const float *k,
+ * q (B, T, H*D), k and v (B, T, KV*D), out (B, T, H*D); lse (B, H, T) keeps
+ * each row's log-sum-exp of scores for the backward. doc (B, T): query t
+ * attends key s iff s <= t and doc[s] == doc[t], or s == t (so padding, doc =
+ * -1, sees only itself and nothing sees padding). Query head h reads
+ * key/value head h / (H / KV). Scores are scaled by 1/sqrt(D). Blocked, with
+ * an online softmax (the FlashAttention scheme): no (T, T) matrix is stored,
+ * memory is linear in T, and tiles above the diagonal or without a visible
+ * pair are skipped. */
+void attention_forward(float *out, float *lse, const float *q, const float *k,
                        const float *v, const int32_t *doc, int B, int T, int H, int KV,
                        int D);
 /* The same with explicit row strides (in floats): q and dq rows are ldq
  * apart, k, v, dk, dv rows ldkv apart, so q, k and v can be column blocks of
  * one fused (N, 3C) projection output (gpt2's c_attn) without copies. */
-void attention_forward_strided(float *out, float *att, const float *q, const float *k,
+void attention_forward_strided(float *out, float *lse, const float *q, const float *k,
                                const float *v, int ldq, int ldkv, const int32_t *doc,
                                int B, int T, int H, int KV, int D);
+/* Backward from dout, the forward's out and lse (probabilities recomputed
+ * tile by tile). scratch: n_scratch blocks of attention_scratch_floats()
+ * floats; it runs on at most n_scratch threads, one block each. */
 void attention_backward_strided(float *dq, float *dk, float *dv, float *scratch,
                                 int n_scratch, const float *dout, const float *q,
                                 const float *k, const float *v, int ldq, int ldkv,
-                                const float *att, int B, int T, int H, int KV, int D);
-/* scratch: n_scratch blocks of attention_scratch_floats(T) floats; the
- * backward runs on at most n_scratch threads, one block each. */
-size_t attention_scratch_floats(int T);
+                                const float *out, const float *lse, const int32_t *doc,
+                                int B, int T, int H, int KV, int D);
+size_t attention_scratch_floats(void);
 void attention_backward(float *dq, float *dk, float *dv, float *scratch, int n_scratch,
                         const float *dout, const float *q, const float *k, const float *v,
-                        const float *att, int B, int T, int H, int KV, int D);
+                        const float *out, const float *lse, const int32_t *doc, int B,
+                        int T, int H, int KV, int D);
 
 /* Cross-entropy over rows of logits (N, V) with targets (N), -1 = ignored.
  * Returns the SUM of -log p(target) over non-ignored rows (in double), adds the

@@ -367,7 +367,7 @@ void model_init_weights(Model *m, uint64_t seed)
 /* ---- activations ----------------------------------------------------------- */
 
 typedef struct Sizes {
-	size_t N, C, QD, KVD, I, V, BHTT, L;
+	size_t N, C, QD, KVD, I, V, BHT, L;
 } Sizes;
 
 static Sizes sizes_of(const ModelConfig *mc, int B, int T)
@@ -379,7 +379,7 @@ static Sizes sizes_of(const ModelConfig *mc, int B, int T)
 	s.KVD = (size_t)mc->head_dim * (size_t)mc->num_key_value_heads;
 	s.I = (size_t)mc->intermediate_size;
 	s.V = (size_t)model_config_out_dim(mc);
-	s.BHTT = (size_t)B * mc->num_attention_heads * T * T;
+	s.BHT = (size_t)B * mc->num_attention_heads * T;
 	s.L = (size_t)mc->num_hidden_layers;
 	return s;
 }
@@ -422,7 +422,7 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 			a->k_raw = qkn ? trl_carve(&cv, N * s->KVD) : NULL;
 			a->q_rstd = qkn ? trl_carve(&cv, N * H) : NULL;
 			a->k_rstd = qkn ? trl_carve(&cv, N * KV) : NULL;
-			a->att = trl_carve(&cv, s->BHTT);
+			a->att = trl_carve(&cv, s->BHT);
 			a->atty = trl_carve(&cv, N * QD);
 		}
 		a->x_mid = trl_carve(&cv, N * C);
@@ -451,8 +451,7 @@ static size_t carve(Model *m, const Sizes *s, float *base)
 	m->dq = gpt2 ? NULL : trl_carve(&cv, N * QD);
 	m->dk = gpt2 ? NULL : trl_carve(&cv, N * s->KVD);
 	m->dv = gpt2 ? NULL : trl_carve(&cv, N * s->KVD);
-	m->att_scratch =
-	    trl_carve(&cv, (size_t)m->threads * attention_scratch_floats(m->maxT));
+	m->att_scratch = trl_carve(&cv, (size_t)m->threads * attention_scratch_floats());
 	m->lora_dv = m->lora ? trl_carve(&cv, N * (size_t)m->lora->spec.r) : NULL;
 	m->lora_xd =
 	    m->lora && m->lora->spec.dropout > 0 ? trl_carve(&cv, N * wide) : NULL;
@@ -847,15 +846,16 @@ static void attention_block_backward(Model *m, int l, const LayerActs *a,
 	float *dqkv = m->dbig;
 	if (gpt2) {
 		zero_floats(dqkv, (size_t)N * 3 * C);
-		attention_backward_strided(dqkv, dqkv + C, dqkv + 2 * C, m->att_scratch,
-		                           m->threads, datty, a->q, a->k, a->v, 3 * C,
-		                           3 * C, a->att, B, T, H, KV, D);
+		attention_backward_strided(
+		    dqkv, dqkv + C, dqkv + 2 * C, m->att_scratch, m->threads, datty, a->q,
+		    a->k, a->v, 3 * C, 3 * C, a->atty, a->att, b->doc, B, T, H, KV, D);
 	} else {
 		zero_floats(m->dq, (size_t)N * QD);
 		zero_floats(m->dk, (size_t)N * KVD);
 		zero_floats(m->dv, (size_t)N * KVD);
 		attention_backward(m->dq, m->dk, m->dv, m->att_scratch, m->threads, datty,
-		                   a->q, a->k, a->v, a->att, B, T, H, KV, D);
+		                   a->q, a->k, a->v, a->atty, a->att, b->doc, B, T, H, KV,
+		                   D);
 	}
 	hk_poll(m);
 	float *dln1 = dtmp; /* datty is no longer needed */

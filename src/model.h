@@ -79,7 +79,7 @@ typedef struct LayerActs {
 	                       * column blocks of one (N, 3C) c_attn output, rows 3C apart */
 	float *q_raw, *k_raw; /* qwen3: (N, H*D), (N, KV*D) projections before q/k norm */
 	float *q_rstd, *k_rstd; /* qwen3: (N*H), (N*KV) per-head RMSNorm statistics */
-	float *att;             /* (B, H, T, T) */
+	float *att;             /* (B, H, T) each row's log-sum-exp of scores */
 	float *atty;            /* (N, H*D) attention output before o_proj; lfm2 conv
 	                         * layer: (N, C) convolution output before out_proj */
 	float *proj, *bx; /* lfm2 conv layer: (N, 3C) in_proj output, (N, C) b * x */
