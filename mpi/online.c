@@ -397,10 +397,12 @@ int online_setup(Trainer *tr, RolloutLink *link, TrlErr *err)
 	 * when colocated, on trainer 0 for the generation ranks' push. */
 	if (!rc && tr->peft && o->link && o->rank == 0)
 		rc = model_init_flags(&o->full, &tr->model.cfg, MODEL_NO_GRADS, err);
-	if (!rc && tr->peft && (!o->link || o->rank == 0))
+	/* Stage 3: trainer 0 gathers the adapters whole into a copy to merge. */
+	if (!rc && tr->peft && cfg->zero_stage == 3 && o->rank == 0)
 		rc =
 		    lora_init(&o->lo_whole, &o->full, &tr->lora.spec, 0, 0, NULL, 0, err);
-	if (!rc && tr->peft && o->lo_whole.ad.table.total != tr->lora.ad.table.total)
+	if (!rc && o->lo_whole.ad.params &&
+	    o->lo_whole.ad.table.total != tr->lora.ad.table.total)
 		rc = trl_errf(err, TRL_EINTERNAL, "the adapters' copy differs in layout");
 	if (!rc && cfg->log_completions && o->rank == 0) {
 		char path[TRL_PATH_MAX + 32];
@@ -502,26 +504,27 @@ static void round_prompts(Trainer *tr, long g, int32_t *ids, int *plen, int *ex)
 /* LoRA: the policy as sampling runs it, the frozen base with the current
  * adapters merged in, into o->full: on every trainer under stages 0-2 (each
  * holds both whole), else on trainer 0 (gathered collectively). Generators
- * get these merged weights, so they need nothing of LoRA. */
+ * get these merged weights, so they need nothing of LoRA. Under stages 0-2
+ * the base is copied once; later rounds redo only the adapted tensors. */
 static void merge_policy(Trainer *tr)
 {
 	Online *o = tr->on;
-	size_t nb = tr->model.table.total * sizeof(float);
-	size_t na = tr->lora.ad.table.total * sizeof(float);
 	if (tr->zero.stage == 3) {
 		zero_gather_full(&tr->base_zero, o->rank == 0 ? o->full.params : NULL, 0);
 		zero_gather_full(&tr->zero, o->rank == 0 ? o->lo_whole.ad.params : NULL,
 		                 0);
-	} else {
-		zero_flush(&tr->zero);
-		if (o->full.params) {
-			memcpy(o->full.params, tr->model.params, nb);
-			memcpy(o->lo_whole.ad.params, tr->lora.ad.params, na);
-		}
+		if (o->rank == 0)
+			lora_merge(&o->full, &o->lo_whole);
+		return;
 	}
-	if (o->full.params && o->lo_whole.ad.params &&
-	    (tr->zero.stage < 3 || o->rank == 0))
-		lora_merge(&o->full, &o->lo_whole);
+	zero_flush(&tr->zero);
+	if (!o->full.params)
+		return;
+	if (!o->base_copied)
+		memcpy(o->full.params, tr->model.params,
+		       tr->model.table.total * sizeof(float));
+	o->base_copied = 1;
+	lora_merge_from(&o->full, &tr->model, &tr->lora);
 }
 
 /* Trainer 0 sends the message of round g (every trainer calls: under stage

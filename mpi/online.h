@@ -74,9 +74,10 @@ typedef struct Online {
 	RolloutChunk *chunk; /* (GA) */
 	/* colocated generation */
 	Generator gen;
-	Model full;    /* stage 3: a gathered copy of the policy; LoRA: the base with
-	                * the adapters merged in (what sampling runs) */
-	Lora lo_whole; /* LoRA: a whole copy of the adapters, merged into full */
+	Model full;      /* stage 3: a gathered copy of the policy; LoRA: the base with
+	                  * the adapters merged in (what sampling runs) */
+	Lora lo_whole;   /* LoRA, stage 3: trainer 0's whole copy of the adapters */
+	int base_copied; /* LoRA, stages 0-2: full holds the base's other tensors */
 	int gen_ready;
 	int32_t *prompts; /* (P, Lp) the round's prompts, right-padded */
 	int *plen;        /* (P) */

@@ -465,6 +465,11 @@ static float *base_weight(const LayerPtrs *p, int mod)
 
 void lora_merge(Model *base, const Lora *lo)
 {
+	lora_merge_from(base, NULL, lo);
+}
+
+void lora_merge_from(Model *base, const Model *src, const Lora *lo)
+{
 	const ModelConfig *mc = &base->cfg;
 	int gpt2 = mc->arch == TRL_ARCH_GPT2, r = lo->spec.r;
 	for (int l = 0; l < mc->num_hidden_layers; l++)
@@ -479,6 +484,9 @@ void lora_merge(Model *base, const Lora *lo)
 			                      &in, &out))
 				continue;
 			float *W = base_weight(&base->w.layer[l], mod);
+			if (src)
+				memcpy(W, base_weight(&src->w.layer[l], mod),
+				       (size_t)in * out * sizeof(float));
 			/* Conv1D: W (in, out) += scale (B A)^T = scale A^T B^T */
 			if (gpt2)
 				cblas_sgemm(CblasRowMajor, CblasTrans, CblasTrans, in,

@@ -145,6 +145,10 @@ uint64_t lora_mask_key(uint64_t seed, uint64_t draw, int l, int mod);
  * whole), and the saved heads copied in: base then computes alone what base
  * plus adapters computed. */
 void lora_merge(Model *base, const Lora *lo);
+/* The same into base from the unmerged weights of src (base's shape): each
+ * adapted module's W = W_src + scale * B A; base's other tensors are left as
+ * they are (a copy of src made once stays valid: the base is frozen). */
+void lora_merge_from(Model *base, const Model *src, const Lora *lo);
 
 /* adapter_config.json (PEFT's keys, base_model_name_or_path = base_path) and
  * adapter_model.safetensors (float32, PEFT's names) of the adapters whose
@@ -157,8 +161,7 @@ int lora_save_dir(const Lora *lo, const float *params, const char *base_path,
  * base plus adapters compute. Arguments after base_dir as
  * model_load_dir_flags. */
 int lora_load_merged(Model *m, const char *dir, const char *base_dir, int num_labels,
-                     uint64_t seed, unsigned flags, int *head_initialized,
-                     TrlErr *err);
+                     uint64_t seed, unsigned flags, int *head_initialized, TrlErr *err);
 
 /* Whether dir holds adapter_config.json. */
 int lora_is_adapter_dir(const char *dir);
