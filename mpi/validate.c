@@ -140,8 +140,12 @@ int trl_validate(const Config *cfg, const Comm *comm, const ValidatePlan *plan, 
 		 * whole under stages 0-2, sharded with gather buffers under 3. */
 		zero_estimate(peft ? &lo.ad.table : &t, st, N,
 		              cfg->stage3_param_persistence_threshold, GA, &zm, &sent);
-		zero_estimate_frozen(&t, N, cfg->stage3_param_persistence_threshold, GA,
-		                     &bm, &bsent);
+		memset(&bm, 0, sizeof bm);
+		bsent = 0.0;
+		if (peft && st == 3)
+			zero_estimate_frozen(&t, N,
+			                     cfg->stage3_param_persistence_threshold, GA,
+			                     &bm, &bsent);
 		double frozen = !peft    ? 0.0
 		                : st < 3 ? 4.0 * (double)t.total
 		                         : bm.params + bm.work;
