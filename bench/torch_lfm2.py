@@ -27,11 +27,12 @@ the clipping see the adapters only. Prints one line:
 import argparse
 import math
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_step import timed_steps
 
 CONFIGS = {
     "lfm2-tiny": dict(layers="ccacca", C=256, H=4, KV=2, I=768, V=8192, B=8, T=128,
@@ -220,36 +221,10 @@ def main():
         adapted = add_lora(model, LORA_TARGETS[args.mode])
     model.train()
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    dt, loss0, loss = timed_steps(
+        model, params, lambda n, p: p.dim() >= 2 and "embed_tokens" not in n, V, B, T,
+        args.seed, args.warmup, steps)
     trained = [p for _, p in params]
-    decay = [p for n, p in params if p.dim() >= 2 and "embed_tokens" not in n]
-    no_decay = [p for n, p in params if not (p.dim() >= 2 and "embed_tokens" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=3e-4, betas=(0.9, 0.999), eps=1e-8)
-    gen = torch.Generator().manual_seed(args.seed)
-    tokens = torch.randint(0, V, (B, T + 1), generator=gen)
-    ids, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
-
-    def step():
-        opt.zero_grad(set_to_none=False)
-        logits = model(ids)
-        loss = F.cross_entropy(logits.view(-1, V), targets.view(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, 1.0)
-        opt.step()
-        return float(loss)
-
-    loss0 = loss = float("nan")
-    for i in range(args.warmup):
-        loss = step()
-        if i == 0:
-            loss0 = loss
-    t0 = time.perf_counter()
-    for i in range(steps):
-        loss = step()
-        if args.warmup == 0 and i == 0:
-            loss0 = loss
-    dt = (time.perf_counter() - t0) / max(steps, 1)
     tok_s = B * T / dt
     print("pytorch %s %s ms_per_step=%.1f tokens_per_s=%.1f threads=%d steps=%d "
           "loss0=%.4f loss=%.4f trainable=%d adapted=%d torch=%s" %

@@ -19,11 +19,12 @@ FLOPs per token use trl-hpc's estimate (model_flops_per_token in src/model.h):
 import argparse
 import math
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_step import timed_steps
 
 CONFIGS = {
     "gpt2-124M": dict(L=12, H=12, C=768, V=50257, P=1024, B=4, T=256, steps=5),
@@ -117,32 +118,10 @@ def main():
 
     B, T, V = c["B"], c["T"], c["V"]
     model = GPT2(c["L"], c["H"], c["C"], V, c["P"], T)
-    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "wte" not in n
-             and "wpe" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "wte" not in n
-                                                               and "wpe" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=3e-4, betas=(0.9, 0.999), eps=1e-8)
-    gen = torch.Generator().manual_seed(args.seed)
-    tokens = torch.randint(0, V, (B, T + 1), generator=gen)
-    ids, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
-
-    def step():
-        opt.zero_grad(set_to_none=False)
-        logits = model(ids)
-        loss = F.cross_entropy(logits.view(-1, V), targets.view(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return float(loss)
-
-    for _ in range(args.warmup):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    dt = (time.perf_counter() - t0) / max(steps, 1)
+    dt, _, loss = timed_steps(
+        model, list(model.named_parameters()),
+        lambda n, p: p.dim() == 2 and "wte" not in n and "wpe" not in n, V, B, T,
+        args.seed, args.warmup, steps)
     tok_s = B * T / dt
     gflops = flops_per_token(c["L"], c["C"], V, T) * tok_s / 1e9
     print("pytorch %s ms_per_step=%.1f tokens_per_s=%.1f gflops=%.2f threads=%d steps=%d "
