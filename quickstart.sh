@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 
 PACKAGES="build-essential autoconf automake pkg-config libopenmpi-dev openmpi-bin \
 libhdf5-openmpi-dev libyaml-dev libopenblas-openmp-dev libcriterion-dev libpcre2-dev \
-libutf8proc-dev libfftw3-dev python3 xz-utils"
+libutf8proc-dev libfftw3-dev libdnnl-dev python3 xz-utils"
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo

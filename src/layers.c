@@ -1,4 +1,4 @@
-/* layers.c - forward and backward of every transformer layer (CBLAS + OpenMP). */
+/* layers.c - forward and backward of every transformer layer (gemm.h + OpenMP). */
 #include "layers.h"
 
 #include <cblas.h>
@@ -6,6 +6,8 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
+
+#include "gemm.h"
 
 /* The block [*c0, *c1) of C columns that the calling OpenMP thread owns. Weight
  * gradients are summed over rows; splitting the columns instead of the rows
@@ -33,11 +35,9 @@ static void gemm_xw(float *out, const float *in, const float *w, int N, int IC, 
                     TrlWLayout layout, float beta)
 {
 	if (layout == TRL_W_OUT_IN)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, in,
-		            IC, w, IC, beta, out, OC);
+		gemm(0, 1, N, OC, IC, in, IC, w, IC, beta, out, OC, 1);
 	else
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f,
-		            in, IC, w, OC, beta, out, OC);
+		gemm(0, 0, N, OC, IC, in, IC, w, OC, beta, out, OC, 1);
 }
 
 void matmul_forward(float *out, const float *in, const float *w, const float *bias, int N,
@@ -62,19 +62,15 @@ void matmul_backward(float *din, float *dw, float *dbias, const float *dout,
 {
 	if (din) {
 		if (layout == TRL_W_OUT_IN) /* din (N,IC) += dout (N,OC) W (OC,IC) */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC,
-			            1.0f, dout, OC, w, IC, 1.0f, din, IC);
+			gemm(0, 0, N, IC, OC, dout, OC, w, IC, 1.0f, din, IC, 1);
 		else /* din += dout W^T, W (IC,OC) */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC,
-			            1.0f, dout, OC, w, OC, 1.0f, din, IC);
+			gemm(0, 1, N, IC, OC, dout, OC, w, OC, 1.0f, din, IC, 1);
 	}
 	if (dw) {
 		if (layout == TRL_W_OUT_IN) /* dW (OC,IC) += dout^T in */
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N,
-			            1.0f, dout, OC, in, IC, 1.0f, dw, IC);
+			gemm(1, 0, OC, IC, N, dout, OC, in, IC, 1.0f, dw, IC, 0);
 		else /* dW (IC,OC) += in^T dout */
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N,
-			            1.0f, in, IC, dout, OC, 1.0f, dw, OC);
+			gemm(1, 0, IC, OC, N, in, IC, dout, OC, 1.0f, dw, OC, 0);
 	}
 	if (dbias) {
 #pragma omp parallel

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fd.h"
+#include "gemm.h"
 #include "layers.h"
 #include "shortconv.h"
 #include "rng.h"
@@ -1420,4 +1421,135 @@ Test(layers, shortconv_fft_declines_resumed_documents)
 	for (int i = 0; i < T * 3 * C; i++)
 		cr_assert_eq(dproj[i], 0.0f, "declined backward wrote dproj");
 	free(w);
+}
+
+/* ---- gemm.h: bf16 products ------------------------------------------------ */
+
+/* C = op(A) op(B) (+ C) in double from bf16-rounded inputs: what a bf16 gemm
+ * must give up to fp32 summation. */
+static void gemm_ref_bf16(int ta, int tb, int M, int N, int K, const float *A, int lda,
+                          const float *B, int ldb, float beta, double *C, int ldc)
+{
+	for (int i = 0; i < M; i++)
+		for (int j = 0; j < N; j++) {
+			double s = beta != 0.0f ? C[(size_t)i * ldc + j] : 0.0;
+			for (int k = 0; k < K; k++) {
+				float a =
+				    ta ? A[(size_t)k * lda + i] : A[(size_t)i * lda + k];
+				float b =
+				    tb ? B[(size_t)j * ldb + k] : B[(size_t)k * ldb + j];
+				s += (double)gemm_bf16_round(a) * gemm_bf16_round(b);
+			}
+			C[(size_t)i * ldc + j] = s;
+		}
+}
+
+Test(layers, bf16_round_is_nearest_even)
+{
+	cr_assert_eq(gemm_bf16_round(1.0f), 1.0f);
+	/* 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to even (1). */
+	cr_assert_eq(gemm_bf16_round(1.0f + 0x1p-8f), 1.0f);
+	cr_assert_eq(gemm_bf16_round(1.0f + 0x1p-8f + 0x1p-20f), 1.0f + 0x1p-7f);
+	cr_assert_eq(gemm_bf16_round(1.0f + 3 * 0x1p-8f), 1.0f + 0x1p-6f);
+	cr_assert(isnan(gemm_bf16_round(NAN)));
+	cr_assert(isinf(gemm_bf16_round(INFINITY)));
+}
+
+Test(layers, bf16_gemm_matches_rounded_reference)
+{
+	if (!gemm_have_dnnl())
+		cr_skip_test("built without oneDNN");
+	TrlErr err = {0};
+	cr_assert_eq(gemm_set_precision(GEMM_BF16, &err), 0, "%s", err.msg);
+	/* Odd sizes, padded leading dimensions, every transpose, both betas. */
+	const int M = 37, N = 29, K = 53, pad = 3;
+	Rng r;
+	rng_seed(&r, 5);
+	size_t big = (size_t)(K + pad) * (M + N + pad);
+	float *A = malloc(big * sizeof *A), *B = malloc(big * sizeof *B);
+	float *C = malloc((size_t)M * (N + pad) * sizeof *C);
+	double *R = malloc((size_t)M * (N + pad) * sizeof *R);
+	for (size_t i = 0; i < big; i++) {
+		A[i] = (float)rng_normal(&r);
+		B[i] = (float)rng_normal(&r);
+	}
+	for (int ta = 0; ta < 2; ta++)
+		for (int tb = 0; tb < 2; tb++)
+			for (int acc = 0; acc < 2; acc++) {
+				int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad,
+				    ldc = N + pad;
+				for (int i = 0; i < M * ldc; i++)
+					R[i] = C[i] = (float)(i % 7) - 3.0f;
+				gemm(ta, tb, M, N, K, A, lda, B, ldb, acc ? 1.0f : 0.0f,
+				     C, ldc, 0);
+				gemm_ref_bf16(ta, tb, M, N, K, A, lda, B, ldb,
+				              acc ? 1.0f : 0.0f, R, ldc);
+				double worst = 0;
+				for (int i = 0; i < M; i++)
+					for (int j = 0; j < N; j++) {
+						double d =
+						    fabs(C[i * ldc + j] - R[i * ldc + j]);
+						worst = d > worst ? d : worst;
+					}
+				/* fp32 sums of 53 products of size ~1: ~1e-5 */
+				cr_assert(worst < 1e-4, "ta %d tb %d beta %d: off by %g",
+				          ta, tb, acc, worst);
+				/* The padding columns of C are never written. */
+				for (int i = 0; i < M; i++)
+					for (int j = N; j < ldc; j++)
+						cr_assert_eq(C[i * ldc + j],
+						             (float)((i * ldc + j) % 7) -
+						                 3.0f);
+			}
+	/* Not fp32: the rounding shows against an fp32 product. */
+	float c32 = 0, cb = 0;
+	gemm(0, 1, 1, 1, K, A, K, B, K, 0.0f, &cb, 1, 0);
+	for (int k = 0; k < K; k++)
+		c32 += A[k] * B[k];
+	cr_assert(fabsf(c32 - cb) > 1e-6f, "bf16 gave the fp32 product %g", c32);
+	gemm_set_precision(GEMM_FP32, &err);
+	free(A);
+	free(B);
+	free(C);
+	free(R);
+}
+
+/* Inside a scope a weight is rounded once: a change to it shows only after
+ * gemm_forget; outside scopes every call sees the current values. */
+Test(layers, bf16_weight_scope_keeps_and_forgets)
+{
+	if (!gemm_have_dnnl())
+		cr_skip_test("built without oneDNN");
+	TrlErr err = {0};
+	cr_assert_eq(gemm_set_precision(GEMM_BF16, &err), 0, "%s", err.msg);
+	float x[4] = {1, 2, 3, 4}, w[8] = {1, 1, 1, 1, 0, 0, 0, 1}, y[2];
+	gemm_scope_begin();
+	gemm(0, 1, 1, 2, 4, x, 4, w, 4, 0.0f, y, 2, 1);
+	cr_assert(y[0] == 10 && y[1] == 4);
+	w[0] = 5; /* the promise is broken on purpose: the kept copy is used */
+	gemm(0, 1, 1, 2, 4, x, 4, w, 4, 0.0f, y, 2, 1);
+	cr_assert_eq(y[0], 10);
+	cr_assert(gemm_cache_bytes() >= 8 * sizeof(uint16_t));
+	gemm_forget(w + 2, 1);
+	gemm(0, 1, 1, 2, 4, x, 4, w, 4, 0.0f, y, 2, 1);
+	cr_assert_eq(y[0], 14);
+	w[0] = 1;
+	gemm_forget_all();
+	gemm(0, 1, 1, 2, 4, x, 4, w, 4, 0.0f, y, 2, 1);
+	cr_assert_eq(y[0], 10);
+	gemm_scope_end();
+	w[0] = 2;
+	gemm(0, 1, 1, 2, 4, x, 4, w, 4, 0.0f, y, 2, 1);
+	cr_assert_eq(y[0], 11);
+	gemm_set_precision(GEMM_FP32, &err);
+}
+
+Test(layers, bf16_refused_without_dnnl)
+{
+	if (gemm_have_dnnl())
+		cr_skip_test("built with oneDNN");
+	TrlErr err = {0};
+	cr_assert_eq(gemm_set_precision(GEMM_BF16, &err), TRL_EUNSUPPORTED);
+	cr_assert(strstr(err.msg, "libdnnl-dev"), "got: %s", err.msg);
+	cr_assert_eq(gemm_precision(), GEMM_FP32);
 }
