@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "chat_template.h"
+#include "gemm.h"
 #include "generate.h"
 #include "json.h"
 #include "model.h"
@@ -33,6 +34,8 @@ static int usage(FILE *f)
 	        "log-prob to stderr\n"
 	        "  --chat                   wrap the prompt in the model's chat "
 	        "template\n"
+	        "  --bf16                   bf16 matmul inputs, fp32 accumulation "
+	        "(needs oneDNN)\n"
 	        "  --base DIR               the base model of an adapter folder "
 	        "(default: its\n"
 	        "                           adapter_config.json's "
@@ -124,7 +127,7 @@ static int chat_prompt(const char *dir, const Tokenizer *tok, const char *prompt
 int cmd_generate(int argc, char **argv)
 {
 	const char *dir = NULL, *prompt = NULL, *base = NULL;
-	int chat = 0, show_logprobs = 0;
+	int chat = 0, show_logprobs = 0, bf16 = 0;
 	GenConfig gc;
 	gen_config_defaults(&gc);
 	gc.max_new_tokens = 64;
@@ -141,6 +144,10 @@ int cmd_generate(int argc, char **argv)
 		}
 		if (strcmp(a, "--logprobs") == 0) {
 			show_logprobs = 1;
+			continue;
+		}
+		if (strcmp(a, "--bf16") == 0) {
+			bf16 = 1;
 			continue;
 		}
 		if (a[0] != '-') {
@@ -217,6 +224,10 @@ int cmd_generate(int argc, char **argv)
 	memset(&g, 0, sizeof g);
 	memset(&out, 0, sizeof out);
 	memset(&tok, 0, sizeof tok);
+	if (bf16 && gemm_set_precision(GEMM_BF16, &err)) {
+		fprintf(stderr, "trl-hpc generate: %s\n", err.msg);
+		return 1;
+	}
 	rc = base ? lora_load_merged(&m, dir, base, -1, 0, 0, NULL, &err)
 	          : model_load_dir(&m, dir, &err);
 	if (rc)

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "gemm.h"
 #include "layers.h"
 #include "model_io.h"
 #include "optim.h"
@@ -392,6 +393,9 @@ static int train_loop(Trainer *tr, TrlErr *err)
 
 		double t_step = trl_now();
 		int pooled = cfg->method == TRL_METHOD_SFT;
+		/* The weights stand still over the micro-batches of a step: each
+		 * is rounded to bf16 once (gemm.h) for all of them. */
+		gemm_scope_begin();
 		for (int j = 0; j < GA && !skip; j++) {
 			zero_begin_micro(&tr->zero, j == GA - 1);
 			metrics_clear(&tr->micro_m[j]);
@@ -404,6 +408,7 @@ static int train_loop(Trainer *tr, TrlErr *err)
 			if (pooled && j > 0)
 				metrics_merge(&tr->micro_m[0], &tr->micro_m[j]);
 		}
+		gemm_scope_end();
 		/* Data parallel: every rank's gradient is already divided by the
 		 * global count, so their sum (reduced per unit during the backward)
 		 * is the gradient of the mean loss. */
@@ -729,6 +734,13 @@ static void print_banner(const Trainer *tr)
 	    tr->train.n_skipped + tr->test.n_skipped,
 	    tr->train.n_truncated + tr->test.n_truncated,
 	    tr->cache_hits[0] ? "; tokenized data from the cache" : "");
+	if (gemm_precision() == GEMM_BF16)
+		printf("precision: bf16 matmul inputs, fp32 accumulation, weights, norms "
+		       "and AdamW (oneDNN %s)\n",
+		       gemm_impl(cfg->per_device_train_batch_size * cfg->max_length,
+		                 m->cfg.hidden_size, m->cfg.hidden_size));
+	else
+		printf("precision: fp32 (cblas sgemm)\n");
 	const ZeroMem *zm = &tr->zero.mem;
 	double mib = 1.0 / 1048576.0;
 	if (tr->peft) {
@@ -801,6 +813,14 @@ int trl_train(const Config *cfg, const Comm *comm, TrlErr *err)
 	 * own communicator. */
 	RolloutLink link;
 	memset(&link, 0, sizeof link);
+	/* Every rank, generation ranks too, takes the same precision; a build
+	 * without oneDNN refuses bf16 on all of them alike. */
+	int prc = gemm_set_precision(cfg->bf16 ? GEMM_BF16 : GEMM_FP32, err);
+	if (prc) {
+		sigaction(SIGTERM, &old_term, NULL);
+		sigaction(SIGUSR1, &old_usr1, NULL);
+		return prc;
+	}
 	Comm tcomm = *comm;
 	int K = TRL_METHOD_IS_ONLINE(cfg->method) ? cfg->generation_ranks : 0;
 	int rc;

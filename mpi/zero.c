@@ -2,6 +2,8 @@
  * and gathers driven by the model's hooks, and AdamW on the owned pieces. */
 #include "zero.h"
 
+#include "gemm.h"
+
 #include <limits.h>
 #include <math.h>
 #include <stdlib.h>
@@ -195,6 +197,8 @@ static void fetch(Zero *z, int u)
 		*occ = u;
 	}
 	model_bind_unit(z->m, u, z->wbuf[b], NULL);
+	/* The buffer gets new weights: a bf16 copy of the old ones is stale. */
+	gemm_forget(z->wbuf[b], z->m->unit_end[u] - z->m->unit_begin[u]);
 	issue_gather(z, u, z->shard_w + z->w_off[u], z->wbuf[b]);
 	z->valid[u] = 1;
 }
@@ -573,6 +577,7 @@ void zero_step(Zero *z, double lr, double max_grad_norm, double *gnorm)
 		zero_floats(m->grads, total);
 	for (int u = 0; u < z->U; u++)
 		z->g_fresh[u] = 1;
+	gemm_forget_all(); /* the weights moved */
 }
 
 void zero_flush(Zero *z)

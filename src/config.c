@@ -200,6 +200,15 @@ static const Key keys[] = {
     {"max_grad_norm", K_DOUBLE, F(max_grad_norm), "1.0", GE(0),
      .help = "Clip the global L2 norm of the gradients to this value; 0 = no "
              "clipping."},
+    {"bf16", K_BOOL, F(bf16), "false",
+     .help = "Mixed precision: matmul inputs rounded to bf16 with fp32 accumulation "
+             "(oneDNN; AMX or AVX512-BF16 where the CPU has them), fp32 master "
+             "weights, gradients, norms, softmax, loss and AdamW, as torch.autocast. "
+             "Applies to every forward (reference, reward, generation). TRL's "
+             "default is true; here false, so a run is fp32 unless asked."},
+    {"fp16", K_BOOL, F(fp16), "false",
+     .help = "Refused: fp16 needs loss scaling and CPUs have no fp16 matmul units "
+             "worth it; use bf16: true."},
     {"num_train_epochs", K_DOUBLE, F(num_train_epochs), "3.0", GT(0),
      .help = "Passes over the training split (fractions allowed); ignored when "
              "max_steps > 0."},
@@ -1372,6 +1381,11 @@ int config_finish(Config *c, TrlErr *err)
 		                "beta: %g is out of range for %s: it must be > 0 (0 is "
 		                "allowed only for the online methods)",
 		                c->beta, method_choices[c->method]);
+	if (c->fp16)
+		return trl_errf(err, TRL_EUNSUPPORTED,
+		                "fp16: true is not supported: fp16 training needs loss "
+		                "scaling and CPUs run fp16 matmuls no faster than bf16; "
+		                "set bf16: true instead (same memory, fp32's range)");
 	if (c->dataset_name[0] == '\0')
 		return trl_errf(
 		    err, TRL_EINVAL,

@@ -170,6 +170,7 @@ typedef struct Config {
 	int log_completions;
 	/* LoRA (TRL's ModelConfig) */
 	int use_peft, lora_r, use_rslora, disable_dropout;
+	int bf16, fp16; /* mixed precision (gemm.h); fp16 is refused */
 	double lora_alpha, lora_dropout;
 	char lora_target_modules[512], lora_modules_to_save[512];
 	char base_model_name_or_path[TRL_PATH_MAX];

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "layers.h"
 
 void gen_config_defaults(GenConfig *gc)
@@ -730,6 +731,9 @@ int generate(Generator *g, const Tokenizer *tok, const GenConfig *gc,
 			                prompt_lens[b], g->maxT);
 		total += prompt_lens[b];
 	}
+	/* The weights are fixed for the whole call: bf16 rounds each once, not
+	 * once per token. */
+	gemm_scope_begin();
 	memset(out, 0, (size_t)B * sizeof *out);
 	int32_t *flat = malloc((size_t)total * sizeof *flat);
 	int *rows = malloc((size_t)B * sizeof *rows);
@@ -843,6 +847,7 @@ int generate(Generator *g, const Tokenizer *tok, const GenConfig *gc,
 fail:
 	gen_output_free(out, B);
 done:
+	gemm_scope_end();
 	free(flat);
 	free(rows);
 	free(ones);

@@ -309,8 +309,9 @@ Test(config, bad_enum_lists_choices_and_suggests)
 	expect_error("lr_scheduler_type: cosin\n",
 	             "1:20: lr_scheduler_type: 'cosin' is not one of: constant, "
 	             "constant_with_warmup, linear, cosine (did you mean 'cosine'?)");
-	expect_error("model:\n  architecture: mistral\n",
-	             "2:17: model.architecture: 'mistral' is not one of: llama, gpt2, lfm2");
+	expect_error(
+	    "model:\n  architecture: mistral\n",
+	    "2:17: model.architecture: 'mistral' is not one of: llama, gpt2, lfm2");
 }
 
 Test(config, duplicate_key_names_both_lines)
@@ -724,7 +725,7 @@ Test(config, help_and_markdown_list_every_key)
 		cr_assert(strstr(md, cell), "markdown misses %s", name);
 		keys++;
 	}
-	cr_assert_eq(keys, 140); /* every key of the schema, model block included */
+	cr_assert_eq(keys, 142); /* every key of the schema, model block included */
 	free(yaml);
 	free(help);
 	free(md);
@@ -850,4 +851,21 @@ Test(config, lists_on_the_command_line_are_yaml_flow)
 	    load_text(&c, "reward_funcs:\n  - format\n  - accuracy\n", NULL, &err), 0,
 	    "%s", err.msg);
 	cr_assert_str_eq(c.reward_funcs, "format,accuracy");
+}
+
+Test(config, precision_keys)
+{
+	Config c;
+	TrlErr err;
+	cr_assert_eq(load_text(&c, "dataset_name: d.jsonl\nbf16: true\n", NULL, &err), 0,
+	             "%s", err.msg);
+	cr_assert_eq(c.bf16, 1);
+	cr_assert_eq(config_finish(&c, &err), 0, "%s", err.msg);
+	/* fp16 parses (TRL recipes carry it) but a run refuses it, saying why. */
+	cr_assert_eq(load_text(&c, "dataset_name: d.jsonl\nfp16: true\n", NULL, &err), 0,
+	             "%s", err.msg);
+	cr_assert_eq(config_finish(&c, &err), TRL_EUNSUPPORTED);
+	cr_assert(strstr(err.msg, "fp16: true is not supported") &&
+	              strstr(err.msg, "set bf16: true"),
+	          "got: %s", err.msg);
 }
