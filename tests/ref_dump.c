@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "json.h"
 #include "layers.h"
 #include "lora.h"
@@ -196,15 +197,28 @@ static void set_tensor(StTensor *st, const char *name, StDtype dt, const void *d
 
 int main(int argc, char **argv)
 {
-	const char *lora_targets =
-	    argc == 5 && strcmp(argv[3], "--lora") == 0 ? argv[4] : NULL;
-	if (argc != 3 && !lora_targets) {
+	const char *lora_targets = NULL;
+	int bf16 = 0, bad = argc < 3;
+	for (int i = 3; i < argc && !bad; i++) {
+		if (strcmp(argv[i], "--lora") == 0 && i + 1 < argc)
+			lora_targets = argv[++i];
+		else if (strcmp(argv[i], "--bf16") == 0)
+			bf16 = 1;
+		else
+			bad = 1;
+	}
+	if (bad) {
 		fprintf(
 		    stderr,
 		    "usage: %s llama|llama-gqa-bias|llama-bias|qwen3|gpt2|lfm2|lfm2-bias "
-		    "OUT.safetensors [--lora TARGETS]\n",
+		    "OUT.safetensors [--lora TARGETS] [--bf16]\n",
 		    argv[0]);
 		return 1;
+	}
+	TrlErr perr = {0};
+	if (bf16 && gemm_set_precision(GEMM_BF16, &perr)) {
+		fprintf(stderr, "ref_dump: %s\n", perr.msg);
+		return 77; /* a build without oneDNN: nothing to compare */
 	}
 	ModelConfig mc;
 	if (config_for(argv[1], &mc)) {
@@ -315,8 +329,10 @@ int main(int argc, char **argv)
 	snprintf(lmeta, sizeof lmeta,
 	         "{\"r\": %d, \"lora_alpha\": %g, \"use_rslora\": %s}", lo.spec.r,
 	         (double)lo.spec.alpha, lo.spec.rslora ? "true" : "false");
-	const char *meta[4] = {"config", json.p, "lora", lmeta};
-	int wrc = st_write(argv[2], st, k, meta, lora_targets ? 2 : 1, &err);
+	/* precision tells the oracle to round the linear layers' inputs. */
+	const char *meta[6] = {"config", json.p, "precision", bf16 ? "bf16" : "fp32",
+	                       "lora",   lmeta};
+	int wrc = st_write(argv[2], st, k, meta, lora_targets ? 3 : 2, &err);
 	json_buf_free(&json);
 	if (wrc) {
 		fprintf(stderr, "ref_dump: %s\n", err.msg);

@@ -46,4 +46,28 @@ llama-gqa-bias all-linear
 gpt2 all-linear
 qwen3 q_proj,v_proj
 EOF
+# bf16: true (gemm.h): the linear layers' inputs rounded to bf16, fp32 sums;
+# check_parity.py rounds the same inputs in its float64 oracle, and compares
+# with torch.autocast too. A build without oneDNN skips these (ref_dump 77).
+while read -r arch targets; do
+	echo "== $arch --bf16 ${targets:+--lora $targets}"
+	out=$tmp/$arch-bf16-$targets.safetensors
+	"$ref_dump" "$arch" "$out" --bf16 ${targets:+--lora "$targets"} </dev/null
+	rc=$?
+	if [ $rc -eq 77 ]; then
+		echo "SKIP: this build has no oneDNN (bf16)"
+		continue
+	elif [ $rc -ne 0 ]; then
+		echo "FAIL: ref_dump $arch --bf16"
+		status=1
+		continue
+	fi
+	"$python" "$check" "$out" ${targets:+--lora-targets "$targets"} </dev/null || status=1
+done <<'EOF'
+llama-gqa-bias
+qwen3
+gpt2
+lfm2
+lfm2 all-linear
+EOF
 exit $status

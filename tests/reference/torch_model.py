@@ -326,15 +326,57 @@ def attend(q, k, v, mask):
     return torch.matmul(probs, v)
 
 
+# bf16 matmuls as trl-hpc's bf16: true runs them: both inputs of each linear
+# layer's product rounded to bf16 (round to nearest even), the product summed
+# without further rounding and kept in the working dtype; in the backward the
+# incoming gradient and the other operand are rounded the same way. Attention
+# scores, norms, the loss and LoRA's small products stay unrounded. Set by the
+# caller (check_parity.py for a case dumped with --bf16).
+BF16_MATMUL = False
+
+
+def bf16(x):
+    """x rounded to bf16 and back to its dtype."""
+    return x.to(torch.bfloat16).to(x.dtype)
+
+
+class Bf16Matmul(torch.autograd.Function):
+    """y = bf16(x) bf16(w), with dx = bf16(dy) bf16(w)^T, dw = bf16(x)^T bf16(dy)."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        ctx.save_for_backward(x, w)
+        return torch.matmul(bf16(x), bf16(w))
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        g = bf16(dy)
+        dx = torch.matmul(g, bf16(w).t())
+        xr = bf16(x).reshape(-1, x.shape[-1])
+        dw = torch.matmul(xr.t(), g.reshape(-1, g.shape[-1]))
+        return dx, dw
+
+
+def matmul_w(x, w):
+    """x (..., in) times w (in, out): the product a linear layer runs."""
+    return Bf16Matmul.apply(x, w) if BF16_MATMUL else torch.matmul(x, w)
+
+
 def linear(x, w, b=None):
     """nn.Linear: w is (out, in), y = x w^T + b."""
-    y = torch.matmul(x, w.t())
+    y = matmul_w(x, w.t())
     return y + b if b is not None else y
+
+
+def linear32(x, w):
+    """x w^T never rounded (LoRA's rank-r products)."""
+    return torch.matmul(x, w.t())
 
 
 def conv1d(x, w, b):
     """GPT-2 Conv1D: w is (in, out), y = x w + b."""
-    return torch.matmul(x, w) + b
+    return matmul_w(x, w) + b
 
 
 LORA_PREFIX = "base_model.model."
@@ -371,7 +413,7 @@ def lora_delta(x, w, path, lora):
                                          " with r %d" % lora["r"] if "r" in lora else ""))
     if "used" in lora:
         lora["used"].add(path)
-    return linear(linear(x, A), B) * lora["scale"]
+    return linear32(linear32(x, A), B) * lora["scale"]
 
 
 def lin(w, lora, path, x, bias=False, weight=None):
